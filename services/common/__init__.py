@@ -1,0 +1,1 @@
+"""One place for what every service shares: settings, server bootstrap, logging, errors."""

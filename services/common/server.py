@@ -1,0 +1,133 @@
+"""The one server bootstrap every service uses.
+
+A grpc.aio server on uvloop with grpc.health.v1 (NOT_SERVING while draining), server reflection,
+structured logs, and a graceful SIGTERM/SIGINT: stop accepting, let in-flight calls finish within
+the grace period, then run the service's cleanup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from services.common.logs import configure_logging
+from services.common.settings import ConfigError, MeshSettings, load_settings
+
+log = logging.getLogger(__name__)
+
+# Messages up to 64 MiB (long prompts); keepalives so a dead peer is noticed mid-stream.
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+def insecure_channel(address: str) -> grpc.aio.Channel:
+    """A channel to another service of the mesh; create one per peer and reuse it."""
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+Cleanup = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Service:
+    """What a service contributes to the bootstrap."""
+
+    name: str
+    # Fully qualified gRPC service names the server exposes (for health and reflection).
+    service_names: Sequence[str]
+    # Runs after the server stopped accepting calls and drained.
+    cleanups: list[Cleanup] = field(default_factory=list)
+    # Runs once the server is listening, e.g. to start background tasks.
+    on_started: list[Cleanup] = field(default_factory=list)
+
+
+Build = Callable[[grpc.aio.Server, MeshSettings], Awaitable[Service]]
+
+
+async def serve(build: Build, settings: MeshSettings, host: str, port: int, grace_s: float) -> None:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    service = await build(server, settings)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*service.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise SystemExit(f"{service.name}: cannot listen on {host}:{port}")
+    await server.start()
+    for name in ["", *service.service_names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    for hook in service.on_started:
+        await hook()
+    # The supervisor and tests read this line to learn the bound port (port 0 = ephemeral).
+    log.info("listening", extra={"address": f"{host}:{bound}", "port": bound})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("draining", extra={"grace_period_s": grace_s})
+    await health.enter_graceful_shutdown()
+    await server.stop(grace_s)
+    for cleanup in service.cleanups:
+        try:
+            await cleanup()
+        except Exception:
+            log.exception("cleanup failed")
+    log.info("stopped")
+
+
+def main(name: str, build: Build, select: Callable[[MeshSettings, argparse.Namespace],
+                                                   tuple[str, int, float]],
+         add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """Entry point shared by every service's ``__main__``.
+
+    ``select`` picks the host, port and grace period of this process from the mesh settings;
+    ``--port`` overrides the port (0 picks a free one).
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m services.{name}")
+    parser.add_argument("--config", help="mesh YAML file (default: $HI_CONFIG or built-in)")
+    parser.add_argument("--port", type=int, help="override the listening port (0 = any free)")
+    if add_arguments:
+        add_arguments(parser)
+    args = parser.parse_args()
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(name, settings.log_level)
+    host, port, grace = select(settings, args)
+    if args.port is not None:
+        port = args.port
+    uvloop.run(serve(build, settings, host, port, grace))
