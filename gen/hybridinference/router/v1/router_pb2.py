@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hybridinference.common.v1 import chat_pb2 as hybridinference_dot_common_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&hybridinference/router/v1/router.proto\x12\x19hybridinference.router.v1\x1a$hybridinference/common/v1/chat.proto\"\xc1\x01\n\x0cRouteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x38\n\x08messages\x18\x03 \x03(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12;\n\x08sampling\x18\x04 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12\x17\n\x0fpinned_endpoint\x18\x05 \x01(\t\"\x92\x01\n\rRouteResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x37\n\tselection\x18\x02 \x01(\x0b\x32$.hybridinference.router.v1.Selection\x12\x39\n\ncompletion\x18\x03 \x01(\x0b\x32%.hybridinference.router.v1.Completion\"W\n\tSelection\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x14\n\x0cserved_model\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\"\x8f\x01\n\nCompletion\x12/\n\x05usage\x18\x01 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12>\n\rfinish_reason\x18\x02 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\"K\n\x12ListModelsResponse\x12\x35\n\x06models\x18\x01 \x03(\x0b\x32%.hybridinference.router.v1.ModelRoute\"R\n\nModelRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x11\n\tendpoints\x18\x03 \x03(\t\x12\x11\n\tproviders\x18\x04 \x03(\t\"\x16\n\x14ListEndpointsRequest\"T\n\x15ListEndpointsResponse\x12;\n\tendpoints\x18\x01 \x03(\x0b\x32(.hybridinference.router.v1.EndpointState\"\xbf\x01\n\rEndpointState\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eworker_address\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x12\x15\n\rhealth_detail\x18\x06 \x01(\t\x12\x11\n\tin_flight\x18\x07 \x01(\x05\x12\x16\n\x0erequests_total\x18\x08 \x01(\x03\x12\x16\n\x0e\x66\x61ilures_total\x18\t \x01(\x03\x32\xcc\x02\n\rRouterService\x12\\\n\x05Route\x12\'.hybridinference.router.v1.RouteRequest\x1a(.hybridinference.router.v1.RouteResponse0\x01\x12i\n\nListModels\x12,.hybridinference.router.v1.ListModelsRequest\x1a-.hybridinference.router.v1.ListModelsResponse\x12r\n\rListEndpoints\x12/.hybridinference.router.v1.ListEndpointsRequest\x1a\x30.hybridinference.router.v1.ListEndpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&hybridinference/router/v1/router.proto\x12\x19hybridinference.router.v1\x1a$hybridinference/common/v1/chat.proto\"\xc1\x01\n\x0cRouteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x38\n\x08messages\x18\x03 \x03(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12;\n\x08sampling\x18\x04 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12\x17\n\x0fpinned_endpoint\x18\x05 \x01(\t\"\x92\x01\n\rRouteResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x37\n\tselection\x18\x02 \x01(\x0b\x32$.hybridinference.router.v1.Selection\x12\x39\n\ncompletion\x18\x03 \x01(\x0b\x32%.hybridinference.router.v1.Completion\"W\n\tSelection\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x14\n\x0cserved_model\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\"\x8f\x01\n\nCompletion\x12/\n\x05usage\x18\x01 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12>\n\rfinish_reason\x18\x02 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\"K\n\x12ListModelsResponse\x12\x35\n\x06models\x18\x01 \x03(\x0b\x32%.hybridinference.router.v1.ModelRoute\"d\n\nModelRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x11\n\tendpoints\x18\x03 \x03(\t\x12\x11\n\tproviders\x18\x04 \x03(\t\x12\x10\n\x08owned_by\x18\x05 \x01(\t\"\x16\n\x14ListEndpointsRequest\"T\n\x15ListEndpointsResponse\x12;\n\tendpoints\x18\x01 \x03(\x0b\x32(.hybridinference.router.v1.EndpointState\"\xbf\x01\n\rEndpointState\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eworker_address\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x12\x15\n\rhealth_detail\x18\x06 \x01(\t\x12\x11\n\tin_flight\x18\x07 \x01(\x05\x12\x16\n\x0erequests_total\x18\x08 \x01(\x03\x12\x16\n\x0e\x66\x61ilures_total\x18\t \x01(\x03\x32\xcc\x02\n\rRouterService\x12\\\n\x05Route\x12\'.hybridinference.router.v1.RouteRequest\x1a(.hybridinference.router.v1.RouteResponse0\x01\x12i\n\nListModels\x12,.hybridinference.router.v1.ListModelsRequest\x1a-.hybridinference.router.v1.ListModelsResponse\x12r\n\rListEndpoints\x12/.hybridinference.router.v1.ListEndpointsRequest\x1a\x30.hybridinference.router.v1.ListEndpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,13 +45,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSRESPONSE']._serialized_start=708
   _globals['_LISTMODELSRESPONSE']._serialized_end=783
   _globals['_MODELROUTE']._serialized_start=785
-  _globals['_MODELROUTE']._serialized_end=867
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=869
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=891
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=893
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=977
-  _globals['_ENDPOINTSTATE']._serialized_start=980
-  _globals['_ENDPOINTSTATE']._serialized_end=1171
-  _globals['_ROUTERSERVICE']._serialized_start=1174
-  _globals['_ROUTERSERVICE']._serialized_end=1506
+  _globals['_MODELROUTE']._serialized_end=885
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=887
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=909
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=911
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=995
+  _globals['_ENDPOINTSTATE']._serialized_start=998
+  _globals['_ENDPOINTSTATE']._serialized_end=1189
+  _globals['_ROUTERSERVICE']._serialized_start=1192
+  _globals['_ROUTERSERVICE']._serialized_end=1524
 # @@protoc_insertion_point(module_scope)

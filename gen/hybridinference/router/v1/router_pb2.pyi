@@ -212,10 +212,13 @@ class ModelRoute(_message.Message):
     STRATEGY_FIELD_NUMBER: _builtins.int
     ENDPOINTS_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
+    OWNED_BY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name clients ask for."""
     strategy: _builtins.str
     """Routing strategy of the model, e.g. "round_robin"."""
+    owned_by: _builtins.str
+    """Organisation shown to clients as the model's owner."""
     @_builtins.property
     def endpoints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Endpoint ids that can serve it, in fallback order."""
@@ -231,10 +234,11 @@ class ModelRoute(_message.Message):
         strategy: _builtins.str = ...,
         endpoints: _abc.Iterable[_builtins.str] | None = ...,
         providers: _abc.Iterable[_builtins.str] | None = ...,
+        owned_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "name", b"name", "providers", b"providers", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "name", b"name", "owned_by", b"owned_by", "providers", b"providers", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
