@@ -1,0 +1,1 @@
+"""Provider workers: host endpoints of one provider kind and stream generations over gRPC."""
