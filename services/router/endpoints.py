@@ -1,0 +1,155 @@
+"""The endpoint table: every configured provider endpoint, the worker hosting it, and the models.
+
+Built once from the mesh settings. Each worker gets exactly one channel and stub, shared by all of
+its endpoints and reused for every request (a channel per request costs ~0.65 ms per hop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from hybridinference.common.v1 import chat_pb2
+from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
+
+from services.common.server import insecure_channel
+from services.common.settings import MeshSettings
+
+
+class GenerateCall(Protocol):
+    """What the router needs from a streaming Generate call (a grpc.aio call or a test fake)."""
+
+    def __aiter__(self) -> AsyncIterator[provider_pb2.GenerateResponse]: ...
+
+    def cancel(self) -> bool: ...
+
+
+class ProviderStub(Protocol):
+    """The subset of ProviderServiceStub the router uses, so tests can inject fakes."""
+
+    def Generate(
+        self, request: provider_pb2.GenerateRequest, *, timeout: float | None = None
+    ) -> GenerateCall: ...
+
+    def GetStatus(
+        self, request: provider_pb2.GetStatusRequest, *, timeout: float | None = None
+    ) -> Awaitable[provider_pb2.GetStatusResponse]: ...
+
+
+@dataclass(eq=False)
+class Worker:
+    """One provider worker process; its endpoints share its channel."""
+
+    name: str
+    kind: str
+    address: str
+    stub: ProviderStub
+    # None for test fakes; otherwise the channel to close on shutdown.
+    channel: Any = None
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    def connected(self) -> bool:
+        """False when the channel is known not to reach the worker (fakes count as connected)."""
+        if self.channel is None:
+            return True
+        state = self.channel.get_state(try_to_connect=False)
+        return bool(state == grpc.ChannelConnectivity.READY)
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """A provider endpoint: static configuration plus the router's live view of it."""
+
+    id: str
+    worker: Worker
+    # The upstream's model name.
+    model: str
+    price_prompt_per_1m: float = 0.0
+    price_completion_per_1m: float = 0.0
+    # Optimistic until the first probe: probes run right after start, and a wrong guess only
+    # costs one fast-failing attempt.
+    healthy: bool = True
+    health_detail: str = ""
+    in_flight: int = 0
+    requests_total: int = 0
+    failures_total: int = 0
+
+    @property
+    def provider(self) -> str:
+        return self.worker.kind
+
+    @property
+    def worker_address(self) -> str:
+        return self.worker.address
+
+    def cost_usd(self, usage: chat_pb2.Usage) -> float:
+        return (
+            usage.prompt_tokens * self.price_prompt_per_1m
+            + usage.completion_tokens * self.price_completion_per_1m
+        ) / 1_000_000
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model name clients ask for and the endpoints that serve it, in fallback order."""
+
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    strategy: str
+    owned_by: str
+
+    @property
+    def providers(self) -> list[str]:
+        return list(dict.fromkeys(e.provider for e in self.endpoints))
+
+
+Connect = Callable[[str], tuple[Any, ProviderStub]]
+
+
+def connect_worker(address: str) -> tuple[Any, ProviderStub]:
+    channel = insecure_channel(address)
+    stub: ProviderStub = provider_pb2_grpc.ProviderServiceStub(channel)
+    return channel, stub
+
+
+class EndpointTable:
+    """Workers, endpoints (config order) and models, looked up by name."""
+
+    def __init__(self, workers: list[Worker], models: list[Model]) -> None:
+        self.workers = {w.name: w for w in workers}
+        self.endpoints = {e.id: e for w in workers for e in w.endpoints}
+        self.models = {m.name: m for m in models}
+
+    @classmethod
+    def from_settings(
+        cls, settings: MeshSettings, connect: Connect = connect_worker
+    ) -> EndpointTable:
+        workers: list[Worker] = []
+        for worker_settings in settings.providers:
+            address = worker_settings.address
+            channel, stub = connect(address)
+            worker = Worker(worker_settings.name, worker_settings.kind, address, stub, channel)
+            worker.endpoints = [
+                Endpoint(
+                    id=e.id,
+                    worker=worker,
+                    model=e.model,
+                    price_prompt_per_1m=e.price_prompt_per_1m,
+                    price_completion_per_1m=e.price_completion_per_1m,
+                )
+                for e in worker_settings.endpoints
+            ]
+            workers.append(worker)
+        by_id = {e.id: e for w in workers for e in w.endpoints}
+        models = [
+            Model(m.name, tuple(by_id[i] for i in m.endpoints), m.strategy, m.owned_by)
+            for m in settings.models
+        ]
+        return cls(workers, models)
+
+    async def close(self) -> None:
+        for worker in self.workers.values():
+            if worker.channel is not None:
+                await worker.channel.close()

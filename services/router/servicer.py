@@ -1,0 +1,70 @@
+"""RouterService over gRPC: a thin shell that maps the relay's errors to rich statuses."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+from hybridinference.router.v1 import router_pb2, router_pb2_grpc
+
+from services.common.errors import ServiceError, abort
+from services.common.logs import bind_request_id
+from services.router.endpoints import EndpointTable
+from services.router.relay import Relay
+
+
+class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+    def __init__(self, relay: Relay, table: EndpointTable) -> None:
+        self._relay = relay
+        self._table = table
+
+    async def Route(
+        self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.RouteResponse]:
+        bind_request_id(request.request_id)
+        try:
+            # aclosing: if the caller goes away while we wait to send, the relay's generator is
+            # closed at once, which cancels the provider call instead of leaving it to the GC.
+            async with contextlib.aclosing(
+                self._relay.route(request, context.time_remaining)
+            ) as stream:
+                async for response in stream:
+                    yield response
+        except ServiceError as error:
+            await abort(context, error)
+
+    async def ListModels(
+        self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.ListModelsResponse:
+        return router_pb2.ListModelsResponse(
+            models=[
+                router_pb2.ModelRoute(
+                    name=m.name,
+                    strategy=m.strategy,
+                    endpoints=[e.id for e in m.endpoints],
+                    providers=m.providers,
+                )
+                for m in self._table.models.values()
+            ]
+        )
+
+    async def ListEndpoints(
+        self, request: router_pb2.ListEndpointsRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.ListEndpointsResponse:
+        return router_pb2.ListEndpointsResponse(
+            endpoints=[
+                router_pb2.EndpointState(
+                    id=e.id,
+                    provider=e.provider,
+                    worker_address=e.worker_address,
+                    model=e.model,
+                    healthy=e.healthy,
+                    health_detail=e.health_detail,
+                    in_flight=e.in_flight,
+                    requests_total=e.requests_total,
+                    failures_total=e.failures_total,
+                )
+                for e in self._table.endpoints.values()
+            ]
+        )

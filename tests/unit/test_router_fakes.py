@@ -1,0 +1,155 @@
+"""Fake provider stubs for the router's unit tests (no tests here; shared by test_router_*)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+from hybridinference.common.v1 import chat_pb2
+from hybridinference.provider.v1 import provider_pb2
+
+from services.common.errors import ServiceError
+from services.router.endpoints import Endpoint, EndpointTable, Model, Worker
+from services.router.health import HealthMonitor
+from services.router.relay import Relay
+from services.router.strategies import create_strategy
+
+
+def rpc_error(
+    code: grpc.StatusCode, details: str = "boom", rich: ServiceError | None = None
+) -> grpc.aio.AioRpcError:
+    """An AioRpcError as a real peer would raise it, optionally with google.rpc details."""
+    trailing = (
+        grpc.aio.Metadata(*rich.to_status().trailing_metadata) if rich else grpc.aio.Metadata()
+    )
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=details)
+
+
+def tokens(
+    n: int,
+    model: str = "up-model",
+    prompt_tokens: int = 7,
+    finish: int = chat_pb2.FINISH_REASON_STOP,
+) -> list[provider_pb2.GenerateResponse]:
+    """n token events; the last carries usage and finish_reason, like a provider."""
+    events = [provider_pb2.GenerateResponse(delta=f"t{i} ") for i in range(n)]
+    events[0].model = model
+    events[-1].usage.CopyFrom(
+        chat_pb2.Usage(
+            prompt_tokens=prompt_tokens, completion_tokens=n, total_tokens=prompt_tokens + n
+        )
+    )
+    events[-1].finish_reason = finish  # type: ignore[assignment]
+    return events
+
+
+@dataclass
+class Script:
+    """What one Generate call does: emit events, then raise error, or hang until cancelled."""
+
+    events: list[provider_pb2.GenerateResponse] = field(default_factory=lambda: tokens(3))
+    error: grpc.aio.AioRpcError | None = None
+    hang: bool = False
+
+
+class FakeCall:
+    def __init__(self, script: Script, hanging: asyncio.Event) -> None:
+        self.script = script
+        self.cancelled = False
+        self.finished = False
+        self.hanging = hanging
+
+    def cancel(self) -> bool:
+        if self.finished or self.cancelled:
+            return False
+        self.cancelled = True
+        return True
+
+    async def _events(self) -> AsyncIterator[provider_pb2.GenerateResponse]:
+        for event in self.script.events:
+            yield event
+        if self.script.error is not None:
+            self.finished = True
+            raise self.script.error
+        if self.script.hang:
+            self.hanging.set()
+            await asyncio.Event().wait()
+        self.finished = True
+
+    def __aiter__(self) -> AsyncIterator[provider_pb2.GenerateResponse]:
+        return self._events()
+
+
+class FakeStub:
+    """Per-endpoint scripts for Generate; a settable reply or error for GetStatus."""
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, list[Script]] = {}
+        self.calls: list[tuple[provider_pb2.GenerateRequest, float | None, FakeCall]] = []
+        # Set when a call reaches a hanging script, so tests wait on it instead of polling.
+        self.hanging = asyncio.Event()
+        self.status: provider_pb2.GetStatusResponse | grpc.aio.AioRpcError = (
+            provider_pb2.GetStatusResponse()
+        )
+
+    def script(self, endpoint: str, *scripts: Script) -> None:
+        self.scripts.setdefault(endpoint, []).extend(scripts)
+
+    def Generate(
+        self, request: provider_pb2.GenerateRequest, *, timeout: float | None = None
+    ) -> FakeCall:
+        queue = self.scripts.get(request.endpoint) or [Script()]
+        script = queue.pop(0) if len(queue) > 1 else queue[0]
+        call = FakeCall(script, self.hanging)
+        self.calls.append((request, timeout, call))
+        return call
+
+    async def GetStatus(
+        self,
+        request: provider_pb2.GetStatusRequest,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - mirrors the gRPC stub's signature
+    ) -> provider_pb2.GetStatusResponse:
+        if isinstance(self.status, grpc.aio.AioRpcError):
+            raise self.status
+        return self.status
+
+    def endpoints_called(self) -> list[str]:
+        return [request.endpoint for request, _, _ in self.calls]
+
+
+def make_table(
+    workers: dict[str, list[str]],
+    models: dict[str, list[str]],
+    prices: dict[str, tuple[float, float]] | None = None,
+) -> tuple[EndpointTable, dict[str, FakeStub]]:
+    """A table of fake workers (name → endpoint ids) and models (name → endpoint ids)."""
+    stubs: dict[str, FakeStub] = {}
+    built: list[Worker] = []
+    for name, ids in workers.items():
+        stub = FakeStub()
+        stubs[name] = stub
+        worker = Worker(name, "sim", f"{name}:1", stub)
+        for endpoint_id in ids:
+            prompt, completion = (prices or {}).get(endpoint_id, (0.0, 0.0))
+            worker.endpoints.append(
+                Endpoint(endpoint_id, worker, f"{endpoint_id}-model", prompt, completion)
+            )
+        built.append(worker)
+    by_id = {e.id: e for w in built for e in w.endpoints}
+    table = EndpointTable(
+        built,
+        [
+            Model(name, tuple(by_id[i] for i in ids), "round_robin", "hybridinference")
+            for name, ids in models.items()
+        ],
+    )
+    return table, stubs
+
+
+def make_relay(table: EndpointTable) -> tuple[Relay, HealthMonitor]:
+    health = HealthMonitor(table, interval_s=3600, timeout_s=1.0)
+    strategies = {name: create_strategy(m.strategy) for name, m in table.models.items()}
+    return Relay(table, health, strategies), health
