@@ -1,0 +1,1 @@
+"""The ``hybridinference`` command line: chat, status, logs and models against a running mesh."""

@@ -1,0 +1,103 @@
+"""``hybridinference logs``: one request's record, or the latest records, from the logger."""
+
+from __future__ import annotations
+
+import argparse
+
+import grpc
+from google.protobuf import json_format
+from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+
+from services.cli import rpc
+from services.cli.table import format_table
+from services.common.settings import MeshSettings
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("logs", help="request records from the logger")
+    parser.add_argument("request_id", nargs="?", help="show this request's record as JSON")
+    parser.add_argument("--list", action="store_true", help="list the latest records")
+    parser.add_argument("--model", default="", help="with --list: only this requested model")
+    parser.add_argument("--limit", type=int, default=20, help="with --list: how many (1..1000)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --list: one JSON object per line instead of a table",
+    )
+    parser.set_defaults(run=run)
+
+
+def validate(args: argparse.Namespace) -> str | None:
+    """A usage error for an inconsistent combination of arguments, else None."""
+    if args.list and args.request_id:
+        return "give a REQUEST_ID or --list, not both"
+    if not args.list and not args.request_id:
+        return "give a REQUEST_ID, or --list for the latest records"
+    if not args.list and (args.model or args.json):
+        return "--model and --json only apply with --list"
+    if not 1 <= args.limit <= 1000:
+        return "--limit must be between 1 and 1000"
+    return None
+
+
+def record_json(record: logger_pb2.RequestRecord, indent: int | None = 2) -> str:
+    return json_format.MessageToJson(
+        record, preserving_proto_field_name=True, indent=indent, sort_keys=False
+    )
+
+
+def records_table(records: list[logger_pb2.RequestRecord]) -> str:
+    rows = [
+        (
+            r.request_id,
+            r.started_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+            if r.HasField("started_at")
+            else "-",
+            r.requested_model,
+            r.endpoint or "-",
+            r.status,
+            r.ttft_ms,
+            r.latency_ms,
+            r.usage.total_tokens,
+        )
+        for r in records
+    ]
+    headers = [
+        "request_id",
+        "started (UTC)",
+        "model",
+        "endpoint",
+        "status",
+        "ttft_ms",
+        "latency_ms",
+        "tokens",
+    ]
+    return format_table(headers, rows)
+
+
+def run(args: argparse.Namespace, settings: MeshSettings) -> int:
+    problem = validate(args)
+    if problem:
+        raise rpc.CliError(problem)
+    target = f"{rpc.dial_host(settings.logger.host)}:{settings.logger.port}"
+    with rpc.channel(target) as channel:
+        stub = logger_pb2_grpc.LoggerServiceStub(channel)
+        try:
+            if args.request_id:
+                reply = stub.GetRecord(
+                    logger_pb2.GetRecordRequest(request_id=args.request_id), timeout=10
+                )
+                print(record_json(reply.record))
+                return 0
+            listing = stub.ListRecords(
+                logger_pb2.ListRecordsRequest(model=args.model, page_size=args.limit), timeout=10
+            )
+        except grpc.RpcError as error:
+            raise rpc.CliError(rpc.describe(error, target)) from None
+    records = list(listing.records)
+    if args.json:
+        for record in records:
+            print(record_json(record, indent=None))
+    else:
+        print(records_table(records) if records else "no records")
+    return 0

@@ -1,0 +1,61 @@
+"""``python -m services.launcher [--config F]``: what ``make up`` runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import uvloop
+
+from services.common.settings import CONFIG_ENV, ConfigError, load_settings
+from services.launcher import plan, supervisor
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.launcher",
+        description="Start the HybridInference mesh (services, then Envoy) and stop it on Ctrl-C.",
+    )
+    parser.add_argument("--config", help=f"mesh YAML file (default: ${CONFIG_ENV} or built-in)")
+    parser.add_argument(
+        "--var-dir",
+        default="var",
+        help="where the rendered Envoy config (run/) and process logs (log/) go",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=30.0,
+        help="seconds each service may take to become healthy",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        print(f"launcher: {error}", file=sys.stderr)
+        return 2
+    problems = plan.port_conflicts(settings)
+    if problems:
+        print("launcher: cannot start:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    # load_settings put --config into the environment; children get it as an absolute path.
+    config_path = os.environ.get(CONFIG_ENV)
+    config = Path(config_path).resolve() if config_path else None
+    cwd = Path.cwd()
+    options = supervisor.Options(
+        config=config,
+        var_dir=(cwd / args.var_dir).resolve(),
+        cwd=cwd,
+        start_timeout_s=args.start_timeout,
+    )
+    return uvloop.run(supervisor.run(settings, options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

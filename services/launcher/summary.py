@@ -1,0 +1,62 @@
+"""The text printed once the mesh is up: where to send requests and where things are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.common.settings import MeshSettings
+from services.launcher.envoy_config import connect_host
+
+
+def request_log(settings: MeshSettings, cwd: Path) -> str:
+    if settings.logger.database_url:
+        # Never print a password from the DSN.
+        dsn = settings.logger.database_url
+        scheme, _, rest = dsn.partition("://")
+        if "@" in rest:
+            rest = "***@" + rest.split("@", 1)[1]
+        return f"PostgreSQL {scheme}://{rest}" if rest else "PostgreSQL"
+    return f"SQLite {(cwd / settings.logger.sqlite_path).resolve()}"
+
+
+def render(settings: MeshSettings, config: Path | None, cwd: Path, log_dir: Path) -> str:
+    host = connect_host(settings.envoy.host)
+    base = f"http://{host}:{settings.envoy.port}"
+    grpc_target = f"{host}:{settings.envoy.port}"
+    model = settings.models[0].name if settings.models else "MODEL"
+    rows = [
+        ("envoy (HTTP + gRPC)", f"{settings.envoy.host}:{settings.envoy.port}"),
+        ("envoy admin", f"127.0.0.1:{settings.envoy.admin_port}"),
+        ("gateway", settings.gateway.address),
+        ("router", settings.router.address),
+        *((f"provider {w.name}", w.address) for w in settings.providers),
+        ("logger", settings.logger.address),
+    ]
+    width = max(len(name) for name, _ in rows)
+    ports = "\n".join(f"    {name.ljust(width)}  {address}" for name, address in rows)
+    body = (
+        f'{{"model": "{model}", "stream": true, '
+        f'"messages": [{{"role": "user", "content": "Hello"}}]}}'
+    )
+    return f"""
+HybridInference is up at {base}
+
+  OpenAI-compatible, streaming:
+    curl -N {base}/v1/chat/completions -H 'content-type: application/json' \\
+      -d '{body}'
+  openai SDK:
+    OpenAI(base_url="{base}/v1", api_key="unused")
+  gRPC (reflection is on):
+    grpcurl -plaintext {grpc_target} list
+  CLI:
+    hybridinference chat "Hello"    hybridinference status
+
+  services:
+{ports}
+  config:       {config if config is not None else "built-in defaults (no --config / HI_CONFIG)"}
+  auth:         off
+  request log:  {request_log(settings, cwd)}
+  process logs: {log_dir}/
+
+Press Ctrl-C to stop (in-flight streams drain first).
+"""
