@@ -13,6 +13,7 @@ from typing import NoReturn
 import grpc
 import orjson
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -52,6 +53,9 @@ OPENAI_ERROR_TYPE: dict[grpc.StatusCode, str] = {
     grpc.StatusCode.CANCELLED: "cancelled",
 }
 
+# Reasons whose offending field is implied (OpenAI clients read it from `param`).
+_PARAM_BY_REASON = {"model_not_found": "model"}
+
 _CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -79,7 +83,9 @@ class ServiceError(Exception):
     @property
     def param(self) -> str | None:
         """The offending field, as OpenAI's `param`."""
-        return self.violations[0].field if self.violations else None
+        if self.violations:
+            return self.violations[0].field
+        return _PARAM_BY_REASON.get(self.reason)
 
     def to_status(self) -> grpc.Status:
         details: list[any_pb2.Any] = []
@@ -102,9 +108,7 @@ class ServiceError(Exception):
             delay = duration_pb2.Duration()
             delay.FromNanoseconds(int(self.retry_after_s * 1e9))
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-        status = status_pb2.Status(
-            code=self.code.value[0], message=self.message, details=details
-        )
+        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
         return rpc_status.to_status(status)
 
     def openai_body(self) -> bytes:
@@ -125,9 +129,9 @@ class ServiceError(Exception):
         return HTTP_STATUS.get(self.code, 500)
 
 
-def _pack(message: object) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
+    packed.Pack(message)
     return packed
 
 
@@ -147,7 +151,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ServiceError:
     """Rebuilds a ServiceError from a peer's status, keeping its reason and retry hint."""
     code = error.code()
     result = ServiceError(code, error.details() or code.name)
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     if status is None:
         return result
     for detail in status.details:

@@ -75,8 +75,11 @@ async def serve(build: Build, settings: MeshSettings, host: str, port: int, grac
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        [*service.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *service.service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -107,9 +110,12 @@ async def serve(build: Build, settings: MeshSettings, host: str, port: int, grac
     log.info("stopped")
 
 
-def main(name: str, build: Build, select: Callable[[MeshSettings, argparse.Namespace],
-                                                   tuple[str, int, float]],
-         add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+def main(
+    name: str,
+    build: Build,
+    select: Callable[[MeshSettings, argparse.Namespace], tuple[str, int, float]],
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
     """Entry point shared by every service's ``__main__``.
 
     ``select`` picks the host, port and grace period of this process from the mesh settings;

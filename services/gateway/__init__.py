@@ -1,0 +1,1 @@
+"""The public gateway: typed gRPC API and the OpenAI-compatible surface."""

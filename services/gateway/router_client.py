@@ -1,0 +1,94 @@
+"""The gateway's one channel to the router, and one chat request's trip through it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+import grpc
+from hybridinference.router.v1 import router_pb2, router_pb2_grpc
+
+from services.common.errors import ServiceError, from_rpc_error
+from services.common.server import insecure_channel
+from services.gateway.chat_call import ChatCall
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class RouterClient:
+    def __init__(self, address: str) -> None:
+        self._channel = insecure_channel(address)
+        self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
+
+    def route(self, request: router_pb2.RouteRequest, timeout_s: float) -> grpc.aio.UnaryStreamCall:
+        return self._stub.Route(
+            request, timeout=timeout_s, metadata=((REQUEST_ID_HEADER, request.request_id),)
+        )
+
+    async def list_models(self, timeout_s: float = 5.0) -> list[router_pb2.ModelRoute]:
+        try:
+            reply = await self._stub.ListModels(router_pb2.ListModelsRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return list(reply.models)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+@dataclass
+class Execution:
+    """What happened to one request, filled in as its stream goes by (for the request record)."""
+
+    request_id: str
+    call: ChatCall
+    surface: str
+    started_at: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    selection: router_pb2.Selection | None = None
+    completion: router_pb2.Completion | None = None
+    first_token_monotonic: float | None = None
+    status: grpc.StatusCode = grpc.StatusCode.OK
+    error: str = ""
+
+    def fail(self, error: ServiceError) -> None:
+        self.status = error.code
+        self.error = error.message
+
+    @property
+    def ttft_ms(self) -> float:
+        if self.first_token_monotonic is None:
+            return 0.0
+        return (self.first_token_monotonic - self.started_monotonic) * 1000.0
+
+
+async def stream_route(
+    router: RouterClient, execution: Execution, timeout_s: float
+) -> AsyncGenerator[router_pb2.RouteResponse, None]:
+    """Yields the router's events, recording selection, first token and completion.
+
+    Router failures surface as ServiceError carrying the router's code, reason and retry hint.
+    """
+    call = execution.call
+    request = router_pb2.RouteRequest(
+        request_id=execution.request_id,
+        model=call.model,
+        messages=call.messages,
+        sampling=call.sampling,
+    )
+    stream = router.route(request, timeout_s)
+    try:
+        async for event in stream:
+            if event.HasField("selection"):
+                execution.selection = event.selection
+            if event.delta and execution.first_token_monotonic is None:
+                execution.first_token_monotonic = time.monotonic()
+            if event.HasField("completion"):
+                execution.completion = event.completion
+            yield event
+    except grpc.aio.AioRpcError as error:
+        raise from_rpc_error(error) from None
+    finally:
+        # A consumer that stops early (client gone) must not leave the router stream open.
+        stream.cancel()

@@ -1,0 +1,74 @@
+"""What the gateway's servicers share: limits, the router client, the record shipper, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from services.common.errors import ServiceError, abort
+from services.common.settings import GatewaySettings
+from services.gateway.records import build_record
+from services.gateway.router_client import Execution, RouterClient
+from services.gateway.validation import Limits
+from services.logger.shipper import RecordShipper
+
+log = logging.getLogger(__name__)
+
+
+class GatewayRuntime:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.limits = Limits(
+            max_messages=settings.max_messages,
+            max_message_chars=settings.max_message_chars,
+            max_tokens_cap=settings.max_tokens_cap,
+        )
+        self.router = RouterClient(settings.router_address)
+        self.shipper = RecordShipper(
+            settings.logger_address,
+            queue_size=settings.log_queue_size,
+            batch_size=settings.log_batch_size,
+            flush_interval_s=settings.log_flush_interval_s,
+        )
+
+    async def start(self) -> None:
+        await self.shipper.start()
+
+    async def close(self) -> None:
+        await self.router.close()
+        await self.shipper.close(timeout_s=5.0)
+
+    def timeout(self, context: grpc.aio.ServicerContext) -> float:
+        """The client's remaining deadline, capped by the configured request timeout."""
+        remaining = context.time_remaining()
+        cap = self.settings.request_timeout_s
+        return cap if remaining is None else min(remaining, cap)
+
+    def record(self, execution: Execution) -> None:
+        # Never awaited: the shipper queues and sends in the background.
+        self.shipper.submit(build_record(execution))
+
+    @contextlib.asynccontextmanager
+    async def guarded(
+        self, execution: Execution, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        """Turns errors into rich gRPC statuses and sends the request record, whatever happens."""
+        try:
+            yield
+        except ServiceError as error:
+            execution.fail(error)
+            await abort(context, error)
+        except asyncio.CancelledError:
+            execution.fail(ServiceError(grpc.StatusCode.CANCELLED, "client cancelled"))
+            raise
+        except Exception:
+            log.exception("unexpected error")
+            internal = ServiceError(grpc.StatusCode.INTERNAL, "internal error", "internal")
+            execution.fail(internal)
+            await abort(context, internal)
+        finally:
+            self.record(execution)

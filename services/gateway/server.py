@@ -1,0 +1,28 @@
+"""Wires the gateway's servicers into the shared bootstrap."""
+
+from __future__ import annotations
+
+import grpc
+from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from hybridinference.openai.v1 import openai_pb2, openai_pb2_grpc
+
+from services.common.server import Service
+from services.common.settings import MeshSettings
+from services.gateway.openai_servicer import OpenAIServicer
+from services.gateway.runtime import GatewayRuntime
+from services.gateway.typed_servicer import GatewayServicer
+
+
+async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
+    runtime = GatewayRuntime(settings.gateway)
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(runtime), server)
+    openai_pb2_grpc.add_OpenAIServiceServicer_to_server(OpenAIServicer(runtime), server)
+    return Service(
+        name="gateway",
+        service_names=[
+            gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
+            openai_pb2.DESCRIPTOR.services_by_name["OpenAIService"].full_name,
+        ],
+        on_started=[runtime.start],
+        cleanups=[runtime.close],
+    )
