@@ -52,9 +52,14 @@ def parse_chat_completion(body: bytes, limits: Limits, max_body_bytes: int) -> C
     if n is not None and n != 1:
         problems.append(FieldViolation("n", "only n=1 is supported"))
     user = _string(data, "user", problems)
-    if problems:
-        raise invalid_argument(problems)
-    problems = check_chat(model, messages, sampling, limits, sampling_prefix="", user=user)
+    # Range checks run even after type errors so a client sees every problem at once; a field
+    # that already failed its type check is not reported twice.
+    reported = {problem.field for problem in problems}
+    problems += [
+        problem
+        for problem in check_chat(model, messages, sampling, limits, sampling_prefix="", user=user)
+        if problem.field not in reported
+    ]
     if problems:
         raise invalid_argument(problems)
     return ChatCall(

@@ -1,0 +1,53 @@
+"""Typed-API validation: sampling fields are named as the proto names them."""
+
+from __future__ import annotations
+
+from hybridinference.common.v1 import chat_pb2
+from services.gateway.validation import Limits, check_chat
+
+LIMITS = Limits(max_messages=4, max_message_chars=100, max_tokens_cap=64)
+HELLO = [chat_pb2.ChatMessage(role="user", content="hi")]
+
+
+def fields(**kwargs: object) -> set[str]:
+    args: dict[str, object] = {
+        "model": "m",
+        "messages": HELLO,
+        "sampling": chat_pb2.SamplingParams(),
+        "limits": LIMITS,
+        "sampling_prefix": "sampling.",
+    }
+    args.update(kwargs)
+    return {v.field for v in check_chat(**args)}  # type: ignore[arg-type]
+
+
+def test_valid_request_has_no_violations() -> None:
+    assert fields() == set()
+
+
+def test_unset_optional_sampling_is_not_zero() -> None:
+    # proto3 `optional`: an unset max_tokens is "provider default", not 0 (which is invalid).
+    assert fields(sampling=chat_pb2.SamplingParams(temperature=0.0)) == set()
+
+
+def test_negative_and_huge_max_tokens() -> None:
+    assert fields(sampling=chat_pb2.SamplingParams(max_tokens=-5)) == {"sampling.max_tokens"}
+    assert fields(sampling=chat_pb2.SamplingParams(max_tokens=65)) == {"sampling.max_tokens"}
+
+
+def test_nan_temperature() -> None:
+    nan = chat_pb2.SamplingParams(temperature=float("nan"))
+    assert fields(sampling=nan) == {"sampling.temperature"}
+
+
+def test_empty_model_and_messages() -> None:
+    assert fields(model="", messages=[]) == {"model", "messages"}
+
+
+def test_oversize_user_and_metadata() -> None:
+    assert fields(user="u" * 300) == {"user"}
+    assert fields(metadata={str(i): "v" for i in range(17)}) == {"metadata"}
+
+
+def test_empty_stop_sequence() -> None:
+    assert fields(sampling=chat_pb2.SamplingParams(stop=[""])) == {"sampling.stop"}
