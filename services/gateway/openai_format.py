@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import orjson
+
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.router.v1 import router_pb2
-
 from services.common.errors import ServiceError
 
 JSON = "application/json"

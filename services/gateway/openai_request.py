@@ -6,8 +6,8 @@ from typing import Any
 
 import grpc
 import orjson
-from hybridinference.common.v1 import chat_pb2
 
+from hybridinference.common.v1 import chat_pb2
 from services.common.errors import FieldViolation, ServiceError, invalid_argument
 from services.gateway.chat_call import ChatCall
 from services.gateway.validation import Limits, check_chat

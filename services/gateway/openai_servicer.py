@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.api import httpbody_pb2
+
 from hybridinference.openai.v1 import openai_pb2, openai_pb2_grpc
 from hybridinference.router.v1 import router_pb2
-
 from services.common.errors import ServiceError
 from services.common.logs import bind_request_id
 from services.gateway import openai_format as fmt

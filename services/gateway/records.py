@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from google.protobuf import timestamp_pb2
-from hybridinference.logger.v1 import logger_pb2
 
+from hybridinference.logger.v1 import logger_pb2
 from services.gateway.router_client import Execution
 
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import grpc
-from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 
+from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 from services.common.errors import ServiceError, from_rpc_error
 from services.common.server import insecure_channel
 from services.gateway.chat_call import ChatCall

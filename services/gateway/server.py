@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import grpc
+
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.openai.v1 import openai_pb2, openai_pb2_grpc
-
 from services.common.server import Service
 from services.common.settings import MeshSettings
 from services.gateway.openai_servicer import OpenAIServicer

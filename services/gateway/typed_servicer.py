@@ -6,8 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
-from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import ServiceError, abort
 from services.common.logs import bind_request_id
 from services.gateway.chat_call import ChatCall

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hybridinference.common.v1 import chat_pb2
-
 from services.common.errors import FieldViolation, ServiceError, invalid_argument
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import orjson
-from hybridinference.common.v1 import chat_pb2
-from hybridinference.router.v1 import router_pb2
 from openai.types import Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from hybridinference.common.v1 import chat_pb2
+from hybridinference.router.v1 import router_pb2
 from services.common.errors import ServiceError
 from services.gateway import openai_format as fmt
 
