@@ -44,6 +44,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     strategy=m.strategy,
                     endpoints=[e.id for e in m.endpoints],
                     providers=m.providers,
+                    owned_by=m.owned_by,
                 )
                 for m in self._table.models.values()
             ]
