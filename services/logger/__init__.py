@@ -1,0 +1,1 @@
+"""The request logger: stores one record per gateway request (PostgreSQL or embedded SQLite)."""

@@ -1,0 +1,92 @@
+"""The one interface both request-log stores implement, and the errors they raise."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hybridinference.logger.v1 import logger_pb2
+
+from services.logger.pagination import Cursor, ListFilters, decode_token, encode_token
+from services.logger.rows import Row, record_to_row, row_to_record
+
+MAX_PAGE_SIZE = 1000
+
+# An alias because RecordStore.list shadows the builtin inside the class body.
+Rows = list[Row]
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class MigrationError(StoreError):
+    """A schema migration could not be applied; the logger must not start."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or refused the operation; the caller may retry."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    # Rows newly stored by this call.
+    inserted: int
+    # Records whose request_id was already stored (replays), left untouched.
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[logger_pb2.RequestRecord]
+    # Empty on the last page.
+    next_page_token: str
+
+
+class RecordStore(abc.ABC):
+    """A request-log store. Records passed in must already be validated."""
+
+    async def write_batch(self, records: Sequence[logger_pb2.RequestRecord]) -> WriteResult:
+        """Stores the records in one transaction; returns only after it is committed.
+
+        Idempotent by request_id: a record already stored is counted as a duplicate.
+        """
+        if not records:
+            return WriteResult(0, 0)
+        inserted = await self._insert([record_to_row(r) for r in records])
+        return WriteResult(inserted, len(records) - inserted)
+
+    async def get(self, request_id: str) -> logger_pb2.RequestRecord | None:
+        row = await self._fetch_one(request_id)
+        return row_to_record(row) if row else None
+
+    async def list(self, filters: ListFilters, page_size: int, page_token: str = "") -> Page:
+        """Newest first. Raises InvalidPageToken for a token it did not issue for these filters."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be in 1..{MAX_PAGE_SIZE}, got {page_size}")
+        cursor = decode_token(page_token, filters) if page_token else None
+        # One extra row tells whether another page exists, so the last page has no token.
+        rows = await self._fetch_page(filters, cursor, page_size + 1)
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        token = ""
+        if more:
+            last = rows[-1]
+            token = encode_token(Cursor(last.started_at, last.request_id), filters)
+        return Page([row_to_record(row) for row in rows], token)
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _insert(self, rows: Sequence[Row]) -> int:
+        """Inserts rows, skipping existing request ids; returns how many were inserted."""
+
+    @abc.abstractmethod
+    async def _fetch_one(self, request_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def _fetch_page(
+        self, filters: ListFilters, cursor: Cursor | None, limit: int
+    ) -> Rows: ...

@@ -1,0 +1,42 @@
+"""SQL text shared by both dialects."""
+
+from __future__ import annotations
+
+from services.logger.pagination import Cursor, ListFilters
+from services.logger.rows import COLUMN_LIST
+
+
+def list_query(
+    filters: ListFilters,
+    cursor: Cursor | None,
+    limit: int,
+    params: list[object],
+    numbered: bool,
+    cursor_time: object,
+) -> str:
+    """The newest-first page query.
+
+    Values are appended to ``params``; placeholders are ``$n`` when ``numbered`` (PostgreSQL),
+    else ``?`` (SQLite). ``cursor_time`` is the cursor's started_at in the dialect's own form.
+    """
+
+    def bind(value: object) -> str:
+        params.append(value)
+        return f"${len(params)}" if numbered else "?"
+
+    where: list[str] = []
+    for column, value in (
+        ("requested_model", filters.model),
+        ("provider", filters.provider),
+        ("status", filters.status),
+    ):
+        if value:
+            where.append(f"{column} = {bind(value)}")
+    if cursor is not None:
+        # Row-value comparison matches the (started_at DESC, request_id DESC) index order.
+        where.append(f"(started_at, request_id) < ({bind(cursor_time)}, {bind(cursor.request_id)})")
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    return (
+        f"SELECT {COLUMN_LIST} FROM request_log {clause}"
+        f"ORDER BY started_at DESC, request_id DESC LIMIT {bind(limit)}"
+    )

@@ -1,0 +1,163 @@
+"""Per-record validation for WriteRecords: a bad record is rejected with a reason, never raised.
+
+The limits keep one misbehaving client from bloating the table, and the character checks keep
+out what PostgreSQL cannot store (NUL in text or JSONB), so both stores accept the same records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from hybridinference.common.v1 import chat_pb2
+from hybridinference.logger.v1 import logger_pb2
+
+MAX_REQUEST_ID_CHARS = 128
+MAX_TEXT_CHARS = 256
+MAX_ERROR_CHARS = 16_384
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_KEY_CHARS = 128
+MAX_METADATA_VALUE_CHARS = 2048
+MAX_STOP_SEQUENCES = 16
+MAX_STOP_CHARS = 1024
+MAX_RECORD_BYTES = 64 * 1024
+
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+_SHORT_TEXT_FIELDS = (
+    "surface",
+    "api_key_id",
+    "user",
+    "requested_model",
+    "served_model",
+    "provider",
+    "endpoint",
+    "status",
+)
+_NON_NEGATIVE_FLOATS = ("ttft_ms", "latency_ms", "cost_usd")
+_USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
+_SamplingFloat = Literal["temperature", "top_p", "presence_penalty", "frequency_penalty"]
+_SAMPLING_FLOATS: tuple[_SamplingFloat, ...] = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    reason: str
+
+
+def partition(
+    records: Sequence[logger_pb2.RequestRecord],
+) -> tuple[list[logger_pb2.RequestRecord], list[Rejection]]:
+    """Splits a batch into the records to store and the rejected ones (by batch position)."""
+    valid: list[logger_pb2.RequestRecord] = []
+    rejected: list[Rejection] = []
+    for index, record in enumerate(records):
+        reason = check_record(record)
+        if reason is None:
+            valid.append(record)
+        else:
+            rejected.append(Rejection(index, reason))
+    return valid, rejected
+
+
+def check_record(record: logger_pb2.RequestRecord) -> str | None:
+    """The first problem with the record, or None when it can be stored."""
+    size = record.ByteSize()
+    if size > MAX_RECORD_BYTES:
+        return f"record is {size} bytes, more than the limit of {MAX_RECORD_BYTES}"
+    return (
+        _check_request_id(record.request_id)
+        or _check_started_at(record)
+        or _check_texts(record)
+        or _check_numbers(record)
+        or _check_metadata(record.metadata)
+        or _check_sampling(record)
+    )
+
+
+def _check_request_id(request_id: str) -> str | None:
+    if not request_id:
+        return "request_id is required"
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        return f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in request_id):
+        return "request_id contains control characters"
+    return None
+
+
+def _check_started_at(record: logger_pb2.RequestRecord) -> str | None:
+    # Pagination and retention key on the start time, so a record without one cannot be placed.
+    if not record.HasField("started_at"):
+        return "started_at is required"
+    stamp = record.started_at
+    if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS or not 0 <= stamp.nanos < 1_000_000_000:
+        return "started_at is outside the valid timestamp range"
+    return None
+
+
+def _check_texts(record: logger_pb2.RequestRecord) -> str | None:
+    for name in _SHORT_TEXT_FIELDS:
+        reason = _check_text(name, getattr(record, name), MAX_TEXT_CHARS)
+        if reason:
+            return reason
+    return _check_text("error", record.error, MAX_ERROR_CHARS)
+
+
+def _check_text(name: str, value: str, limit: int) -> str | None:
+    if len(value) > limit:
+        return f"{name} is longer than {limit} characters"
+    if "\x00" in value:
+        return f"{name} contains a NUL character"
+    return None
+
+
+def _check_numbers(record: logger_pb2.RequestRecord) -> str | None:
+    for name in _NON_NEGATIVE_FLOATS:
+        value: float = getattr(record, name)
+        if not math.isfinite(value) or value < 0:
+            return f"{name} must be a finite number >= 0, got {value}"
+    if record.attempts < 0:
+        return f"attempts must be >= 0, got {record.attempts}"
+    for name in _USAGE_FIELDS:
+        count: int = getattr(record.usage, name)
+        if count < 0:
+            return f"usage.{name} must be >= 0, got {count}"
+    if record.finish_reason not in chat_pb2.FinishReason.values():
+        return f"finish_reason {record.finish_reason} is not a known FinishReason"
+    return None
+
+
+def _check_metadata(metadata: Mapping[str, str]) -> str | None:
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        return f"metadata has more than {MAX_METADATA_ENTRIES} entries"
+    for key, value in metadata.items():
+        reason = _check_text("metadata key", key, MAX_METADATA_KEY_CHARS) or _check_text(
+            f"metadata[{key!r}]", value, MAX_METADATA_VALUE_CHARS
+        )
+        if reason:
+            return reason
+    return None
+
+
+def _check_sampling(record: logger_pb2.RequestRecord) -> str | None:
+    sampling = record.sampling
+    for name in _SAMPLING_FLOATS:
+        if sampling.HasField(name) and not math.isfinite(getattr(sampling, name)):
+            return f"sampling.{name} must be a finite number"
+    if len(sampling.stop) > MAX_STOP_SEQUENCES:
+        return f"sampling.stop has more than {MAX_STOP_SEQUENCES} sequences"
+    for stop in sampling.stop:
+        reason = _check_text("sampling.stop", stop, MAX_STOP_CHARS)
+        if reason:
+            return reason
+    return None

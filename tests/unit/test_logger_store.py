@@ -1,0 +1,169 @@
+"""Store behaviours, run here against SQLite and by tests/integration/test_logger_postgres.py
+against PostgreSQL (it imports these tests and provides its own ``backend`` fixture)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hybridinference.logger.v1 import logger_pb2
+
+from services.logger.pagination import InvalidPageToken, ListFilters
+from services.logger.store import MigrationError, RecordStore, SqliteStore
+from tests.unit.logger_records import make_record
+
+
+@dataclass
+class Backend:
+    open: Callable[[], Awaitable[RecordStore]]
+    fetch: Callable[[str], Awaitable[list[tuple[Any, ...]]]]
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Backend:
+    path = tmp_path / "nested" / "dir" / "requests.db"
+
+    async def fetch(sql: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(path) as db:
+            return list(db.execute(sql).fetchall())
+
+    return Backend(lambda: SqliteStore.open(str(path)), fetch)
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[RecordStore]:
+    opened = await backend.open()
+    yield opened
+    await opened.close()
+
+
+async def test_migrations_are_recorded_and_idempotent(backend: Backend) -> None:
+    for _ in range(2):
+        opened = await backend.open()
+        await opened.close()
+    rows = await backend.fetch("SELECT version, name FROM schema_version")
+    assert rows == [(1, "0001_request_log")]
+
+
+async def test_write_then_get_round_trips_every_field(store: RecordStore) -> None:
+    record = make_record(7)
+    result = await store.write_batch([record])
+    assert (result.inserted, result.duplicates) == (1, 0)
+    assert await store.get(record.request_id) == record
+
+
+async def test_absent_usage_and_sampling_stay_absent(store: RecordStore) -> None:
+    record = make_record(1)
+    record.ClearField("usage")
+    record.ClearField("sampling")
+    record.metadata.clear()
+    await store.write_batch([record])
+    got = await store.get(record.request_id)
+    assert got == record
+    assert got is not None and not got.HasField("usage") and not got.HasField("sampling")
+
+
+async def test_get_unknown_is_none(store: RecordStore) -> None:
+    assert await store.get("nope") is None
+
+
+async def test_duplicate_request_ids_are_stored_once(store: RecordStore) -> None:
+    a, b = make_record(1), make_record(2)
+    first = await store.write_batch([a, a, b])
+    assert (first.inserted, first.duplicates) == (2, 1)
+    replay = await store.write_batch([b, a])
+    assert (replay.inserted, replay.duplicates) == (0, 2)
+    page = await store.list(ListFilters(), 50)
+    assert [r.request_id for r in page.records] == [b.request_id, a.request_id]
+
+
+async def test_list_pages_newest_first_without_gaps_or_repeats(store: RecordStore) -> None:
+    records = [make_record(i) for i in range(25)]
+    # Equal start times: the request id breaks the tie, so the keyset must include it.
+    records += [make_record(100 + i, started_at_seconds=records[10].started_at.seconds)
+                for i in range(3)]
+    await store.write_batch(records)
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = await store.list(ListFilters(), 10, token)
+        pages += 1
+        seen += [r.request_id for r in page.records]
+        token = page.next_page_token
+        if not token:
+            break
+    expected = sorted(
+        records, key=lambda r: (r.started_at.seconds, r.request_id), reverse=True
+    )
+    assert seen == [r.request_id for r in expected]
+    assert pages == 3
+
+
+async def test_list_filters(store: RecordStore) -> None:
+    records = [make_record(i) for i in range(30)]
+    await store.write_batch(records)
+
+    async def ids(filters: ListFilters) -> set[str]:
+        return {r.request_id for r in (await store.list(filters, 1000)).records}
+
+    def want(pred: Callable[[logger_pb2.RequestRecord], bool]) -> set[str]:
+        return {r.request_id for r in records if pred(r)}
+
+    assert await ids(ListFilters(model="gpt-x")) == want(lambda r: r.requested_model == "gpt-x")
+    assert await ids(ListFilters(provider="vllm")) == want(lambda r: r.provider == "vllm")
+    assert await ids(ListFilters(status="UNAVAILABLE")) == want(lambda r: r.status != "OK")
+    both = ListFilters(model="hi-sim", provider="sim")
+    assert await ids(both) == want(lambda r: r.requested_model == "hi-sim" and r.provider == "sim")
+    assert await ids(ListFilters(model="unknown")) == set()
+
+
+async def test_filtered_pagination(store: RecordStore) -> None:
+    await store.write_batch([make_record(i) for i in range(40)])
+    filters = ListFilters(model="hi-sim")
+    first = await store.list(filters, 7)
+    second = await store.list(filters, 7, first.next_page_token)
+    assert all(r.requested_model == "hi-sim" for r in first.records + second.records)
+    assert first.records[-1].started_at.seconds > second.records[0].started_at.seconds
+
+
+async def test_page_tokens_are_checked(store: RecordStore) -> None:
+    await store.write_batch([make_record(i) for i in range(5)])
+    page = await store.list(ListFilters(model="hi-sim"), 1)
+    with pytest.raises(InvalidPageToken, match="different filters"):
+        await store.list(ListFilters(model="gpt-x"), 1, page.next_page_token)
+    with pytest.raises(InvalidPageToken):
+        await store.list(ListFilters(), 1, "not-a-token!")
+
+
+async def test_batch_of_many_records(store: RecordStore) -> None:
+    result = await store.write_batch([make_record(i) for i in range(1500)])
+    assert result.inserted == 1500
+    assert len((await store.list(ListFilters(), 1000)).records) == 1000
+
+
+# SQLite-only checks (not imported by the PostgreSQL module).
+
+
+async def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    store = await SqliteStore.open(str(path))
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_sqlite_failed_migration_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE request_log (x INTEGER)")
+    with pytest.raises(MigrationError, match="0001_request_log failed"):
+        await SqliteStore.open(str(path))
+    with sqlite3.connect(path) as db:
+        # Rolled back as a whole: not recorded, the foreign table untouched.
+        assert db.execute("SELECT count(*) FROM schema_version").fetchone() == (0,)
+        assert [c[1] for c in db.execute("PRAGMA table_info(request_log)")] == ["x"]

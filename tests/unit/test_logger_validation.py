@@ -1,0 +1,97 @@
+"""Record validation and the WriteRecords contract (invalid entries rejected with reasons)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hybridinference.logger.v1 import logger_pb2
+
+from services.logger.servicer import LoggerServicer
+from services.logger.store import SqliteStore
+from services.logger.validation import check_record, partition
+from tests.unit.logger_records import make_record
+
+
+def _with(**changes: Any) -> logger_pb2.RequestRecord:
+    record = make_record(1)
+    for name, value in changes.items():
+        if name == "clear":
+            record.ClearField(value)
+        elif name == "metadata":
+            record.metadata.update(value)
+        elif name == "stop":
+            record.sampling.stop.append(value)
+        elif name == "temperature":
+            record.sampling.temperature = value
+        elif name == "prompt_tokens":
+            record.usage.prompt_tokens = value
+        else:
+            setattr(record, name, value)
+    return record
+
+
+def test_valid_record_passes() -> None:
+    assert check_record(make_record(1)) is None
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        (_with(request_id=""), "request_id is required"),
+        (_with(request_id="x" * 129), "request_id is longer than 128"),
+        (_with(request_id="a\nb"), "request_id contains control characters"),
+        (_with(clear="started_at"), "started_at is required"),
+        (_with(requested_model="m" * 257), "requested_model is longer than 256"),
+        (_with(provider="a\x00b"), "provider contains a NUL"),
+        (_with(error="e" * 20_000), "error is longer than 16384"),
+        (_with(latency_ms=-1.0), "latency_ms must be a finite number >= 0"),
+        (_with(cost_usd=math.nan), "cost_usd must be a finite number"),
+        (_with(attempts=-2), "attempts must be >= 0"),
+        (_with(prompt_tokens=-5), "usage.prompt_tokens must be >= 0"),
+        (_with(finish_reason=42), "finish_reason 42 is not a known"),
+        (_with(metadata={f"k{i}": "v" for i in range(70)}), "more than 64 entries"),
+        (_with(metadata={"k": "v" * 3000}), "metadata['k'] is longer than 2048"),
+        (_with(stop="a\x00"), "sampling.stop contains a NUL"),
+        (_with(temperature=math.inf), "sampling.temperature must be a finite number"),
+        (_with(metadata={f"k{i}": "v" * 2000 for i in range(40)}), "bytes, more than"),
+    ],
+)
+def test_invalid_records_are_rejected_with_a_reason(
+    record: logger_pb2.RequestRecord, reason: str
+) -> None:
+    found = check_record(record)
+    assert found is not None and reason in found
+
+
+def test_partition_keeps_batch_positions() -> None:
+    records = [make_record(0), _with(request_id=""), make_record(2), _with(attempts=-1)]
+    valid, rejected = partition(records)
+    assert [r.request_id for r in valid] == ["req-00000", "req-00002"]
+    assert [r.index for r in rejected] == [1, 3]
+
+
+@pytest.fixture
+async def servicer(tmp_path: Path) -> AsyncIterator[LoggerServicer]:
+    store = await SqliteStore.open(str(tmp_path / "r.db"))
+    yield LoggerServicer(store, max_rows_per_transaction=2)
+    await store.close()
+
+
+async def test_write_records_stores_valid_and_reports_invalid(servicer: LoggerServicer) -> None:
+    batch = [make_record(i) for i in range(5)]
+    batch.insert(2, _with(request_id="y" * 200))
+    batch.append(make_record(0))  # a replay inside the batch still counts as accepted
+    request = logger_pb2.WriteRecordsRequest(records=batch)
+    reply = await servicer.WriteRecords(request, context=None)  # type: ignore[arg-type]
+    assert reply.accepted == 6
+    assert [(r.index, r.reason) for r in reply.rejected] == [
+        (2, "request_id is longer than 128 characters")
+    ]
+    listed = await servicer.ListRecords(
+        logger_pb2.ListRecordsRequest(), context=None  # type: ignore[arg-type]
+    )
+    assert len(listed.records) == 5
