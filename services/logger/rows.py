@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from google.protobuf import json_format
+
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.logger.v1 import logger_pb2
 

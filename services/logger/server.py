@@ -6,8 +6,8 @@ import argparse
 import logging
 
 import grpc
-from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 
+from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from services.common.server import Service
 from services.common.settings import MeshSettings
 from services.logger.servicer import LoggerServicer

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import grpc
-from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 
+from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from services.common.errors import FieldViolation, ServiceError, abort, invalid_argument
 from services.logger.pagination import InvalidPageToken, ListFilters
 from services.logger.store import RecordStore, StoreUnavailable

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import cast
 
 import grpc
-from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 
+from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from services.common.server import insecure_channel
 
 log = logging.getLogger(__name__)

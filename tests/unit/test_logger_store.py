@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hybridinference.logger.v1 import logger_pb2
 
+from hybridinference.logger.v1 import logger_pb2
 from services.logger.pagination import InvalidPageToken, ListFilters
 from services.logger.store import MigrationError, RecordStore, SqliteStore
 from tests.unit.logger_records import make_record
@@ -84,8 +84,9 @@ async def test_duplicate_request_ids_are_stored_once(store: RecordStore) -> None
 async def test_list_pages_newest_first_without_gaps_or_repeats(store: RecordStore) -> None:
     records = [make_record(i) for i in range(25)]
     # Equal start times: the request id breaks the tie, so the keyset must include it.
-    records += [make_record(100 + i, started_at_seconds=records[10].started_at.seconds)
-                for i in range(3)]
+    records += [
+        make_record(100 + i, started_at_seconds=records[10].started_at.seconds) for i in range(3)
+    ]
     await store.write_batch(records)
     seen: list[str] = []
     token = ""
@@ -97,9 +98,7 @@ async def test_list_pages_newest_first_without_gaps_or_repeats(store: RecordStor
         token = page.next_page_token
         if not token:
             break
-    expected = sorted(
-        records, key=lambda r: (r.started_at.seconds, r.request_id), reverse=True
-    )
+    expected = sorted(records, key=lambda r: (r.started_at.seconds, r.request_id), reverse=True)
     assert seen == [r.request_id for r in expected]
     assert pages == 3
 

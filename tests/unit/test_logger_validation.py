@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hybridinference.logger.v1 import logger_pb2
 
+from hybridinference.logger.v1 import logger_pb2
 from services.logger.servicer import LoggerServicer
 from services.logger.store import SqliteStore
 from services.logger.validation import check_record, partition
@@ -92,6 +92,7 @@ async def test_write_records_stores_valid_and_reports_invalid(servicer: LoggerSe
         (2, "request_id is longer than 128 characters")
     ]
     listed = await servicer.ListRecords(
-        logger_pb2.ListRecordsRequest(), context=None  # type: ignore[arg-type]
+        logger_pb2.ListRecordsRequest(),
+        context=None,  # type: ignore[arg-type]
     )
     assert len(listed.records) == 5

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hybridinference.logger.v1 import logger_pb2
-
 from services.logger.pagination import Cursor, ListFilters, decode_token, encode_token
 from services.logger.rows import Row, record_to_row, row_to_record
 
