@@ -11,8 +11,8 @@ import contextlib
 import logging
 
 import grpc
-from hybridinference.provider.v1 import provider_pb2
 
+from hybridinference.provider.v1 import provider_pb2
 from services.router.endpoints import Endpoint, EndpointTable, Worker
 
 log = logging.getLogger(__name__)

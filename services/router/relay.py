@@ -6,13 +6,14 @@ silent retry (the client already has tokens), so the provider's status reaches t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 
 import grpc
+
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.router.v1 import router_pb2
-
 from services.common.errors import FieldViolation, ServiceError, from_rpc_error, invalid_argument
 from services.router.endpoints import Endpoint, EndpointTable
 from services.router.health import HealthMonitor, filter_healthy
@@ -85,61 +86,37 @@ class Relay:
         attempt = 0
         for endpoint in order:
             if endpoint.worker.name in unreachable:
-                failures.append(
-                    f"{endpoint.id}: skipped, worker {endpoint.worker.name} unreachable"
-                )
+                failures.append(f"{endpoint.id}: skipped, worker unreachable")
                 continue
             attempt += 1
             timeout = time_remaining()
             if timeout is not None and timeout <= 0:
+                tried = f" (tried {'; '.join(failures)})" if failures else ""
                 raise ServiceError(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
-                    "deadline exceeded before an endpoint answered"
-                    + (f" (tried {'; '.join(failures)})" if failures else ""),
+                    f"deadline exceeded before an endpoint answered{tried}",
                     "deadline_exceeded",
                 )
-            call = endpoint.worker.stub.Generate(
-                _generate_request(request, endpoint), timeout=timeout
-            )
-            endpoint.requests_total += 1
-            endpoint.in_flight += 1
-            started = False
             try:
-                completed = False
-                async for event in call:
-                    response = router_pb2.RouteResponse(delta=event.delta)
-                    if not started:
-                        started = True
-                        response.selection.CopyFrom(_selection(endpoint, event, attempt))
-                    if event.HasField("usage") or event.finish_reason:
-                        completed = True
-                        response.completion.CopyFrom(_completion(endpoint, event))
-                    yield response
-                if not completed:
-                    # The provider ended cleanly without a final event; the caller still gets
-                    # exactly one selection and one completion.
-                    response = router_pb2.RouteResponse()
-                    if not started:
-                        response.selection.CopyFrom(_selection(endpoint, None, attempt))
-                    response.completion.CopyFrom(_completion(endpoint, None))
-                    yield response
+                # aclosing: when our caller closes this generator mid-stream, the attempt's
+                # generator must close now too, since its cleanup cancels the provider call.
+                async with contextlib.aclosing(
+                    self._attempt(request, endpoint, attempt, timeout)
+                ) as stream:
+                    async for response in stream:
+                        yield response
                 return
-            except grpc.aio.AioRpcError as error:
-                endpoint.failures_total += 1
+            except _EarlyFailure as early:
+                error = early.error
                 if self._health.record_failure(endpoint, error):
                     unreachable.add(endpoint.worker.name)
-                if started or pinned or error.code() not in RETRYABLE:
+                if pinned or error.code() not in RETRYABLE:
                     raise from_rpc_error(error) from None
                 failures.append(f"{endpoint.id}: {error.code().name}: {error.details()}")
                 log.warning(
-                    "attempt failed, trying next endpoint",
+                    "attempt failed before the first token",
                     extra={"endpoint": endpoint.id, "attempt": attempt, "code": error.code().name},
                 )
-            finally:
-                endpoint.in_flight -= 1
-                # No-op when the call finished; otherwise (caller cancelled, generator closed)
-                # this is what cancels the provider's generation.
-                call.cancel()
         raise ServiceError(
             grpc.StatusCode.UNAVAILABLE,
             f"no endpoint of model {request.model!r} could serve the request after "
@@ -147,6 +124,61 @@ class Relay:
             "no_healthy_endpoint",
             metadata={"model": request.model},
         )
+
+    async def _attempt(
+        self,
+        request: router_pb2.RouteRequest,
+        endpoint: Endpoint,
+        attempt: int,
+        timeout: float | None,  # noqa: ASYNC109 - handed to gRPC as the call's deadline
+    ) -> AsyncGenerator[router_pb2.RouteResponse, None]:
+        """Relays one provider call.
+
+        Raises _EarlyFailure when it failed before its first event (the caller decides whether
+        another endpoint gets a go); a later failure is final and raised as a ServiceError.
+        """
+        call = endpoint.worker.stub.Generate(_generate_request(request, endpoint), timeout=timeout)
+        endpoint.requests_total += 1
+        endpoint.in_flight += 1
+        started = completed = False
+        try:
+            async for event in call:
+                response = router_pb2.RouteResponse(delta=event.delta)
+                if not started:
+                    started = True
+                    response.selection.CopyFrom(_selection(endpoint, event, attempt))
+                if event.HasField("usage") or event.finish_reason:
+                    completed = True
+                    response.completion.CopyFrom(_completion(endpoint, event))
+                yield response
+            if not completed:
+                # The provider ended cleanly without a final event; the caller still gets
+                # exactly one selection and one completion.
+                response = router_pb2.RouteResponse()
+                if not started:
+                    response.selection.CopyFrom(_selection(endpoint, None, attempt))
+                response.completion.CopyFrom(_completion(endpoint, None))
+                yield response
+        except grpc.aio.AioRpcError as error:
+            endpoint.failures_total += 1
+            if not started:
+                raise _EarlyFailure(error) from None
+            # After the first token the client has partial output: no silent retry.
+            self._health.record_failure(endpoint, error)
+            raise from_rpc_error(error) from None
+        finally:
+            endpoint.in_flight -= 1
+            # No-op when the call finished; otherwise (caller cancelled, stream closed) this is
+            # what cancels the provider's generation.
+            call.cancel()
+
+
+class _EarlyFailure(Exception):
+    """A provider call failed before its first event, so another endpoint may still serve."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(error.details())
+        self.error = error
 
 
 def _generate_request(

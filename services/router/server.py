@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 import grpc
-from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 
+from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 from services.common.server import Service
 from services.common.settings import MeshSettings
 from services.router.endpoints import EndpointTable

@@ -6,8 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
-from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 
+from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 from services.common.errors import ServiceError, abort
 from services.common.logs import bind_request_id
 from services.router.endpoints import EndpointTable

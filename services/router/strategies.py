@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from hybridinference.router.v1 import router_pb2
-
 from services.router.endpoints import Endpoint
 
 

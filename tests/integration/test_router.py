@@ -10,10 +10,10 @@ from typing import Any
 
 import grpc
 import pytest
+
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
-
 from services.common.errors import from_rpc_error
 from tests.support.procs import ServiceProcess, free_port, start_service, write_config
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
+
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-
 from services.common.errors import ServiceError
 from services.router.endpoints import Endpoint, EndpointTable, Model, Worker
 from services.router.health import HealthMonitor

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from hybridinference.provider.v1 import provider_pb2
 
+from hybridinference.provider.v1 import provider_pb2
 from services.router.health import filter_healthy
 from tests.unit.test_router_fakes import make_relay, make_table, rpc_error
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hybridinference.router.v1 import router_pb2
 
+from hybridinference.router.v1 import router_pb2
 from services.router.strategies import RoundRobin, create_strategy
 from tests.unit.test_router_fakes import make_table
 
