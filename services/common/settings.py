@@ -41,13 +41,20 @@ class ServerSettings(_Strict):
 
     @property
     def address(self) -> str:
+        """The bind address."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def dial_address(self) -> str:
+        """Where peers connect to this server."""
+        return dial_address(self.host, self.port)
 
 
 class GatewaySettings(ServerSettings):
     port: Port = Field(default=50051, ge=0, le=65535)
-    router_address: str = "127.0.0.1:50052"
-    logger_address: str = "127.0.0.1:50054"
+    # Peers; empty means "the router / logger of this same config" (their host and port).
+    router_address: str = ""
+    logger_address: str = ""
     # Input limits: every rejection is a 400 / INVALID_ARGUMENT naming the field.
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     max_messages: int = Field(default=256, gt=0)
@@ -121,6 +128,17 @@ class EnvoySettings(_Strict):
     base_id: int = Field(default=0, ge=0)
 
 
+def dial_host(host: str) -> str:
+    """The host to connect to for a listener bound to ``host`` (a wildcard is reached on loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def dial_address(host: str, port: int) -> str:
+    """host:port to connect to, with IPv6 hosts bracketed as gRPC targets need."""
+    target = dial_host(host)
+    return f"[{target}]:{port}" if ":" in target else f"{target}:{port}"
+
+
 def _default_providers() -> list[ProviderWorkerSettings]:
     return [
         ProviderWorkerSettings(
@@ -150,6 +168,14 @@ class MeshSettings(BaseSettings):
     envoy: EnvoySettings = Field(default_factory=EnvoySettings)
     providers: list[ProviderWorkerSettings] = Field(default_factory=_default_providers)
     models: list[ModelSettings] = Field(default_factory=_default_models)
+
+    @model_validator(mode="after")
+    def _fill_peer_addresses(self) -> MeshSettings:
+        if not self.gateway.router_address:
+            self.gateway.router_address = self.router.dial_address
+        if not self.gateway.logger_address:
+            self.gateway.logger_address = self.logger.dial_address
+        return self
 
     @model_validator(mode="after")
     def _check_references(self) -> MeshSettings:
