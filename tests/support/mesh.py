@@ -80,8 +80,12 @@ def mesh_config(tmp: Path, extra_models: bool = True) -> dict[str, Any]:
                     {
                         "id": "sim-dying",
                         "model": "hi-sim-dying",
-                        "sim": {"ttft_ms": 5, "itl_ms": 1, "output_tokens": 12,
-                                "abort_after_tokens": 3},
+                        "sim": {
+                            "ttft_ms": 5,
+                            "itl_ms": 1,
+                            "output_tokens": 12,
+                            "abort_after_tokens": 3,
+                        },
                     },
                 ],
             }
@@ -102,8 +106,15 @@ def running_mesh(tmp: Path, config: dict[str, Any] | None = None) -> Iterator[Me
     log_path = tmp / "launcher.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.launcher", "--config", str(config_path),
-             "--var-dir", str(tmp / "var")],
+            [
+                sys.executable,
+                "-m",
+                "services.launcher",
+                "--config",
+                str(config_path),
+                "--var-dir",
+                str(tmp / "var"),
+            ],
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             stdout=log_file,

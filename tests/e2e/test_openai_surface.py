@@ -1,0 +1,176 @@
+"""The OpenAI-compatible surface through Envoy, as the official SDK and raw HTTP clients see it."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from tests.support.mesh import Mesh
+
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture(scope="module")
+def client(mesh: Mesh) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{mesh.http_url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def http() -> httpx.Client:
+    return httpx.Client(timeout=30)
+
+
+def post(
+    http: httpx.Client,
+    mesh: Mesh,
+    body: bytes | dict[str, object],
+    path: str = "/v1/chat/completions",
+    **headers: str,
+) -> httpx.Response:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return http.post(
+        mesh.http_url + path, content=data, headers={"content-type": "application/json", **headers}
+    )
+
+
+def test_non_stream_completion_with_usage(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model="hi-sim", messages=HELLO)  # type: ignore[arg-type]
+    assert reply.object == "chat.completion"
+    assert reply.model == "hi-sim-1"
+    content = reply.choices[0].message.content
+    assert content and reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == 12 == len(content.split())
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + 12
+
+
+def test_stream_matches_non_stream_and_reports_usage(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(model="hi-sim", messages=HELLO)  # type: ignore[arg-type]
+    stream = client.chat.completions.create(
+        model="hi-sim",
+        messages=HELLO,
+        stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert [c.choices[0].finish_reason for c in finals] == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 12
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_stream_without_usage_option_has_no_usage(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(model="hi-sim", messages=HELLO, stream=True)  # type: ignore[arg-type]
+    assert all(chunk.usage is None for chunk in stream)
+
+
+def test_max_tokens_gives_length(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model="hi-sim", messages=HELLO, max_tokens=3)  # type: ignore[arg-type]
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None and reply.usage.completion_tokens == 3
+
+
+def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
+    assert {m.id for m in client.models.list()} == {"hi-sim", "hi-slow", "hi-dying"}
+    assert client.models.retrieve("hi-sim").id == "hi-sim"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("nope")
+    assert caught.value.code == "model_not_found"
+
+
+def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="nope", messages=HELLO)  # type: ignore[arg-type]
+    assert caught.value.code == "model_not_found"
+    assert caught.value.param == "model"
+    assert "nope" in caught.value.message
+
+
+def test_sdk_sees_bad_request_with_param(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="hi-sim", messages=[])
+    assert caught.value.param == "messages"
+
+
+def test_raw_sse_bytes(http: httpx.Client, mesh: Mesh) -> None:
+    reply = post(http, mesh, {"model": "hi-sim", "messages": HELLO, "stream": True})
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert reply.headers.get("x-request-id")
+    frames = reply.content.split(b"\n\n")
+    assert frames[-1] == b"" and frames[-2] == b"data: [DONE]"
+    for frame in frames[:-2]:
+        assert frame.startswith(b"data: {")
+        assert orjson.loads(frame[6:])["object"] == "chat.completion.chunk"
+
+
+def test_client_request_id_is_echoed(http: httpx.Client, mesh: Mesh) -> None:
+    reply = post(
+        http, mesh, {"model": "hi-sim", "messages": HELLO}, **{"x-request-id": "my-req-42"}
+    )
+    assert reply.status_code == 200
+    assert reply.headers["x-request-id"] == "my-req-42"
+    assert orjson.loads(reply.content)["id"] == "chatcmpl-my-req-42"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "code"),
+    [
+        (b'{"model": "hi-sim", "messages": [', 400, None, "invalid_json"),
+        ({"model": "hi-sim", "messages": []}, 400, "messages", "invalid_request"),
+        ({"model": "hi-sim", "messages": HELLO, "max_tokens": -1}, 400, "max_tokens", None),
+        ({"model": "hi-sim", "messages": HELLO, "max_tokens": 10**9}, 400, "max_tokens", None),
+        ({"model": "nope", "messages": HELLO}, 404, "model", "model_not_found"),
+        ({"model": "nope", "messages": HELLO, "stream": True}, 404, "model", "model_not_found"),
+    ],
+)
+def test_bad_input_gets_openai_error(
+    http: httpx.Client,
+    mesh: Mesh,
+    body: bytes | dict[str, object],
+    status: int,
+    param: str | None,
+    code: str | None,
+) -> None:
+    reply = post(http, mesh, body)
+    assert reply.status_code == status, reply.content
+    error = orjson.loads(reply.content)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == param
+    if code is not None:
+        assert error["code"] == code
+    assert error["message"]
+
+
+def test_body_over_gateway_limit_is_400(http: httpx.Client, mesh: Mesh) -> None:
+    big = {"model": "hi-sim", "messages": [{"role": "user", "content": "x" * 1_200_000}]}
+    reply = post(http, mesh, big)
+    assert reply.status_code == 400
+    assert orjson.loads(reply.content)["error"]["code"] == "request_too_large"
+
+
+def test_body_over_envoy_limit_is_413_not_buffered(http: httpx.Client, mesh: Mesh) -> None:
+    reply = post(http, mesh, b"x" * (4 * 1024 * 1024))
+    assert reply.status_code == 413
+
+
+def test_provider_dying_mid_stream_gives_error_event(http: httpx.Client, mesh: Mesh) -> None:
+    reply = post(http, mesh, {"model": "hi-dying", "messages": HELLO, "stream": True})
+    frames = [f for f in reply.content.split(b"\n\n") if f]
+    assert frames[-1] == b"data: [DONE]"
+    error = orjson.loads(frames[-2][6:])["error"]
+    assert error["type"] == "api_error" and error["message"]
+    tokens = [orjson.loads(f[6:]) for f in frames[:-2]]
+    assert any(t["choices"][0]["delta"].get("content") for t in tokens)
+
+
+def test_provider_dying_without_stream_is_503(http: httpx.Client, mesh: Mesh) -> None:
+    reply = post(http, mesh, {"model": "hi-dying", "messages": HELLO})
+    assert reply.status_code == 503
+    assert orjson.loads(reply.content)["error"]["message"]
