@@ -143,19 +143,24 @@ class RecordShipper:
         batch = [first]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._flush_interval_s
-        while len(batch) < self._batch_size:
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - loop.time()
-            if self._closing or remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
+        try:
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if self._closing or remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+        except asyncio.CancelledError:
+            # Records already taken off the queue would otherwise vanish uncounted.
+            self._undeliverable(batch, "shipper closed before delivery")
+            raise
         return batch
 
     async def _deliver(self, batch: list[logger_pb2.RequestRecord]) -> None:

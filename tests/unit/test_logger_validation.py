@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from hybridinference.logger.v1 import logger_pb2
 from services.logger.servicer import LoggerServicer
-from services.logger.store import SqliteStore
+from services.logger.store import SqliteStore, StoreUnavailable
 from services.logger.validation import check_record, partition
 from tests.unit.logger_records import make_record
 
@@ -96,3 +97,40 @@ async def test_write_records_stores_valid_and_reports_invalid(servicer: LoggerSe
         context=None,  # type: ignore[arg-type]
     )
     assert len(listed.records) == 5
+
+
+class _AbortContext:
+    """Just enough of grpc.aio.ServicerContext for the servicer's abort path."""
+
+    def __init__(self) -> None:
+        self.status: Any = None
+
+    async def abort_with_status(self, status: Any) -> None:
+        self.status = status
+        raise RuntimeError("aborted")
+
+
+async def test_store_outage_is_unavailable_with_retry_info(servicer: LoggerServicer) -> None:
+    async def broken(rows: Any) -> int:
+        raise StoreUnavailable("database went away")
+
+    servicer._store._insert = broken  # type: ignore[method-assign]
+    context = _AbortContext()
+    with pytest.raises(RuntimeError, match="aborted"):
+        await servicer.WriteRecords(
+            logger_pb2.WriteRecordsRequest(records=[make_record(1)]),
+            context,  # type: ignore[arg-type]
+        )
+    assert context.status.code == grpc.StatusCode.UNAVAILABLE
+    assert "unavailable" in context.status.details
+
+
+async def test_page_size_out_of_range(servicer: LoggerServicer) -> None:
+    context = _AbortContext()
+    with pytest.raises(RuntimeError, match="aborted"):
+        await servicer.ListRecords(
+            logger_pb2.ListRecordsRequest(page_size=5000),
+            context,  # type: ignore[arg-type]
+        )
+    assert context.status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_size" in context.status.details
