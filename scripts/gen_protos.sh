@@ -13,11 +13,12 @@ mapfile -t PROTOS < <(cd protos && find hybridinference -name '*.proto' | LC_ALL
   --python_out="$OUT" --grpc_python_out="$OUT" \
   --mypy_out="$OUT" --mypy_grpc_out="$OUT" \
   "${PROTOS[@]}"
-# Envoy's transcoder needs every import in the set.
+# Envoy's transcoder needs every import in the set, and the google.rpc detail types so that
+# convert_grpc_status can print error details (BadRequest, ErrorInfo, RetryInfo) as JSON.
 "$PY" -m grpc_tools.protoc \
   -I protos -I third_party/googleapis \
-  --include_imports --include_source_info=false \
+  --include_imports \
   --descriptor_set_out=deploy/envoy/hybridinference.pb \
-  "${PROTOS[@]}"
+  "${PROTOS[@]}" google/rpc/error_details.proto google/rpc/status.proto
 find "$OUT/hybridinference" -type d -exec touch {}/__init__.py \;
 touch "$OUT/hybridinference/py.typed"

@@ -74,6 +74,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             ) as events:
                 async for event in events:
                     parts.append(event.delta)
+            # As a header too: HTTP/JSON clients through Envoy do not see unary trailers.
+            await context.send_initial_metadata(((HEADER, execution.request_id),))
             reply.content = "".join(parts)
             if execution.selection is not None:
                 reply.model = execution.selection.served_model
@@ -90,10 +92,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         async with self._runtime.guarded(execution, context):
             self._validate(execution.call)
             model = endpoint = ""
+            first = True
             async with contextlib.aclosing(
                 stream_route(self._runtime.router, execution, self._runtime.timeout(context))
             ) as events:
                 async for event in events:
+                    if first:
+                        # Sent once routing succeeded, so a failure before it is a
+                        # trailers-only response that Envoy maps to an HTTP error status.
+                        await context.send_initial_metadata(((HEADER, execution.request_id),))
+                        first = False
                     if event.HasField("selection"):
                         model = event.selection.served_model
                         endpoint = event.selection.endpoint
