@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from pathlib import Path
-
-import uvloop
 
 from services.common.settings import CONFIG_ENV, ConfigError, load_settings
 from services.launcher import plan, supervisor
@@ -54,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         cwd=cwd,
         start_timeout_s=args.start_timeout,
     )
-    return uvloop.run(supervisor.run(settings, options))
+    # The default loop: uvloop cannot start children in their own process group.
+    return asyncio.run(supervisor.run(settings, options))
 
 
 if __name__ == "__main__":

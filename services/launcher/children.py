@@ -150,7 +150,9 @@ async def http_status(host: str, port: int, path: str, timeout_s: float = 0.5) -
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(host, port)
             try:
-                writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+                writer.write(
+                    f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+                )
                 await writer.drain()
                 status_line = await reader.readline()
             finally:

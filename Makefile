@@ -1,0 +1,58 @@
+# HybridInference developer commands. On a fresh machine `make up` or `make test` is enough:
+# both create .venv (Python 3.11) and install the project when pyproject.toml changed.
+
+PYTHON_BIN ?= python3.11
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+# The buf CLI comes from npm into a gitignored tools dir, pinned; `make buf` installs it.
+BUF_VERSION := 1.75.0
+TOOLS      := .tools
+BUF        := $(TOOLS)/node_modules/.bin/buf
+CONFIG     ?=
+
+.PHONY: up test protos check-protos lint buf venv clean
+
+# Re-installs only when pyproject.toml is newer than the stamp (dependency or entry point change).
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+# Runs the whole mesh in the foreground; Ctrl-C stops it (streams drain first).
+# `make up CONFIG=path/to/mesh.yaml` uses another config file.
+up: $(STAMP)
+	$(PY) -m services.launcher $(if $(CONFIG),--config $(CONFIG))
+
+# The whole suite. Exit status 5 (nothing collected) is a failure here: it means a broken path
+# or collection, never "all good".
+test: $(STAMP)
+	@$(PY) -m pytest tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+protos: $(STAMP)
+	PYTHON=$(PY) scripts/gen_protos.sh
+
+# Regenerates in place and fails on any difference from what is committed (incl. new files).
+check-protos: protos
+	git diff --exit-code -- gen deploy/envoy/hybridinference.pb
+	@untracked="$$(git status --porcelain --untracked-files=all -- gen deploy/envoy/hybridinference.pb)"; \
+	if [ -n "$$untracked" ]; then echo "generated files differ from the commit:"; \
+	echo "$$untracked"; echo "run 'make protos' and commit"; exit 1; fi
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
+
+buf: $(BUF)
+
+lint: $(STAMP) $(BUF)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(BUF) lint
+
+clean:
+	rm -rf var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,112 @@
+"""The Envoy config is checked by Envoy itself (`--mode validate`), as committed and as rendered."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.common.settings import load_settings
+from services.launcher import envoy_config
+from tests.support.procs import REPO
+
+ENVOY = str(Path(sys.executable).parent / "envoy")
+
+
+def validate(config: Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    # A base id of our own, so a validation never collides with a running Envoy's shared memory.
+    base_id = 40_000 + os.getpid() % 10_000
+    return subprocess.run(
+        [
+            ENVOY,
+            "--mode",
+            "validate",
+            "-c",
+            str(config),
+            "--base-id",
+            str(base_id),
+            "--log-level",
+            "error",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_committed_config_is_valid() -> None:
+    result = validate(envoy_config.TEMPLATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_committed_config_matches_the_defaults() -> None:
+    """As committed, the file is what rendering the default settings produces (bar the path)."""
+    committed = yaml.safe_load(envoy_config.TEMPLATE.read_text())
+    rendered = envoy_config.apply_settings(
+        yaml.safe_load(envoy_config.TEMPLATE.read_text()), load_settings(None)
+    )
+    transcoder = _transcoder(rendered)
+    assert transcoder["proto_descriptor"] == str(envoy_config.DESCRIPTOR)
+    transcoder["proto_descriptor"] = _transcoder(committed)["proto_descriptor"]
+    assert rendered == committed
+
+
+def test_rendered_config_is_valid_from_anywhere(tmp_path: Path) -> None:
+    settings = load_settings(
+        None,
+        envoy={"host": "127.0.0.1", "port": 18123, "admin_port": 19123, "base_id": 7},
+        gateway={"host": "0.0.0.0", "port": 16001},
+    )
+    path = envoy_config.render(settings, tmp_path / "run")
+    config = yaml.safe_load(path.read_text())
+    listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert listener == {"address": "127.0.0.1", "port_value": 18123}
+    assert config["admin"]["address"]["socket_address"]["port_value"] == 19123
+    cluster = config["static_resources"]["clusters"][0]
+    upstream = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    # A gateway bound to the wildcard is dialled on loopback.
+    assert upstream["endpoint"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 16001,
+    }
+    assert Path(_transcoder(config)["proto_descriptor"]).is_absolute()
+    # The descriptor path is absolute, so the working directory does not matter.
+    result = validate(path, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    ["unknown_service", "unknown_field", "missing_descriptor"],
+)
+def test_broken_config_is_rejected(tmp_path: Path, breakage: str) -> None:
+    config = envoy_config.apply_settings(
+        yaml.safe_load(envoy_config.TEMPLATE.read_text()), load_settings(None)
+    )
+    transcoder = _transcoder(config)
+    if breakage == "unknown_service":
+        transcoder["services"].append("hybridinference.nope.v1.NoService")
+    elif breakage == "unknown_field":
+        transcoder["print_options"]["stream_sse_style"] = True
+    else:
+        transcoder["proto_descriptor"] = str(tmp_path / "missing.pb")
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = validate(path)
+    assert result.returncode != 0
+
+
+def _transcoder(config: dict[str, Any]) -> dict[str, Any]:
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    for http_filter in hcm["typed_config"]["http_filters"]:
+        if http_filter["name"] == "envoy.filters.http.grpc_json_transcoder":
+            config_: dict[str, Any] = http_filter["typed_config"]
+            return config_
+    raise AssertionError("no transcoder")
