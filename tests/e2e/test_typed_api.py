@@ -1,4 +1,4 @@
-"""The typed API through Envoy: native gRPC (with reflection and health) and transcoded HTTP/JSON."""
+"""The typed API through Envoy: native gRPC (reflection, health) and transcoded HTTP/JSON."""
 
 from __future__ import annotations
 
