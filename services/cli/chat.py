@@ -6,9 +6,9 @@ import argparse
 import sys
 
 import grpc
+
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-
 from services.cli import rpc
 from services.common.settings import MeshSettings
 

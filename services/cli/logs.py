@@ -6,8 +6,8 @@ import argparse
 
 import grpc
 from google.protobuf import json_format
-from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 
+from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from services.cli import rpc
 from services.cli.table import format_table
 from services.common.settings import MeshSettings

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 import grpc
-from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.cli import rpc
 from services.cli.table import format_table
 from services.common.settings import MeshSettings

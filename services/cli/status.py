@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 
+from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 from services.cli import rpc
 from services.cli.table import format_table
 from services.common.settings import MeshSettings
