@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, settings: MeshSettings) -> int:
     problem = validate(args)
     if problem:
         raise rpc.CliError(problem)
-    target = f"{rpc.dial_host(settings.logger.host)}:{settings.logger.port}"
+    target = settings.logger.dial_address
     with rpc.channel(target) as channel:
         stub = logger_pb2_grpc.LoggerServiceStub(channel)
         try:

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from services.common.settings import MeshSettings
+from services.common.settings import MeshSettings, dial_address
 
 # Enough for the longest replies; the gateway enforces the real limits.
 _OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
@@ -14,11 +14,6 @@ _OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
 
 class CliError(Exception):
     """A failure to report as ``error: <message>`` with exit status 1."""
-
-
-def dial_host(host: str) -> str:
-    """The address to dial for a listener bound to ``host`` (a wildcard is reached on loopback)."""
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
 def target_from_url(url: str) -> str:
@@ -45,8 +40,8 @@ def gateway_target(settings: MeshSettings, url: str | None, direct: bool) -> str
     if url is not None:
         return target_from_url(url)
     if direct:
-        return f"{dial_host(settings.gateway.host)}:{settings.gateway.port}"
-    return f"{dial_host(settings.envoy.host)}:{settings.envoy.port}"
+        return settings.gateway.dial_address
+    return dial_address(settings.envoy.host, settings.envoy.port)
 
 
 def channel(target: str) -> grpc.Channel:

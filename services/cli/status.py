@@ -34,14 +34,11 @@ class Check:
 def targets(settings: MeshSettings) -> list[tuple[str, str]]:
     """(name, gRPC address) of every service of the mesh."""
 
-    def addr(host: str, port: int) -> str:
-        return f"{rpc.dial_host(host)}:{port}"
-
     return [
-        ("gateway", addr(settings.gateway.host, settings.gateway.port)),
-        ("router", addr(settings.router.host, settings.router.port)),
-        ("logger", addr(settings.logger.host, settings.logger.port)),
-        *((f"provider:{w.name}", addr(w.host, w.port)) for w in settings.providers),
+        ("gateway", settings.gateway.dial_address),
+        ("router", settings.router.dial_address),
+        ("logger", settings.logger.dial_address),
+        *((f"provider:{w.name}", w.dial_address) for w in settings.providers),
     ]
 
 

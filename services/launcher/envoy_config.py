@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from services.common.settings import MeshSettings
+from services.common.settings import MeshSettings, dial_host
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "deploy" / "envoy" / "envoy.yaml"
@@ -21,11 +21,6 @@ DESCRIPTOR = REPO / "deploy" / "envoy" / "hybridinference.pb"
 _HCM = "envoy.filters.network.http_connection_manager"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 GATEWAY_CLUSTER = "gateway"
-
-
-def connect_host(host: str) -> str:
-    """The address to dial for a listener bound to ``host`` (a wildcard is reached on loopback)."""
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
 def _socket(address: dict[str, Any]) -> dict[str, Any]:
@@ -62,7 +57,7 @@ def apply_settings(
     for group in cluster["load_assignment"]["endpoints"]:
         for endpoint in group["lb_endpoints"]:
             _socket(endpoint["endpoint"]["address"]).update(
-                address=connect_host(gateway.host), port_value=gateway.port
+                address=dial_host(gateway.host), port_value=gateway.port
             )
     return config
 

@@ -6,8 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.settings import MeshSettings
-from services.launcher.envoy_config import connect_host
+from services.common.settings import MeshSettings, dial_address
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ def _service(
     argv = [sys.executable, "-m", *module_args]
     if config is not None:
         argv += ["--config", str(config)]
-    return ChildSpec(name, argv, f"{connect_host(host)}:{port}", grace_s + STOP_SLACK_S, stage)
+    return ChildSpec(name, argv, dial_address(host, port), grace_s + STOP_SLACK_S, stage)
 
 
 def services(settings: MeshSettings, config: Path | None) -> list[ChildSpec]:

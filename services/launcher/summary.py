@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.common.settings import MeshSettings
-from services.launcher.envoy_config import connect_host
+from services.common.settings import MeshSettings, dial_address
 
 
 def request_log(settings: MeshSettings, cwd: Path) -> str:
@@ -20,9 +19,9 @@ def request_log(settings: MeshSettings, cwd: Path) -> str:
 
 
 def render(settings: MeshSettings, config: Path | None, cwd: Path, log_dir: Path) -> str:
-    host = connect_host(settings.envoy.host)
-    base = f"http://{host}:{settings.envoy.port}"
-    grpc_target = f"{host}:{settings.envoy.port}"
+    grpc_target = dial_address(settings.envoy.host, settings.envoy.port)
+    base = f"http://{grpc_target}"
+    cli = "hybridinference" + (f" --config {config}" if config is not None else "")
     model = settings.models[0].name if settings.models else "MODEL"
     rows = [
         ("envoy (HTTP + gRPC)", f"{settings.envoy.host}:{settings.envoy.port}"),
@@ -49,7 +48,8 @@ HybridInference is up at {base}
   gRPC (reflection is on):
     grpcurl -plaintext {grpc_target} list
   CLI:
-    hybridinference chat "Hello"    hybridinference status
+    {cli} chat "Hello"
+    {cli} status
 
   services:
 {ports}

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from services.common.settings import load_settings
+from services.common.settings import MeshSettings, load_settings
 from services.launcher import plan, summary
 from services.launcher.__main__ import main
+from tests.support.procs import REPO
 
 
 def test_start_stages_and_stop_order() -> None:
@@ -80,3 +82,23 @@ def test_launcher_refuses_conflicting_ports(
     config = tmp_path / "mesh.yaml"
     config.write_text("router:\n  port: 50051\n")
     assert main(["--config", str(config)]) == 2
+
+
+def test_example_config_shows_every_key_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HI_CONFIG", raising=False)
+    example = REPO / "deploy" / "config" / "hybridinference.example.yaml"
+    raw = yaml.safe_load(example.read_text())
+    defaults = MeshSettings()
+    assert load_settings(str(example)) == defaults
+    assert _keys(raw) == _keys(defaults.model_dump())
+
+
+def _keys(value: object, prefix: str = "") -> set[str]:
+    if isinstance(value, dict):
+        keys = set()
+        for key, item in value.items():
+            keys |= {f"{prefix}{key}"} | _keys(item, f"{prefix}{key}.")
+        return keys
+    if isinstance(value, list):
+        return set().union(*(_keys(item, f"{prefix}[].") for item in value)) if value else set()
+    return set()
