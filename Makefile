@@ -33,8 +33,9 @@ test: $(STAMP)
 	@$(PY) -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
+# The venv's bin on PATH: protoc finds the mypy plugins (protoc-gen-mypy*) there.
 protos: $(STAMP)
-	PYTHON=$(PY) scripts/gen_protos.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(PY) scripts/gen_protos.sh
 
 # Regenerates in place and fails on any difference from what is committed (incl. new files).
 check-protos: protos
