@@ -14,7 +14,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -78,6 +85,26 @@ class SimEndpointSettings(_Strict):
     fail_rate: float = Field(default=0.0, ge=0, le=1)
     # When set, every generation aborts with UNAVAILABLE after this many tokens.
     abort_after_tokens: int | None = Field(default=None, ge=0)
+    # Generations served at once; the rest queue (reported as `waiting`), like a vLLM server's
+    # max_num_seqs. None means unlimited.
+    max_concurrency: int | None = Field(default=None, ge=1)
+    # Extra time to first token, uniform in [0, ttft_jitter_ms].
+    ttft_jitter_ms: float = Field(default=0.0, ge=0)
+    # Latency tail: with probability tail_rate the first token takes tail_ms longer.
+    tail_rate: float = Field(default=0.0, ge=0, le=1)
+    tail_ms: float = Field(default=0.0, ge=0)
+
+
+class VllmEngineSettings(_Strict):
+    """The in-process engine mode of a vllm endpoint (the worker imports vllm and hosts it)."""
+
+    # Local model directory (weights and tokenizer); no hub downloads.
+    model_path: str = Field(min_length=1)
+    dtype: str = "auto"
+    max_model_len: int | None = Field(default=None, gt=0)
+    enforce_eager: bool = False
+    # Further AsyncEngineArgs fields, passed through as given.
+    extra_args: dict[str, Any] = Field(default_factory=dict)
 
 
 class ProviderEndpointSettings(_Strict):
@@ -88,20 +115,86 @@ class ProviderEndpointSettings(_Strict):
     price_prompt_per_1m: float = Field(default=0.0, ge=0)
     price_completion_per_1m: float = Field(default=0.0, ge=0)
     sim: SimEndpointSettings = Field(default_factory=SimEndpointSettings)
+    # Where the endpoint runs, for the local_first policy: "auto" is local for vLLM workers and
+    # cloud for everything else.
+    locality: Literal["auto", "local", "cloud"] = "auto"
+    # Upstream of real providers (vllm, openai, gemini, openai_compatible). base_url is the
+    # OpenAI-style root including /v1 (vllm, openai_compatible, openai) or Gemini's API root;
+    # empty means the SDK's default (openai, gemini).
+    base_url: str = ""
+    # Names of environment variables holding API keys, never the keys themselves. Several names
+    # make a key pool: a key answered with 429/401 cools down and the next one is used.
+    api_key_env: str | list[str] = ""
+    # Seconds to open a connection, to wait for the first token, and between two tokens.
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    first_token_timeout_s: float = Field(default=60.0, gt=0)
+    idle_timeout_s: float = Field(default=30.0, gt=0)
+    # Seconds a pooled key rests after 429/401 when the upstream sends no Retry-After.
+    key_cooldown_s: float = Field(default=20.0, ge=0)
+    # Pooled keep-alive connections to the upstream.
+    max_connections: int = Field(default=256, gt=0)
+    # vllm only: where vLLM's Prometheus metrics are; empty = base_url without /v1 + /metrics.
+    metrics_url: str = ""
+    # vllm only: host the engine in this process instead of calling a vLLM server over HTTP.
+    vllm_engine: VllmEngineSettings | None = None
 
 
 class ProviderWorkerSettings(ServerSettings):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    kind: Literal["sim"] = "sim"
+    kind: Literal["sim", "vllm", "openai", "gemini", "openai_compatible"] = "sim"
     endpoints: list[ProviderEndpointSettings] = Field(min_length=1)
+
+
+class LocalFirstSettings(_Strict):
+    """When the local_first policy overflows a local endpoint to the cloud, and comes back."""
+
+    # Overflow when the endpoint reports at least this many queued generations...
+    max_waiting: int = Field(default=2, ge=0)
+    # ...or its time-to-first-token EWMA reaches this...
+    max_ttft_ms: float = Field(default=1000.0, gt=0)
+    # ...or the router has this many requests in flight on it (None: no limit).
+    max_in_flight: int | None = Field(default=None, ge=1)
+    # Come back only once every signal is below this fraction of its threshold (hysteresis).
+    recover_ratio: float = Field(default=0.5, gt=0, le=1)
+
+
+RoutingStrategyName = Literal[
+    "round_robin", "weighted", "cost", "latency", "least_load", "prefix_affinity", "local_first"
+]
 
 
 class ModelSettings(_Strict):
     name: str = Field(min_length=1)
     # Endpoint ids, in fallback order.
     endpoints: list[str] = Field(min_length=1)
-    strategy: Literal["round_robin"] = "round_robin"
+    strategy: RoutingStrategyName = "round_robin"
     owned_by: str = "hybridinference"
+    # weighted: relative share per endpoint id (missing ids weigh 1).
+    weights: dict[str, PositiveFloat] = Field(default_factory=dict)
+    # cost: the p95 time to first token an endpoint must show to be picked for its price.
+    ttft_slo_ms: float = Field(default=1000.0, gt=0)
+    # latency: output tokens assumed when the request sets no max_tokens.
+    expected_output_tokens: int = Field(default=64, ge=1)
+    # latency / cost / local_first: share of requests sent off-policy so a recovered endpoint
+    # gets measured again.
+    exploration: float = Field(default=0.02, ge=0, le=0.5)
+    # prefix_affinity: characters of the prompt that pick the replica, and the load bound
+    # (an endpoint takes at most this factor times the mean in-flight load).
+    affinity_prefix_chars: int = Field(default=256, ge=1)
+    affinity_load_factor: float = Field(default=1.25, ge=1)
+    local_first: LocalFirstSettings = Field(default_factory=LocalFirstSettings)
+    # Other models tried, in order, when every endpoint of this one failed before a token.
+    fallbacks: list[str] = Field(default_factory=list)
+    # Retries and hedges may add at most this fraction of extra load (plus a small burst).
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    retry_budget_burst: float = Field(default=10.0, ge=0)
+    # Attempts per request, first one included (hedges count as attempts).
+    max_attempts: int = Field(default=3, ge=1)
+    # Hedging: with no first token by the endpoint's observed p90 TTFT, start a backup.
+    hedging: bool = False
+    # Never hedge earlier than this, and only once the endpoint has this many TTFT samples.
+    hedge_min_delay_ms: float = Field(default=10.0, ge=0)
+    hedge_min_samples: int = Field(default=20, ge=1)
 
 
 class RouterSettings(ServerSettings):
@@ -110,6 +203,17 @@ class RouterSettings(ServerSettings):
     health_interval_s: float = Field(default=2.0, gt=0)
     # Seconds a probe or a connection attempt may take.
     connect_timeout_s: float = Field(default=1.0, gt=0)
+    # Circuit breaker per endpoint: opens after this many consecutive failures (429, 5xx,
+    # timeouts), lets one probe request through after the cool-down, closes on its success.
+    breaker_failure_threshold: int = Field(default=3, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    # Backoff between attempts: full jitter up to base * 2^(attempt-1), capped.
+    backoff_base_ms: float = Field(default=10.0, ge=0)
+    backoff_max_ms: float = Field(default=200.0, ge=0)
+    # Weight of the newest sample in the per-endpoint TTFT / time-per-token EWMAs.
+    ewma_alpha: float = Field(default=0.2, gt=0, le=1)
+    # Hot reload: re-read the config file on SIGHUP, and when it changes (polled; 0 = off).
+    reload_poll_interval_s: float = Field(default=2.0, ge=0)
 
 
 class LoggerSettings(ServerSettings):
@@ -199,6 +303,18 @@ class MeshSettings(BaseSettings):
                 if endpoint_id not in seen:
                     raise ValueError(
                         f"models: model {model.name!r} names unknown endpoint {endpoint_id!r}"
+                    )
+            for weighted_id in model.weights:
+                if weighted_id not in model.endpoints:
+                    raise ValueError(
+                        f"models: model {model.name!r} weighs {weighted_id!r}, "
+                        "which is not one of its endpoints"
+                    )
+            for fallback in model.fallbacks:
+                if fallback not in model_names or fallback == model.name:
+                    raise ValueError(
+                        f"models: model {model.name!r} falls back to {fallback!r}, "
+                        "which is not another configured model"
                     )
         return self
 
