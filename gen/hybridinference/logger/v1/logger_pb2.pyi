@@ -66,6 +66,10 @@ class RequestRecord(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     SAMPLING_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
+    HEDGED_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Request id assigned by the gateway; unique."""
     surface: _builtins.str
@@ -98,6 +102,14 @@ class RequestRecord(_message.Message):
     """Cost in US dollars."""
     finish_reason: _chat_pb2.FinishReason.ValueType
     """Why generation ended."""
+    fallbacks: _builtins.int
+    """Attempts that failed over to the next candidate endpoint before one served (or all failed)."""
+    hedged: _builtins.bool
+    """Whether the router hedged the request (raced a second attempt for tail latency)."""
+    prompt: _builtins.str
+    """The prompt, only when content capture is on; the logger truncates it to its size cap."""
+    response: _builtins.str
+    """The response text, only when content capture is on; truncated like prompt."""
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the gateway received the request."""
@@ -137,10 +149,14 @@ class RequestRecord(_message.Message):
         finish_reason: _chat_pb2.FinishReason.ValueType = ...,
         sampling: _chat_pb2.SamplingParams | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        fallbacks: _builtins.int = ...,
+        hedged: _builtins.bool = ...,
+        prompt: _builtins.str = ...,
+        response: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempts", b"attempts", "cost_usd", b"cost_usd", "endpoint", b"endpoint", "error", b"error", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "metadata", b"metadata", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "sampling", b"sampling", "served_model", b"served_model", "started_at", b"started_at", "status", b"status", "stream", b"stream", "surface", b"surface", "ttft_ms", b"ttft_ms", "usage", b"usage", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempts", b"attempts", "cost_usd", b"cost_usd", "endpoint", b"endpoint", "error", b"error", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "hedged", b"hedged", "latency_ms", b"latency_ms", "metadata", b"metadata", "prompt", b"prompt", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "response", b"response", "sampling", b"sampling", "served_model", b"served_model", "started_at", b"started_at", "status", b"status", "stream", b"stream", "surface", b"surface", "ttft_ms", b"ttft_ms", "usage", b"usage", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -281,6 +297,9 @@ class ListRecordsRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    API_KEY_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Only records with this requested model, when set."""
     provider: _builtins.str
@@ -291,6 +310,16 @@ class ListRecordsRequest(_message.Message):
     """Maximum records to return (1..1000, default 50)."""
     page_token: _builtins.str
     """Token from a previous response, for the next page."""
+    api_key_id: _builtins.str
+    """Only records with this API key id, when set."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only records that started at or after this time, when set."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only records that started before this time, when set."""
+
     def __init__(
         self,
         *,
@@ -299,10 +328,13 @@ class ListRecordsRequest(_message.Message):
         status: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        api_key_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "end_time", b"end_time", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "start_time", b"start_time", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -335,3 +367,240 @@ class ListRecordsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRecordsResponse: _TypeAlias = ListRecordsResponse  # noqa: Y015
+
+@_typing.final
+class GetUsageRequest(_message.Message):
+    """Asks for usage aggregates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    API_KEY_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    api_key_id: _builtins.str
+    """Only this API key id, when set."""
+    model: _builtins.str
+    """Only this requested model, when set."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """First UTC day included (its midnight or any time in it); unset means 30 days before end_time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Usage before this time (rounded up to the next UTC day); unset means now."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        api_key_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "end_time", b"end_time", "model", b"model", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+
+@_typing.final
+class UsageBucket(_message.Message):
+    """Usage of one API key and model on one UTC day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    API_KEY_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHED_TOKENS_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    api_key_id: _builtins.str
+    """API key id (empty when auth is off)."""
+    model: _builtins.str
+    """Requested model."""
+    requests: _builtins.int
+    """Requests logged."""
+    errors: _builtins.int
+    """Requests whose status was not OK."""
+    prompt_tokens: _builtins.int
+    """Prompt tokens."""
+    completion_tokens: _builtins.int
+    """Completion tokens."""
+    cached_tokens: _builtins.int
+    """Prompt tokens served from a cache."""
+    total_tokens: _builtins.int
+    """Total tokens."""
+    cost_usd: _builtins.float
+    """Cost in US dollars."""
+    @_builtins.property
+    def day(self) -> _timestamp_pb2.Timestamp:
+        """Midnight UTC of the day."""
+
+    def __init__(
+        self,
+        *,
+        day: _timestamp_pb2.Timestamp | None = ...,
+        api_key_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        cached_tokens: _builtins.int = ...,
+        total_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["day", b"day"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "cached_tokens", b"cached_tokens", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "day", b"day", "errors", b"errors", "model", b"model", "prompt_tokens", b"prompt_tokens", "requests", b"requests", "total_tokens", b"total_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageBucket: _TypeAlias = UsageBucket  # noqa: Y015
+
+@_typing.final
+class GetUsageResponse(_message.Message):
+    """Usage aggregates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageBucket]:
+        """Buckets ordered by day, then API key id, then model."""
+
+    def __init__(
+        self,
+        *,
+        buckets: _abc.Iterable[Global___UsageBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
+
+@_typing.final
+class GetStatsRequest(_message.Message):
+    """Asks for the logger's counters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsRequest: _TypeAlias = GetStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetStatsResponse(_message.Message):
+    """The logger's counters since it started, and its spool backlog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RejectedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class TruncatedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    STORED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    STORE_FAILURES_FIELD_NUMBER: _builtins.int
+    SPOOL_RECORDS_FIELD_NUMBER: _builtins.int
+    SPOOL_BYTES_FIELD_NUMBER: _builtins.int
+    SPOOL_FULL_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    """Records accepted into the spool (acknowledged to clients)."""
+    stored: _builtins.int
+    """Rows newly written to the database."""
+    duplicates: _builtins.int
+    """Records the database already had (replays), not written again."""
+    store_failures: _builtins.int
+    """Batches the database failed to take (each retry counts)."""
+    spool_records: _builtins.int
+    """Records acknowledged but not yet written to the database."""
+    spool_bytes: _builtins.int
+    """Bytes of those records on disk."""
+    spool_full: _builtins.int
+    """Batches refused because the spool was full."""
+    @_builtins.property
+    def rejected(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Records rejected, by reason."""
+
+    @_builtins.property
+    def truncated(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Fields truncated or dropped, by reason; the record itself was kept."""
+
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+        rejected: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        truncated: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        stored: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        store_failures: _builtins.int = ...,
+        spool_records: _builtins.int = ...,
+        spool_bytes: _builtins.int = ...,
+        spool_full: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates", "rejected", b"rejected", "spool_bytes", b"spool_bytes", "spool_full", b"spool_full", "spool_records", b"spool_records", "store_failures", b"store_failures", "stored", b"stored", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015

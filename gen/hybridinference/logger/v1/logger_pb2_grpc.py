@@ -51,6 +51,16 @@ class LoggerServiceStub:
                 request_serializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.ListRecordsRequest.SerializeToString,
                 response_deserializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.ListRecordsResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/hybridinference.logger.v1.LoggerService/GetUsage',
+                request_serializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/hybridinference.logger.v1.LoggerService/GetStats',
+                request_serializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
 
 
 class LoggerServiceServicer:
@@ -79,6 +89,20 @@ class LoggerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """Usage aggregates per API key, model and UTC day, from the hourly rollup.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStats(self, request, context):
+        """The logger's counters: records accepted, rejected and truncated by reason, spool backlog.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LoggerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +120,16 @@ def add_LoggerServiceServicer_to_server(servicer, server):
                     servicer.ListRecords,
                     request_deserializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.ListRecordsRequest.FromString,
                     response_serializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.ListRecordsResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetUsageRequest.FromString,
+                    response_serializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsRequest.FromString,
+                    response_serializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +215,60 @@ class LoggerService:
             '/hybridinference.logger.v1.LoggerService/ListRecords',
             hybridinference_dot_logger_dot_v1_dot_logger__pb2.ListRecordsRequest.SerializeToString,
             hybridinference_dot_logger_dot_v1_dot_logger__pb2.ListRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.logger.v1.LoggerService/GetUsage',
+            hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetUsageRequest.SerializeToString,
+            hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.logger.v1.LoggerService/GetStats',
+            hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsRequest.SerializeToString,
+            hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

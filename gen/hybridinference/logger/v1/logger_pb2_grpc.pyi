@@ -41,6 +41,10 @@ class LoggerServiceStub:
     """Reads one record by request id; NOT_FOUND when absent."""
     ListRecords: _grpc.UnaryUnaryMultiCallable[_logger_pb2.ListRecordsRequest, _logger_pb2.ListRecordsResponse]
     """Lists records, newest first, with filters and pagination."""
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_logger_pb2.GetUsageRequest, _logger_pb2.GetUsageResponse]
+    """Usage aggregates per API key, model and UTC day, from the hourly rollup."""
+    GetStats: _grpc.UnaryUnaryMultiCallable[_logger_pb2.GetStatsRequest, _logger_pb2.GetStatsResponse]
+    """The logger's counters: records accepted, rejected and truncated by reason, spool backlog."""
 
 @_typing.type_check_only
 class LoggerServiceAsyncStub(LoggerServiceStub):
@@ -55,6 +59,10 @@ class LoggerServiceAsyncStub(LoggerServiceStub):
     """Reads one record by request id; NOT_FOUND when absent."""
     ListRecords: _aio.UnaryUnaryMultiCallable[_logger_pb2.ListRecordsRequest, _logger_pb2.ListRecordsResponse]  # type: ignore[assignment]
     """Lists records, newest first, with filters and pagination."""
+    GetUsage: _aio.UnaryUnaryMultiCallable[_logger_pb2.GetUsageRequest, _logger_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """Usage aggregates per API key, model and UTC day, from the hourly rollup."""
+    GetStats: _aio.UnaryUnaryMultiCallable[_logger_pb2.GetStatsRequest, _logger_pb2.GetStatsResponse]  # type: ignore[assignment]
+    """The logger's counters: records accepted, rejected and truncated by reason, spool backlog."""
 
 class LoggerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Internal request-log service (gRPC only). Records arrive in batches from the gateways and are
@@ -84,5 +92,21 @@ class LoggerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_logger_pb2.ListRecordsResponse, _abc.Awaitable[_logger_pb2.ListRecordsResponse]]:
         """Lists records, newest first, with filters and pagination."""
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _logger_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_logger_pb2.GetUsageResponse, _abc.Awaitable[_logger_pb2.GetUsageResponse]]:
+        """Usage aggregates per API key, model and UTC day, from the hourly rollup."""
+
+    @_abc_1.abstractmethod
+    def GetStats(
+        self,
+        request: _logger_pb2.GetStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_logger_pb2.GetStatsResponse, _abc.Awaitable[_logger_pb2.GetStatsResponse]]:
+        """The logger's counters: records accepted, rejected and truncated by reason, spool backlog."""
 
 def add_LoggerServiceServicer_to_server(servicer: LoggerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
