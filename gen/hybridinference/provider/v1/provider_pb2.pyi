@@ -156,6 +156,8 @@ class EndpointStatus(_message.Message):
     COMPLETED_TOTAL_FIELD_NUMBER: _builtins.int
     CANCELLED_TOTAL_FIELD_NUMBER: _builtins.int
     FAILED_TOTAL_FIELD_NUMBER: _builtins.int
+    PREFIX_CACHE_HIT_RATE_FIELD_NUMBER: _builtins.int
+    UPSTREAM_RUNNING_FIELD_NUMBER: _builtins.int
     endpoint: _builtins.str
     """Endpoint id."""
     provider: _builtins.str
@@ -178,6 +180,14 @@ class EndpointStatus(_message.Message):
     """Generations cancelled by the caller since the worker started."""
     failed_total: _builtins.int
     """Generations that failed since the worker started."""
+    prefix_cache_hit_rate: _builtins.float
+    """Share in [0, 1] of prompt tokens served from the upstream's prefix cache, over the interval
+    since the previous status (vLLM's prefix-cache counters); 0 where the upstream has none.
+    """
+    upstream_running: _builtins.int
+    """Generations running upstream, from all of its clients (vLLM's own metrics); `running` counts
+    only this worker's calls.
+    """
     def __init__(
         self,
         *,
@@ -192,10 +202,12 @@ class EndpointStatus(_message.Message):
         completed_total: _builtins.int = ...,
         cancelled_total: _builtins.int = ...,
         failed_total: _builtins.int = ...,
+        prefix_cache_hit_rate: _builtins.float = ...,
+        upstream_running: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_total", b"cancelled_total", "completed_total", b"completed_total", "detail", b"detail", "endpoint", b"endpoint", "failed_total", b"failed_total", "healthy", b"healthy", "kv_cache_usage", b"kv_cache_usage", "model", b"model", "provider", b"provider", "running", b"running", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_total", b"cancelled_total", "completed_total", b"completed_total", "detail", b"detail", "endpoint", b"endpoint", "failed_total", b"failed_total", "healthy", b"healthy", "kv_cache_usage", b"kv_cache_usage", "model", b"model", "prefix_cache_hit_rate", b"prefix_cache_hit_rate", "provider", b"provider", "running", b"running", "upstream_running", b"upstream_running", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
