@@ -233,7 +233,7 @@ class EnvoySettings(_Strict):
 
 
 def dial_host(host: str) -> str:
-    """The host to connect to for a listener bound to ``host`` (a wildcard is reached on loopback)."""
+    """The host to connect to for a listener bound to ``host`` (wildcards: loopback)."""
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
