@@ -6,6 +6,7 @@ its endpoints and reused for every request (a channel per request costs ~0.65 ms
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,7 +16,10 @@ import grpc
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from services.common.server import insecure_channel
-from services.common.settings import MeshSettings
+from services.common.settings import MeshSettings, ModelSettings, ProviderEndpointSettings
+from services.router.breaker import CircuitBreaker, Clock
+from services.router.retry import RetryBudget
+from services.router.stats import EndpointStats
 
 
 class GenerateCall(Protocol):
@@ -75,6 +79,19 @@ class Endpoint:
     in_flight: int = 0
     requests_total: int = 0
     failures_total: int = 0
+    # "local" (own hardware, e.g. vLLM) or "cloud"; local_first keeps traffic local first.
+    locality: str = "cloud"
+    stats: EndpointStats = field(default_factory=EndpointStats)
+    breaker: CircuitBreaker = field(
+        default_factory=lambda: CircuitBreaker("", 3, 30.0, time.monotonic)
+    )
+    # Clock time before which the endpoint asked (RetryInfo) not to be sent new requests.
+    retry_after_until: float = 0.0
+    hedges_total: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.breaker.name:
+            self.breaker.name = self.id
 
     @property
     def provider(self) -> str:
@@ -91,6 +108,13 @@ class Endpoint:
         ) / 1_000_000
 
 
+def endpoint_locality(kind: str, settings: ProviderEndpointSettings) -> str:
+    if settings.locality != "auto":
+        return settings.locality
+    # Only vLLM runs on our own hardware; every other kind is a paid remote API (or a sim).
+    return "local" if kind == "vllm" else "cloud"
+
+
 @dataclass(frozen=True)
 class Model:
     """A model name clients ask for and the endpoints that serve it, in fallback order."""
@@ -99,6 +123,15 @@ class Model:
     endpoints: tuple[Endpoint, ...]
     strategy: str
     owned_by: str
+    # The model's routing options from the config (defaults when built by hand in tests).
+    settings: ModelSettings | None = None
+    budget: RetryBudget = field(default_factory=lambda: RetryBudget(0.2, 10.0))
+
+    @property
+    def options(self) -> ModelSettings:
+        if self.settings is not None:
+            return self.settings
+        return ModelSettings(name=self.name, endpoints=[e.id for e in self.endpoints])
 
     @property
     def providers(self) -> list[str]:
@@ -124,30 +157,63 @@ class EndpointTable:
 
     @classmethod
     def from_settings(
-        cls, settings: MeshSettings, connect: Connect = connect_worker
+        cls,
+        settings: MeshSettings,
+        connect: Connect = connect_worker,
+        clock: Clock = time.monotonic,
+        previous: EndpointTable | None = None,
     ) -> EndpointTable:
+        """Builds the table; with ``previous`` (a config reload), workers at the same address
+        keep their channel and endpoints keep their live state (counters, EWMAs, breaker)."""
+        router = settings.router
+        old_workers = previous.workers if previous is not None else {}
         workers: list[Worker] = []
         for worker_settings in settings.providers:
             address = worker_settings.address
-            channel, stub = connect(address)
+            old = old_workers.get(worker_settings.name)
+            if old is not None and old.address == address and old.kind == worker_settings.kind:
+                channel, stub = old.channel, old.stub
+                old_endpoints = {e.id: e for e in old.endpoints}
+            else:
+                channel, stub = connect(address)
+                old_endpoints = {}
             worker = Worker(worker_settings.name, worker_settings.kind, address, stub, channel)
-            worker.endpoints = [
-                Endpoint(
+            for e in worker_settings.endpoints:
+                endpoint = old_endpoints.get(e.id) or Endpoint(
                     id=e.id,
                     worker=worker,
                     model=e.model,
-                    price_prompt_per_1m=e.price_prompt_per_1m,
-                    price_completion_per_1m=e.price_completion_per_1m,
+                    stats=EndpointStats(alpha=router.ewma_alpha),
+                    breaker=CircuitBreaker(
+                        e.id, router.breaker_failure_threshold, router.breaker_cooldown_s, clock
+                    ),
                 )
-                for e in worker_settings.endpoints
-            ]
+                endpoint.worker = worker
+                endpoint.model = e.model
+                endpoint.price_prompt_per_1m = e.price_prompt_per_1m
+                endpoint.price_completion_per_1m = e.price_completion_per_1m
+                endpoint.locality = endpoint_locality(worker_settings.kind, e)
+                endpoint.breaker.configure(
+                    router.breaker_failure_threshold, router.breaker_cooldown_s
+                )
+                worker.endpoints.append(endpoint)
             workers.append(worker)
         by_id = {e.id: e for w in workers for e in w.endpoints}
-        models = [
-            Model(m.name, tuple(by_id[i] for i in m.endpoints), m.strategy, m.owned_by)
-            for m in settings.models
-        ]
+        old_models = previous.models if previous is not None else {}
+        models = []
+        for m in settings.models:
+            budget = RetryBudget(m.retry_budget_ratio, m.retry_budget_burst)
+            if (old_model := old_models.get(m.name)) is not None:
+                # Keep the balance across a reload, so a reload is no way to refill it.
+                budget.balance = min(budget.burst, old_model.budget.balance)
+            endpoints = tuple(by_id[i] for i in m.endpoints)
+            models.append(Model(m.name, endpoints, m.strategy, m.owned_by, m, budget))
         return cls(workers, models)
+
+    def channels_dropped_since(self, previous: EndpointTable) -> list[Worker]:
+        """Workers of ``previous`` whose channel this table no longer uses."""
+        kept = {id(w.channel) for w in self.workers.values()}
+        return [w for w in previous.workers.values() if id(w.channel) not in kept]
 
     async def close(self) -> None:
         for worker in self.workers.values():

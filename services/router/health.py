@@ -37,6 +37,10 @@ class HealthMonitor:
         self._timeout_s = timeout_s
         self._task: asyncio.Task[None] | None = None
 
+    def replace_table(self, table: EndpointTable) -> None:
+        """Probes the endpoints of a reloaded configuration from the next round on."""
+        self._table = table
+
     # Active probes.
 
     async def start(self) -> None:
@@ -73,6 +77,12 @@ class HealthMonitor:
         statuses = {s.endpoint: s for s in reply.endpoints}
         for endpoint in worker.endpoints:
             status = statuses.get(endpoint.id)
+            if status is not None:
+                # The provider's own view of its load, for the load-aware policies.
+                stats = endpoint.stats
+                stats.waiting = status.waiting
+                stats.running = status.running
+                stats.kv_cache_usage = status.kv_cache_usage
             if status is None:
                 self._mark(endpoint, False, f"worker {worker.name} does not host {endpoint.id}")
             elif status.healthy:

@@ -13,7 +13,7 @@ from services.router.endpoints import EndpointTable
 from services.router.health import HealthMonitor
 from services.router.relay import Relay
 from services.router.servicer import RouterServicer
-from services.router.strategies import create_strategy
+from services.router.strategies import Strategy, create_strategy
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
@@ -23,9 +23,8 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
     health = HealthMonitor(
         table, settings.router.health_interval_s, settings.router.connect_timeout_s
     )
-    # One strategy instance per model: its state (e.g. the rotation) belongs to that model.
-    strategies = {name: create_strategy(m.strategy) for name, m in table.models.items()}
-    relay = Relay(table, health, strategies)
+    strategies = build_strategies(table)
+    relay = Relay(table, health, strategies, settings.router)
     router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(relay, table), server)
     return Service(
         name="router",
@@ -34,6 +33,11 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
         cleanups=[health.stop, table.close],
         on_started=[health.start],
     )
+
+
+def build_strategies(table: EndpointTable) -> dict[str, Strategy]:
+    # One strategy instance per model: its state (e.g. the rotation) belongs to that model.
+    return {name: create_strategy(m.strategy, m.options) for name, m in table.models.items()}
 
 
 def select(settings: MeshSettings, args: argparse.Namespace) -> tuple[str, int, float]:

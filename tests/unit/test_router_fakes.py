@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from services.common.errors import ServiceError
+from services.common.settings import ModelSettings
+from services.router.breaker import CircuitBreaker, Clock
 from services.router.endpoints import Endpoint, EndpointTable, Model, Worker
 from services.router.health import HealthMonitor
 from services.router.relay import Relay
+from services.router.retry import RetryBudget
 from services.router.strategies import create_strategy
 
 
@@ -52,6 +58,10 @@ class Script:
     events: list[provider_pb2.GenerateResponse] = field(default_factory=lambda: tokens(3))
     error: grpc.aio.AioRpcError | None = None
     hang: bool = False
+    # Waits for this event before the first event (a slow first token).
+    gate: asyncio.Event | None = None
+    # Sets this event just before raising ``error`` (lets a test order two calls).
+    opens: asyncio.Event | None = None
 
 
 class FakeCall:
@@ -68,10 +78,14 @@ class FakeCall:
         return True
 
     async def _events(self) -> AsyncIterator[provider_pb2.GenerateResponse]:
+        if self.script.gate is not None:
+            await self.script.gate.wait()
         for event in self.script.events:
             yield event
         if self.script.error is not None:
             self.finished = True
+            if self.script.opens is not None:
+                self.script.opens.set()
             raise self.script.error
         if self.script.hang:
             self.hanging.set()
@@ -124,8 +138,15 @@ def make_table(
     workers: dict[str, list[str]],
     models: dict[str, list[str]],
     prices: dict[str, tuple[float, float]] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    clock: Clock = time.monotonic,
+    locality: dict[str, str] | None = None,
 ) -> tuple[EndpointTable, dict[str, FakeStub]]:
-    """A table of fake workers (name → endpoint ids) and models (name → endpoint ids)."""
+    """A table of fake workers (name → endpoint ids) and models (name → endpoint ids).
+
+    ``options`` holds ModelSettings fields per model (e.g. strategy, hedging); breakers use
+    ``clock`` and the default thresholds (3 failures, 30 s).
+    """
     stubs: dict[str, FakeStub] = {}
     built: list[Worker] = []
     for name, ids in workers.items():
@@ -135,21 +156,49 @@ def make_table(
         for endpoint_id in ids:
             prompt, completion = (prices or {}).get(endpoint_id, (0.0, 0.0))
             worker.endpoints.append(
-                Endpoint(endpoint_id, worker, f"{endpoint_id}-model", prompt, completion)
+                Endpoint(
+                    endpoint_id,
+                    worker,
+                    f"{endpoint_id}-model",
+                    prompt,
+                    completion,
+                    locality=(locality or {}).get(endpoint_id, "cloud"),
+                    breaker=CircuitBreaker(endpoint_id, 3, 30.0, clock),
+                )
             )
         built.append(worker)
     by_id = {e.id: e for w in built for e in w.endpoints}
-    table = EndpointTable(
-        built,
-        [
-            Model(name, tuple(by_id[i] for i in ids), "round_robin", "hybridinference")
-            for name, ids in models.items()
-        ],
-    )
-    return table, stubs
+    built_models = []
+    for name, ids in models.items():
+        settings = ModelSettings(name=name, endpoints=ids, **(options or {}).get(name, {}))
+        budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_burst)
+        endpoints = tuple(by_id[i] for i in ids)
+        built_models.append(
+            Model(name, endpoints, settings.strategy, settings.owned_by, settings, budget)
+        )
+    return EndpointTable(built, built_models), stubs
 
 
-def make_relay(table: EndpointTable) -> tuple[Relay, HealthMonitor]:
+class Sleeps:
+    """An injected sleep that records the delays and returns at once."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def make_relay(
+    table: EndpointTable,
+    clock: Clock = time.monotonic,
+    sleeps: Sleeps | None = None,
+    rng: random.Random | None = None,
+) -> tuple[Relay, HealthMonitor]:
     health = HealthMonitor(table, interval_s=3600, timeout_s=1.0)
-    strategies = {name: create_strategy(m.strategy) for name, m in table.models.items()}
-    return Relay(table, health, strategies), health
+    rng = rng or random.Random(7)
+    strategies = {
+        name: create_strategy(m.strategy, m.options, rng) for name, m in table.models.items()
+    }
+    relay = Relay(table, health, strategies, clock=clock, sleep=sleeps or Sleeps(), rng=rng)
+    return relay, health

@@ -1,26 +1,14 @@
-"""Routing strategies: one interface, one factory keyed by ModelSettings.strategy.
-
-A strategy only orders candidates; filtering (health, later circuit breakers) happens before it
-and the relay walks the returned order, so strategies stay pure and easy to test.
-"""
+"""Load-oblivious policies: round robin and smooth weighted round robin."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol
+import random
+from collections.abc import Sequence
 
 from hybridinference.router.v1 import router_pb2
+from services.common.settings import ModelSettings
 from services.router.endpoints import Endpoint
-
-
-class Strategy(Protocol):
-    name: str
-
-    def order(
-        self, candidates: Sequence[Endpoint], request: router_pb2.RouteRequest
-    ) -> list[Endpoint]:
-        """Returns the try order: the first is the pick, the rest are fallbacks."""
-        ...
+from services.router.strategies.base import Picker
 
 
 class RoundRobin:
@@ -43,17 +31,28 @@ class RoundRobin:
         return [first, *(c for i, c in enumerate(candidates) if i != start)]
 
 
-STRATEGIES: dict[str, Callable[[], Strategy]] = {
-    RoundRobin.name: RoundRobin,
-}
+class Weighted(Picker):
+    """Smooth weighted round robin (as in nginx): deterministic, and spreads each endpoint's
+    share evenly over time instead of in bursts. Weights come from the model's ``weights``."""
 
+    name = "weighted"
 
-def create_strategy(name: str) -> Strategy:
-    """A fresh strategy instance for one model."""
-    try:
-        factory = STRATEGIES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown routing strategy {name!r}; known: {sorted(STRATEGIES)}"
-        ) from None
-    return factory()
+    def __init__(self, options: ModelSettings, rng: random.Random) -> None:
+        super().__init__(options, rng)
+        self._current: dict[str, float] = {}
+
+    def pick(self, candidates: Sequence[Endpoint], request: router_pb2.RouteRequest) -> Endpoint:
+        weights = self.options.weights
+        current = self._current
+        total = 0.0
+        best = candidates[0]
+        best_value = float("-inf")
+        for endpoint in candidates:
+            weight = weights.get(endpoint.id, 1.0)
+            total += weight
+            value = current.get(endpoint.id, 0.0) + weight
+            current[endpoint.id] = value
+            if value > best_value:
+                best, best_value = endpoint, value
+        current[best.id] = best_value - total
+        return best

@@ -1,0 +1,90 @@
+"""Per-endpoint observations: latency EWMAs, a window of recent TTFTs for quantiles, probe load.
+
+Everything here is O(1) per request: a sample updates an EWMA and overwrites one slot of a ring;
+quantiles are sorted lazily, at most once per new sample, and only when a policy asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Recent first-token times kept per endpoint. Small on purpose: a p95 over the last 64 requests
+# reacts within seconds when an endpoint slows down or recovers.
+WINDOW = 64
+
+
+class Ewma:
+    """Exponentially weighted moving average; None until the first sample."""
+
+    __slots__ = ("alpha", "value")
+
+    def __init__(self, alpha: float) -> None:
+        if not 0 < alpha <= 1:
+            raise ValueError(f"EWMA alpha must be in (0, 1], got {alpha}")
+        self.alpha = alpha
+        self.value: float | None = None
+
+    def add(self, sample: float) -> None:
+        if self.value is None:
+            self.value = sample
+        else:
+            self.value += self.alpha * (sample - self.value)
+
+
+class LatencyWindow:
+    """The last WINDOW samples, with quantiles computed on demand and cached until the next."""
+
+    __slots__ = ("_next", "_samples", "_sorted")
+
+    def __init__(self) -> None:
+        self._samples: list[float] = []
+        self._next = 0
+        self._sorted: list[float] | None = None
+
+    def add(self, sample: float) -> None:
+        if len(self._samples) < WINDOW:
+            self._samples.append(sample)
+        else:
+            self._samples[self._next] = sample
+            self._next = (self._next + 1) % WINDOW
+        self._sorted = None
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def quantile(self, q: float) -> float | None:
+        """Nearest-rank quantile of the window (q in [0, 1]); None when empty."""
+        if not self._samples:
+            return None
+        if self._sorted is None:
+            self._sorted = sorted(self._samples)
+        index = min(len(self._sorted) - 1, max(0, int(q * len(self._sorted) + 0.999999) - 1))
+        return self._sorted[index]
+
+
+@dataclass
+class EndpointStats:
+    """What the router has observed of one endpoint. Times are in milliseconds."""
+
+    alpha: float = 0.2
+    ttft_ewma: Ewma = field(init=False)
+    tpot_ewma: Ewma = field(init=False)
+    ttft_window: LatencyWindow = field(default_factory=LatencyWindow)
+    # From the provider's last status probe.
+    waiting: int = 0
+    running: int = 0
+    kv_cache_usage: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.ttft_ewma = Ewma(self.alpha)
+        self.tpot_ewma = Ewma(self.alpha)
+
+    def record_ttft(self, ttft_ms: float) -> None:
+        self.ttft_ewma.add(ttft_ms)
+        self.ttft_window.add(ttft_ms)
+
+    def record_tpot(self, tpot_ms: float) -> None:
+        self.tpot_ewma.add(tpot_ms)
+
+    def ttft_p(self, q: float) -> float | None:
+        return self.ttft_window.quantile(q)
