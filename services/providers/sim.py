@@ -13,9 +13,10 @@ at all (a stop sequence at the very start) the final event is also the first and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -136,8 +137,44 @@ class SimAdapter:
         self._sim = endpoint.sim
         # Only failure injection is random; tests pass a seeded Random to make it repeatable.
         self._rng = rng or random.Random()
+        # Limited concurrency (like vLLM's max_num_seqs): the rest wait, reported as `waiting`.
+        limit = endpoint.sim.max_concurrency
+        self._slots = asyncio.Semaphore(limit) if limit is not None else None
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self._slots is None:
+            yield
+            return
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def _ttft_s(self) -> float:
+        """Time to first token: the base, plus uniform jitter, plus the occasional tail."""
+        sim = self._sim
+        ttft_ms = sim.ttft_ms
+        if sim.ttft_jitter_ms:
+            ttft_ms += self._rng.uniform(0, sim.ttft_jitter_ms)
+        if sim.tail_rate and self._rng.random() < sim.tail_rate:
+            ttft_ms += sim.tail_ms
+        return ttft_ms / 1000
 
     async def generate(
+        self, request: provider_pb2.GenerateRequest
+    ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
+        async with self._slot(), contextlib.aclosing(self._generate(request)) as events:
+            async for event in events:
+                yield event
+
+    async def _generate(
         self, request: provider_pb2.GenerateRequest
     ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
         completion = plan_completion(request.messages, request.sampling, self._sim.output_tokens)
@@ -149,7 +186,7 @@ class SimAdapter:
                 reason="injected_failure",
             )
         abort_after = self._sim.abort_after_tokens
-        await asyncio.sleep(self._sim.ttft_ms / 1000)
+        await asyncio.sleep(self._ttft_s())
         for index, token in enumerate(completion.tokens):
             if index:
                 await asyncio.sleep(self._sim.itl_ms / 1000)
@@ -175,7 +212,11 @@ class SimAdapter:
 
     async def status(self) -> provider_pb2.EndpointStatus:
         return provider_pb2.EndpointStatus(
-            endpoint=self.endpoint_id, provider=self.kind, model=self.model, healthy=True
+            endpoint=self.endpoint_id,
+            provider=self.kind,
+            model=self.model,
+            healthy=True,
+            waiting=self._waiting,
         )
 
     async def list_models(self) -> list[str]:
