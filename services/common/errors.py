@@ -65,6 +65,14 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One exhausted quota (google.rpc.QuotaFailure.Violation): whose, and which limit."""
+
+    subject: str
+    description: str
+
+
 @dataclass
 class ServiceError(Exception):
     """An error with a gRPC code, a reason for machines and a message for people."""
@@ -76,6 +84,11 @@ class ServiceError(Exception):
     violations: list[FieldViolation] = field(default_factory=list)
     retry_after_s: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # Exhausted quotas, sent as google.rpc.QuotaFailure (with RESOURCE_EXHAUSTED).
+    quota_violations: list[QuotaViolation] = field(default_factory=list)
+    # OpenAI error `type` when it differs from the code's usual one (OpenAI itself answers a bad
+    # API key with "invalid_request_error", not "authentication_error").
+    openai_type: str = ""
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -104,6 +117,16 @@ class ServiceError(Exception):
                 reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
             )
             details.append(_pack(info))
+        if self.quota_violations:
+            failure = error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=v.subject, description=v.description
+                    )
+                    for v in self.quota_violations
+                ]
+            )
+            details.append(_pack(failure))
         if self.retry_after_s is not None:
             delay = duration_pb2.Duration()
             delay.FromNanoseconds(int(self.retry_after_s * 1e9))
@@ -117,7 +140,7 @@ class ServiceError(Exception):
             {
                 "error": {
                     "message": self.message,
-                    "type": OPENAI_ERROR_TYPE.get(self.code, "api_error"),
+                    "type": self.openai_type or OPENAI_ERROR_TYPE.get(self.code, "api_error"),
                     "param": self.param,
                     "code": self.reason or None,
                 }
@@ -170,6 +193,12 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ServiceError:
             result.violations = [
                 FieldViolation(v.field, v.description) for v in bad.field_violations
             ]
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            result.quota_violations = [
+                QuotaViolation(v.subject, v.description) for v in quota.violations
+            ]
     return result
 
 
@@ -180,6 +209,7 @@ def code_from_value(value: int) -> grpc.StatusCode:
 __all__ = [
     "HTTP_STATUS",
     "FieldViolation",
+    "QuotaViolation",
     "ServiceError",
     "abort",
     "code_from_value",

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveFloat,
+    PositiveInt,
     ValidationError,
     model_validator,
 )
@@ -28,6 +29,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from services.common.edge_settings import AuthSettings, QuotaSettings, TlsSettings
 
 CONFIG_ENV = "HI_CONFIG"
 ENV_PREFIX = "HI__"
@@ -45,6 +48,8 @@ class ServerSettings(_Strict):
     port: Port = Field(ge=0, le=65535)
     # Seconds in-flight calls get to finish after SIGTERM before they are cancelled.
     grace_period_s: float = Field(default=10.0, ge=0)
+    # Optional TLS / mTLS for this server; peers dialing it use the same section's client side.
+    tls: TlsSettings | None = None
 
     @property
     def address(self) -> str:
@@ -73,6 +78,11 @@ class GatewaySettings(ServerSettings):
     log_queue_size: int = Field(default=10_000, gt=0)
     log_batch_size: int = Field(default=256, gt=0)
     log_flush_interval_s: float = Field(default=0.05, gt=0)
+    # Lower max_tokens caps for some models (model name → cap); others use max_tokens_cap.
+    max_tokens_caps: dict[str, PositiveInt] = Field(default_factory=dict)
+    # API keys (off by default) and per-key quotas; see services/common/edge_settings.py.
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
 
 class SimEndpointSettings(_Strict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -23,6 +24,7 @@ from services.common.errors import ServiceError
 from services.common.logs import bind_request_id
 from services.gateway import openai_format as fmt
 from services.gateway.chat_call import ChatCall
+from services.gateway.edge import visible_models
 from services.gateway.openai_request import parse_chat_completion
 from services.gateway.request_ids import HEADER, request_id_from
 from services.gateway.router_client import Execution, stream_route
@@ -41,9 +43,11 @@ def _body(data: bytes, content_type: str = fmt.JSON) -> httpbody_pb2.HttpBody:
 async def _error_reply(
     context: grpc.aio.ServicerContext, request_id: str, error: ServiceError
 ) -> httpbody_pb2.HttpBody:
-    await context.send_initial_metadata(
-        ((HEADER, request_id), (HTTP_STATUS_HEADER, str(error.http_status)))
-    )
+    headers = [(HEADER, request_id), (HTTP_STATUS_HEADER, str(error.http_status))]
+    if error.retry_after_s is not None:
+        # HTTP clients (the openai SDK among them) honour Retry-After on 429 and 503.
+        headers.append(("retry-after", str(max(1, math.ceil(error.retry_after_s)))))
+    await context.send_initial_metadata(tuple(headers))
     return _body(error.openai_body())
 
 
@@ -61,9 +65,12 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         runtime = self._runtime
         streaming = False
         try:
+            # Key first (401), then the body (400), then model access (403) and quotas (429).
+            runtime.edge.authenticate(execution, context.invocation_metadata())
             execution.call = parse_chat_completion(
                 request.body.data, runtime.limits, runtime.settings.max_body_bytes
             )
+            await runtime.edge.admit(execution)
             events = stream_route(runtime.router, execution, runtime.timeout(context))
             async with contextlib.aclosing(events):
                 if not execution.call.stream:
@@ -146,7 +153,8 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     ) -> httpbody_pb2.HttpBody:
         request_id = request_id_from(context.invocation_metadata())
         try:
-            routes = await self._runtime.router.list_models()
+            key = self._runtime.edge.authenticate_caller(context.invocation_metadata())
+            routes = visible_models(key, await self._runtime.router.list_models())
         except ServiceError as error:
             return await _error_reply(context, request_id, error)
         await context.send_initial_metadata(((HEADER, request_id),))
@@ -158,7 +166,8 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     ) -> httpbody_pb2.HttpBody:
         request_id = request_id_from(context.invocation_metadata())
         try:
-            routes = await self._runtime.router.list_models()
+            key = self._runtime.edge.authenticate_caller(context.invocation_metadata())
+            routes = visible_models(key, await self._runtime.router.list_models())
             route = next((r for r in routes if r.name == request.model), None)
             if route is None:
                 raise ServiceError(

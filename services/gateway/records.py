@@ -27,6 +27,8 @@ def build_record(execution: Execution) -> logger_pb2.RequestRecord:
         latency_ms=(time.monotonic() - execution.started_monotonic) * 1000.0,
         sampling=call.sampling,
         metadata=call.metadata,
+        # The key's public id, never the key.
+        api_key_id=execution.api_key.id if execution.api_key is not None else "",
     )
     if execution.selection is not None:
         record.served_model = execution.selection.served_model

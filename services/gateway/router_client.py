@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -12,6 +13,10 @@ from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 from services.common.errors import ServiceError, from_rpc_error
 from services.common.server import insecure_channel
 from services.gateway.chat_call import ChatCall
+
+if TYPE_CHECKING:
+    from services.gateway.quota.guard import Ticket
+    from services.keys.model import ApiKey
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -51,6 +56,9 @@ class Execution:
     first_token_monotonic: float | None = None
     status: grpc.StatusCode = grpc.StatusCode.OK
     error: str = ""
+    # The caller's key (auth on), and its admitted quota slot until settled.
+    api_key: ApiKey | None = None
+    quota_ticket: Ticket | None = None
 
     def fail(self, error: ServiceError) -> None:
         self.status = error.code

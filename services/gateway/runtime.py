@@ -11,6 +11,7 @@ import grpc
 
 from services.common.errors import ServiceError, abort
 from services.common.settings import GatewaySettings
+from services.gateway.edge import Edge
 from services.gateway.records import build_record
 from services.gateway.router_client import Execution, RouterClient
 from services.gateway.validation import Limits
@@ -20,13 +21,16 @@ log = logging.getLogger(__name__)
 
 
 class GatewayRuntime:
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, edge: Edge | None = None) -> None:
         self.settings = settings
         self.limits = Limits(
             max_messages=settings.max_messages,
             max_message_chars=settings.max_message_chars,
             max_tokens_cap=settings.max_tokens_cap,
+            max_tokens_caps=dict(settings.max_tokens_caps),
         )
+        # Authentication, model access and quotas (all off unless gateway.auth.enabled).
+        self.edge = edge or Edge.disabled()
         self.router = RouterClient(settings.router_address)
         self.shipper = RecordShipper(
             settings.logger_address,
@@ -37,9 +41,11 @@ class GatewayRuntime:
 
     async def start(self) -> None:
         await self.shipper.start()
+        await self.edge.start()
 
     async def close(self) -> None:
         await self.router.close()
+        await self.edge.close()
         await self.shipper.close(timeout_s=5.0)
 
     def timeout(self, context: grpc.aio.ServicerContext) -> float:
@@ -49,7 +55,9 @@ class GatewayRuntime:
         return cap if remaining is None else min(remaining, cap)
 
     def record(self, execution: Execution) -> None:
-        # Never awaited: the shipper queues and sends in the background.
+        # Releases the quota slot and charges tokens/cost, then ships the record; neither is
+        # awaited (both run in the background).
+        self.edge.settle(execution)
         self.shipper.submit(build_record(execution))
 
     @contextlib.asynccontextmanager

@@ -8,13 +8,18 @@ from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.openai.v1 import openai_pb2, openai_pb2_grpc
 from services.common.server import Service
 from services.common.settings import MeshSettings
+from services.gateway.edge import Edge, EdgeStartError
 from services.gateway.openai_servicer import OpenAIServicer
 from services.gateway.runtime import GatewayRuntime
 from services.gateway.typed_servicer import GatewayServicer
 
 
 async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
-    runtime = GatewayRuntime(settings.gateway)
+    try:
+        edge = await Edge.open(settings)
+    except EdgeStartError as error:
+        raise SystemExit(f"gateway: {error}") from None
+    runtime = GatewayRuntime(settings.gateway, edge)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(runtime), server)
     openai_pb2_grpc.add_OpenAIServiceServicer_to_server(OpenAIServicer(runtime), server)
     return Service(

@@ -11,6 +11,7 @@ from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import ServiceError, abort
 from services.common.logs import bind_request_id
 from services.gateway.chat_call import ChatCall
+from services.gateway.edge import visible_models
 from services.gateway.request_ids import HEADER, request_id_from
 from services.gateway.router_client import Execution, stream_route
 from services.gateway.runtime import GatewayRuntime
@@ -61,13 +62,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             )
         )
 
+    async def _admit(self, execution: Execution, context: grpc.aio.ServicerContext) -> None:
+        """Key (401), then the request (400), then model access (403) and quotas (429)."""
+        edge = self._runtime.edge
+        edge.authenticate(execution, context.invocation_metadata())
+        self._validate(execution.call)
+        await edge.admit(execution)
+
     async def Chat(
         self, request: gateway_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ChatResponse:
         execution = self._begin(request, False, context)
         reply = gateway_pb2.ChatResponse(id=execution.request_id, created=int(execution.started_at))
         async with self._runtime.guarded(execution, context):
-            self._validate(execution.call)
+            await self._admit(execution, context)
             parts: list[str] = []
             async with contextlib.aclosing(
                 stream_route(self._runtime.router, execution, self._runtime.timeout(context))
@@ -90,7 +98,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> AsyncIterator[gateway_pb2.ChatStreamResponse]:
         execution = self._begin(request, True, context)
         async with self._runtime.guarded(execution, context):
-            self._validate(execution.call)
+            await self._admit(execution, context)
             model = endpoint = ""
             first = True
             async with contextlib.aclosing(
@@ -117,7 +125,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListModelsResponse:
         try:
-            routes = await self._runtime.router.list_models()
+            key = self._runtime.edge.authenticate_caller(context.invocation_metadata())
+            routes = visible_models(key, await self._runtime.router.list_models())
         except ServiceError as error:
             await abort(context, error)
         return gateway_pb2.ListModelsResponse(

@@ -7,7 +7,7 @@ with its request at once (as google.rpc.BadRequest over gRPC, as OpenAI's `param
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from hybridinference.common.v1 import chat_pb2
@@ -27,6 +27,11 @@ class Limits:
     max_messages: int
     max_message_chars: int
     max_tokens_cap: int
+    # Per-model caps (model name → cap) overriding max_tokens_cap.
+    max_tokens_caps: dict[str, int] = field(default_factory=dict)
+
+    def tokens_cap(self, model: str) -> int:
+        return self.max_tokens_caps.get(model, self.max_tokens_cap)
 
 
 def check_chat(
@@ -45,7 +50,7 @@ def check_chat(
     elif len(model) > MAX_MODEL_NAME:
         problems.append(FieldViolation("model", f"must be at most {MAX_MODEL_NAME} characters"))
     problems.extend(_check_messages(messages, limits))
-    problems.extend(_check_sampling(sampling, limits, sampling_prefix))
+    problems.extend(_check_sampling(sampling, limits.tokens_cap(model), sampling_prefix))
     if len(user) > MAX_USER_CHARS:
         problems.append(FieldViolation("user", f"must be at most {MAX_USER_CHARS} characters"))
     if metadata:
@@ -90,14 +95,14 @@ def _check_messages(messages: list[chat_pb2.ChatMessage], limits: Limits) -> lis
 
 
 def _check_sampling(
-    sampling: chat_pb2.SamplingParams, limits: Limits, prefix: str
+    sampling: chat_pb2.SamplingParams, tokens_cap: int, prefix: str
 ) -> list[FieldViolation]:
     problems = []
-    if sampling.HasField("max_tokens") and not 1 <= sampling.max_tokens <= limits.max_tokens_cap:
+    if sampling.HasField("max_tokens") and not 1 <= sampling.max_tokens <= tokens_cap:
         problems.append(
             FieldViolation(
                 f"{prefix}max_tokens",
-                f"must be between 1 and {limits.max_tokens_cap}; got {sampling.max_tokens}",
+                f"must be between 1 and {tokens_cap}; got {sampling.max_tokens}",
             )
         )
     ranges: tuple[tuple[_FloatField, float, float], ...] = (
