@@ -78,6 +78,10 @@ class GatewaySettings(ServerSettings):
     log_queue_size: int = Field(default=10_000, gt=0)
     log_batch_size: int = Field(default=256, gt=0)
     log_flush_interval_s: float = Field(default=0.05, gt=0)
+    # Records the logger cannot take go to this local spool and are replayed later; "{port}"
+    # is replaced by the gateway's port so gateways on one host never share a spool.
+    log_spool_dir: str = "var/spool/gateway-{port}"
+    log_spool_max_bytes: int = Field(default=256 << 20, gt=0)
     # Lower max_tokens caps for some models (model name → cap); others use max_tokens_cap.
     max_tokens_caps: dict[str, PositiveInt] = Field(default_factory=dict)
     # API keys (off by default) and per-key quotas; see services/common/edge_settings.py.
@@ -231,8 +235,26 @@ class LoggerSettings(ServerSettings):
     # PostgreSQL DSN; when empty the logger writes to the embedded SQLite file.
     database_url: str = ""
     sqlite_path: str = "var/requests.db"
-    batch_size: int = Field(default=500, gt=0)
+    # Rows per database transaction (one COPY batch) when draining the spool.
+    batch_size: int = Field(default=2000, gt=0)
     flush_interval_s: float = Field(default=0.05, gt=0)
+    # Write-ahead spool: a batch is acknowledged once fsync'd here, then drained into the
+    # database. Empty: "<sqlite_path>.spool" for SQLite, "var/logger-spool" for PostgreSQL.
+    spool_dir: str = ""
+    # When the spool holds this much (the database is down), new batches are refused with
+    # UNAVAILABLE and the gateways keep them in their own spools.
+    spool_max_bytes: int = Field(default=1 << 30, gt=0)
+    # Longest wait between attempts to write to an unreachable database.
+    store_retry_max_s: float = Field(default=2.0, gt=0)
+    # Prompt and response capture: off by default (privacy); when on, each is cut to the cap.
+    capture_content: bool = False
+    capture_max_chars: int = Field(default=16_384, ge=0)
+
+    @property
+    def resolved_spool_dir(self) -> str:
+        if self.spool_dir:
+            return self.spool_dir
+        return "var/logger-spool" if self.database_url else f"{self.sqlite_path}.spool"
 
 
 class EnvoySettings(_Strict):

@@ -11,11 +11,10 @@ from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from hybridinference.provider.v1 import provider_pb2
-
 from services.common.settings import ConfigError, ProviderEndpointSettings
 
 # Worker kinds this build can host; the settings' `kind` Literal must stay a subset of this.
-KINDS: tuple[str, ...] = ("sim",)
+KINDS: tuple[str, ...] = ("sim", "vllm", "openai", "gemini", "openai_compatible")
 
 
 @runtime_checkable
@@ -74,4 +73,24 @@ def build_adapter(kind: str, endpoint: ProviderEndpointSettings) -> ProviderAdap
         from services.providers.sim import SimAdapter
 
         return SimAdapter(endpoint)
+    if kind == "vllm":
+        if endpoint.vllm_engine is not None:
+            from services.providers.vllm_engine import VllmEngineAdapter
+
+            return VllmEngineAdapter(endpoint)
+        from services.providers.vllm_http import VllmHttpAdapter
+
+        return VllmHttpAdapter(endpoint)
+    if kind == "openai_compatible":
+        from services.providers.http_chat import OpenAICompatibleAdapter
+
+        return OpenAICompatibleAdapter(endpoint)
+    if kind == "openai":
+        from services.providers.openai_sdk import OpenAIAdapter
+
+        return OpenAIAdapter(endpoint)
+    if kind == "gemini":
+        from services.providers.gemini import GeminiAdapter
+
+        return GeminiAdapter(endpoint)
     raise ConfigError(f"unknown provider kind {kind!r}; known kinds: {', '.join(KINDS)}")

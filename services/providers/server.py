@@ -7,8 +7,8 @@ import logging
 import sys
 
 import grpc
-from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 
+from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from services.common.server import Service
 from services.common.settings import MeshSettings, ProviderWorkerSettings
 from services.providers.adapter import build_adapter

@@ -7,8 +7,8 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
-from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 
+from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from services.common.errors import ServiceError, abort
 from services.common.logs import bind_request_id
 from services.providers.adapter import ProviderAdapter

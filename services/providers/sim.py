@@ -20,9 +20,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import grpc
+
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-
 from services.common.errors import FieldViolation, ServiceError, invalid_argument
 from services.common.settings import ProviderEndpointSettings
 

@@ -1,0 +1,301 @@
+"""The gemini adapter: Google's Gemini API through the official ``google-genai`` SDK, streaming.
+
+Roles: ``system`` and ``developer`` messages become the system instruction (Gemini has no such
+role in ``contents``); ``assistant`` is ``model``; everything else is ``user``. Usage metadata
+becomes usage: prompt = ``prompt_token_count``; completion = ``candidates_token_count`` plus
+``thoughts_token_count`` (thinking tokens are billed as output); cached =
+``cached_content_token_count``.
+
+Timeouts: the SDK only knows a total timeout, so the first-token deadline (which includes the
+connect) and the idle gap between chunks are enforced here with asyncio timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from hybridinference.common.v1 import chat_pb2
+from hybridinference.provider.v1 import provider_pb2
+from services.common.errors import ServiceError
+from services.common.settings import ConfigError, ProviderEndpointSettings
+from services.providers import upstream_errors as ue
+from services.providers.keys import KeyPool, key_env_names, read_keys
+
+log = logging.getLogger(__name__)
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+_CONTENT_FILTER = frozenset(
+    {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+)
+
+
+def gemini_contents(
+    request: provider_pb2.GenerateRequest,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """``contents`` and the system instruction (None when there is none) for a conversation."""
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    for message in request.messages:
+        if message.role in _SYSTEM_ROLES:
+            system.append(message.content)
+            continue
+        role = "model" if message.role == "assistant" else "user"
+        contents.append({"role": role, "parts": [{"text": message.content}]})
+    return contents, ("\n\n".join(system) if system else None)
+
+
+def gemini_config(
+    request: provider_pb2.GenerateRequest, system: str | None
+) -> types.GenerateContentConfig:
+    sampling = request.sampling
+    options: dict[str, Any] = {}
+    if system is not None:
+        options["system_instruction"] = system
+    if sampling.HasField("max_tokens"):
+        options["max_output_tokens"] = sampling.max_tokens
+    if sampling.HasField("temperature"):
+        options["temperature"] = sampling.temperature
+    if sampling.HasField("top_p"):
+        options["top_p"] = sampling.top_p
+    if sampling.stop:
+        options["stop_sequences"] = list(sampling.stop)
+    if sampling.HasField("seed"):
+        options["seed"] = sampling.seed
+    if sampling.HasField("presence_penalty"):
+        options["presence_penalty"] = sampling.presence_penalty
+    if sampling.HasField("frequency_penalty"):
+        options["frequency_penalty"] = sampling.frequency_penalty
+    return types.GenerateContentConfig(**options)
+
+
+def finish_reason(reason: Any) -> chat_pb2.FinishReason.ValueType:
+    name = str(getattr(reason, "value", reason) or "")
+    if name == "MAX_TOKENS":
+        return chat_pb2.FINISH_REASON_LENGTH
+    if name in _CONTENT_FILTER:
+        return chat_pb2.FINISH_REASON_CONTENT_FILTER
+    return chat_pb2.FINISH_REASON_STOP
+
+
+def _headers_of(error: genai_errors.APIError) -> dict[str, str]:
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    try:
+        return {str(k): str(v) for k, v in dict(headers or {}).items()}
+    except (TypeError, ValueError):
+        return {}
+
+
+class GeminiAdapter:
+    """ProviderAdapter for one Gemini model with a pool of API keys."""
+
+    kind = "gemini"
+
+    def __init__(
+        self, endpoint: ProviderEndpointSettings, environ: Mapping[str, str] | None = None
+    ) -> None:
+        names = key_env_names(endpoint.api_key_env) or ["GEMINI_API_KEY"]
+        keys = read_keys(endpoint.id, names, environ)
+        if not keys:
+            raise ConfigError(f"endpoint {endpoint.id!r}: the gemini kind needs api_key_env")
+        self.endpoint_id = endpoint.id
+        self.model = endpoint.model
+        self._settings = endpoint
+        self._keys = KeyPool(endpoint.id, keys, endpoint.key_cooldown_s)
+        self._secrets = keys
+        self._clients: dict[str, genai.Client] = {}
+
+    def _client(self, key: str) -> genai.Client:
+        client = self._clients.get(key)
+        if client is None:
+            options = types.HttpOptions(base_url=self._settings.base_url or None)
+            client = genai.Client(api_key=key, http_options=options)
+            self._clients[key] = client
+        return client
+
+    def _redact(self, text: str) -> str:
+        return ue.redact(text, self._secrets)
+
+    def _map(self, error: BaseException, streamed: int) -> ServiceError:
+        """The one translation of SDK and transport exceptions into the error table."""
+        if isinstance(error, genai_errors.APIError):
+            detail = error.message or error.status or str(error)
+            return ue.http_error(
+                self.endpoint_id, int(error.code), self._redact(str(detail)), _headers_of(error)
+            )
+        if isinstance(error, aiohttp.ClientConnectorError) or (
+            not streamed and isinstance(error, aiohttp.ClientError | OSError)
+        ):
+            return ue.upstream_error(ue.CONNECT_FAILED, self.endpoint_id, self._redact(str(error)))
+        if isinstance(error, aiohttp.ClientError | OSError):
+            return ue.upstream_error(ue.DISCONNECTED, self.endpoint_id, self._redact(str(error)))
+        return ue.upstream_error(
+            ue.MALFORMED, self.endpoint_id, f"malformed response: {self._redact(str(error))}"
+        )
+
+    def _timeout(self, streamed: int) -> ServiceError:
+        if streamed:
+            return ue.upstream_error(
+                ue.IDLE_TIMEOUT,
+                self.endpoint_id,
+                f"no data for {self._settings.idle_timeout_s:g}s",
+            )
+        return ue.upstream_error(
+            ue.FIRST_TOKEN_TIMEOUT,
+            self.endpoint_id,
+            f"no token within {self._settings.first_token_timeout_s:g}s",
+        )
+
+    async def _open(
+        self, request: provider_pb2.GenerateRequest, deadline: float
+    ) -> AsyncIterator[types.GenerateContentResponse]:
+        contents, system = gemini_contents(request)
+        config = gemini_config(request, system)
+        for attempt in range(len(self._keys)):
+            key = self._keys.acquire()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._client(key).aio.models.generate_content_stream(
+                        model=self.model,
+                        contents=contents,
+                        config=config,
+                    )
+            except TimeoutError:
+                raise self._timeout(0) from None
+            except (genai_errors.APIError, aiohttp.ClientError, OSError, ValueError) as raw:
+                error = self._map(raw, 0)
+                status = raw.code if isinstance(raw, genai_errors.APIError) else None
+                if status in (401, 429):
+                    self._keys.cool_down(key, error.retry_after_s)
+                    if attempt + 1 < len(self._keys):
+                        log.warning(
+                            "upstream key rejected; trying the next pooled key",
+                            extra={"endpoint": self.endpoint_id, "upstream_status": status},
+                        )
+                        continue
+                raise error from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def generate(
+        self, request: provider_pb2.GenerateRequest
+    ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.first_token_timeout_s
+        stream = await self._open(request, deadline)
+        chunks = stream.__aiter__()
+        streamed = 0
+        prompt = completion = cached = 0
+        have_usage = False
+        finish: chat_pb2.FinishReason.ValueType = chat_pb2.FINISH_REASON_UNSPECIFIED
+        try:
+            while True:
+                # Before the first token the absolute deadline; after it, the idle gap.
+                when = deadline if not streamed else loop.time() + self._settings.idle_timeout_s
+                try:
+                    async with asyncio.timeout_at(when):
+                        chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise self._timeout(streamed) from None
+                except (genai_errors.APIError, aiohttp.ClientError, OSError, ValueError) as raw:
+                    raise self._map(raw, streamed) from None
+                try:
+                    text, reason, usage = self._read(chunk)
+                except (AttributeError, IndexError, TypeError, ValueError) as error:
+                    raise self._map(error, streamed) from None
+                if reason is not None:
+                    finish = reason
+                if usage is not None:
+                    prompt, completion, cached = usage
+                    have_usage = True
+                if text:
+                    event = provider_pb2.GenerateResponse(delta=text)
+                    if not streamed:
+                        event.model = self.model
+                    streamed += 1
+                    yield event
+        finally:
+            # Closing the SDK's stream generator closes its HTTP response; mid-stream that drops
+            # the connection, which is how the upstream learns to stop generating.
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if finish == chat_pb2.FINISH_REASON_UNSPECIFIED:
+            raise ue.upstream_error(
+                ue.DISCONNECTED,
+                self.endpoint_id,
+                f"stream ended before it finished (after {streamed} chunks)",
+            )
+        if not have_usage:
+            completion = streamed
+        final = provider_pb2.GenerateResponse(
+            usage=chat_pb2.Usage(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=prompt + completion,
+                cached_tokens=cached,
+            ),
+            finish_reason=finish,
+        )
+        if not streamed:
+            final.model = self.model
+        yield final
+
+    @staticmethod
+    def _read(
+        chunk: types.GenerateContentResponse,
+    ) -> tuple[str, chat_pb2.FinishReason.ValueType | None, tuple[int, int, int] | None]:
+        text = ""
+        reason = None
+        candidates = chunk.candidates
+        if candidates:
+            candidate = candidates[0]
+            content = candidate.content
+            if content is not None and content.parts:
+                # Thought summaries are not part of the answer.
+                text = "".join(p.text for p in content.parts if p.text and not p.thought)
+            if candidate.finish_reason is not None:
+                reason = finish_reason(candidate.finish_reason)
+        elif chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
+            reason = chat_pb2.FINISH_REASON_CONTENT_FILTER
+        usage = None
+        meta = chunk.usage_metadata
+        if meta is not None and meta.prompt_token_count is not None:
+            usage = (
+                int(meta.prompt_token_count),
+                int(meta.candidates_token_count or 0) + int(meta.thoughts_token_count or 0),
+                int(meta.cached_content_token_count or 0),
+            )
+        return text, reason, usage
+
+    async def status(self) -> provider_pb2.EndpointStatus:
+        # No network probe: polling a paid API every few seconds costs quota.
+        usable = self._keys.usable()
+        status = provider_pb2.EndpointStatus(
+            endpoint=self.endpoint_id, provider=self.kind, model=self.model, healthy=usable > 0
+        )
+        if not usable:
+            status.detail = f"all {len(self._keys)} API keys are cooling down after 429/401"
+        return status
+
+    async def list_models(self) -> list[str]:
+        key = self._keys.acquire()
+        try:
+            pager = await self._client(key).aio.models.list()
+            return [str(model.name) async for model in pager]
+        except (genai_errors.APIError, aiohttp.ClientError, OSError) as error:
+            raise self._map(error, 0) from None
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aio.aclose()
+        self._clients.clear()

@@ -1,0 +1,1 @@
+"""Wire-faithful fakes of upstream LLM APIs (OpenAI, Gemini) that the real SDKs talk to."""
