@@ -50,7 +50,9 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     return sum(len(str(m.get("content", "")).split()) + 1 for m in body.get("messages", []))
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     kind = {401: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
     body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
     return web.Response(
