@@ -83,6 +83,12 @@ def endpoints_table(endpoints: list[router_pb2.EndpointState]) -> str:
             e.in_flight,
             e.requests_total,
             e.failures_total,
+            _circuit(e),
+            e.locality or "-",
+            e.waiting,
+            _ms(e.ttft_ewma_ms),
+            _ms(e.ttft_p95_ms),
+            _ms(e.tpot_ewma_ms),
         )
         for e in endpoints
     ]
@@ -95,8 +101,28 @@ def endpoints_table(endpoints: list[router_pb2.EndpointState]) -> str:
         "in_flight",
         "requests",
         "failures",
+        "circuit",
+        "where",
+        "waiting",
+        "ttft_ms",
+        "ttft_p95",
+        "tpot_ms",
     ]
     return format_table(headers, rows)
+
+
+def _circuit(e: router_pb2.EndpointState) -> str:
+    """closed / half_open / open (retry in N s), from the router's breaker."""
+    if e.circuit_state == router_pb2.CIRCUIT_STATE_UNSPECIFIED:
+        return "-"
+    name = router_pb2.CircuitState.Name(e.circuit_state).removeprefix("CIRCUIT_STATE_").lower()
+    if e.circuit_state == router_pb2.CIRCUIT_STATE_OPEN:
+        return f"{name} ({e.circuit_retry_in_s:.0f}s)"
+    return name
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value else "-"
 
 
 def run(args: argparse.Namespace, settings: MeshSettings) -> int:

@@ -27,7 +27,7 @@ from services.gateway.chat_call import ChatCall
 from services.gateway.edge import visible_models
 from services.gateway.openai_request import parse_chat_completion
 from services.gateway.request_ids import HEADER, request_id_from
-from services.gateway.router_client import Execution, stream_route
+from services.gateway.router_client import Execution, pinned_endpoint_from, stream_route
 from services.gateway.runtime import GatewayRuntime
 
 SURFACE = "openai"
@@ -62,6 +62,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         request_id = request_id_from(context.invocation_metadata())
         bind_request_id(request_id)
         execution = Execution(request_id, ChatCall.unparsed(stream=False), SURFACE)
+        execution.pinned_endpoint = pinned_endpoint_from(context.invocation_metadata())
         runtime = self._runtime
         streaming = False
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from services.keys.model import ApiKey
 
 REQUEST_ID_HEADER = "x-request-id"
+# Names one endpoint of the model; the router then uses only it, with no fallback.
+PINNED_ENDPOINT_HEADER = "x-hybridinference-endpoint"
+
+
+def pinned_endpoint_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The pinned endpoint id from the request headers, or "" (the router validates the id)."""
+    for key, value in metadata or ():
+        if key == PINNED_ENDPOINT_HEADER and isinstance(value, str):
+            return value.strip()
+    return ""
 
 
 class RouterClient:
@@ -59,6 +69,8 @@ class Execution:
     # The caller's key (auth on), and its admitted quota slot until settled.
     api_key: ApiKey | None = None
     quota_ticket: Ticket | None = None
+    # From the x-hybridinference-endpoint header; "" lets the router choose.
+    pinned_endpoint: str = ""
 
     def fail(self, error: ServiceError) -> None:
         self.status = error.code
@@ -84,6 +96,7 @@ async def stream_route(
         model=call.model,
         messages=call.messages,
         sampling=call.sampling,
+        pinned_endpoint=execution.pinned_endpoint,
     )
     stream = router.route(request, timeout_s)
     try:

@@ -13,7 +13,7 @@ from services.common.logs import bind_request_id
 from services.gateway.chat_call import ChatCall
 from services.gateway.edge import visible_models
 from services.gateway.request_ids import HEADER, request_id_from
-from services.gateway.router_client import Execution, stream_route
+from services.gateway.router_client import Execution, pinned_endpoint_from, stream_route
 from services.gateway.runtime import GatewayRuntime
 from services.gateway.validation import check_chat, raise_if_invalid
 
@@ -47,7 +47,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         bind_request_id(request_id)
         # Trailing metadata reaches the client on success and on error alike.
         context.set_trailing_metadata(((HEADER, request_id),))
-        return Execution(request_id, _to_call(request, stream), SURFACE)
+        execution = Execution(request_id, _to_call(request, stream), SURFACE)
+        execution.pinned_endpoint = pinned_endpoint_from(context.invocation_metadata())
+        return execution
 
     def _validate(self, call: ChatCall) -> None:
         raise_if_invalid(

@@ -517,6 +517,7 @@ def _selection(
         provider=endpoint.provider,
         served_model=(event.model if event is not None else "") or endpoint.model,
         attempts=attempt,
+        hedged=hedged,
     )
 
 

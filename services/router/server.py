@@ -25,7 +25,7 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
     )
     strategies = build_strategies(table)
     relay = Relay(table, health, strategies, settings.router)
-    router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(relay, table), server)
+    router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(relay), server)
     return Service(
         name="router",
         service_names=[SERVICE_NAME],

@@ -10,14 +10,14 @@ import grpc
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 from services.common.errors import ServiceError, abort
 from services.common.logs import bind_request_id
-from services.router.endpoints import EndpointTable
+from services.router.admin import endpoint_state
 from services.router.relay import Relay
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    def __init__(self, relay: Relay, table: EndpointTable) -> None:
+    def __init__(self, relay: Relay) -> None:
+        # The table is read through the relay on every call: a config reload replaces it.
         self._relay = relay
-        self._table = table
 
     async def Route(
         self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
@@ -46,7 +46,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     providers=m.providers,
                     owned_by=m.owned_by,
                 )
-                for m in self._table.models.values()
+                for m in self._relay.table.models.values()
             ]
         )
 
@@ -54,18 +54,5 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: router_pb2.ListEndpointsRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.ListEndpointsResponse:
         return router_pb2.ListEndpointsResponse(
-            endpoints=[
-                router_pb2.EndpointState(
-                    id=e.id,
-                    provider=e.provider,
-                    worker_address=e.worker_address,
-                    model=e.model,
-                    healthy=e.healthy,
-                    health_detail=e.health_detail,
-                    in_flight=e.in_flight,
-                    requests_total=e.requests_total,
-                    failures_total=e.failures_total,
-                )
-                for e in self._table.endpoints.values()
-            ]
+            endpoints=[endpoint_state(e) for e in self._relay.table.endpoints.values()]
         )

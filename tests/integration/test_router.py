@@ -219,6 +219,10 @@ def test_list_models_and_endpoints(mesh: Mesh) -> None:
     assert set(endpoints) == {"ok-1", "fail-1", "abort-1", "slow-1", "ok-2"}
     assert endpoints["ok-2"].worker_address == mesh.w2.address
     assert endpoints["ok-1"].model == "sim-ok"
+    ok = endpoints["ok-1"]
+    assert ok.circuit_state == router_pb2.CIRCUIT_STATE_CLOSED
+    assert ok.locality == "cloud"
+    assert (ok.price_prompt_per_1m, ok.price_completion_per_1m) == (1.0, 2.0)
 
 
 def test_client_cancellation_reaches_the_provider(mesh: Mesh) -> None:

@@ -116,6 +116,12 @@ def test_status_tables_and_targets() -> None:
         in_flight=2,
         requests_total=10,
         failures_total=1,
+        circuit_state=router_pb2.CIRCUIT_STATE_OPEN,
+        circuit_retry_in_s=12.4,
+        locality="local",
+        waiting=3,
+        ttft_ewma_ms=41.25,
+        ttft_p95_ms=80,
     )
     lines = status.endpoints_table([endpoint]).splitlines()
     assert lines[0].split() == [
@@ -127,8 +133,17 @@ def test_status_tables_and_targets() -> None:
         "in_flight",
         "requests",
         "failures",
+        "circuit",
+        "where",
+        "waiting",
+        "ttft_ms",
+        "ttft_p95",
+        "tpot_ms",
     ]
-    assert lines[1].split() == ["sim-a", "sim", "hi-sim-1", "yes", "-", "2", "10", "1"]
+    assert lines[1].split() == [
+        "sim-a", "sim", "hi-sim-1", "yes", "-", "2", "10", "1",
+        "open", "(12s)", "local", "3", "41.2", "80.0", "-",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from hybridinference.common.v1 import chat_pb2 as _chat_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CircuitState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CircuitStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CircuitState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CIRCUIT_STATE_UNSPECIFIED: _CircuitState.ValueType  # 0
+    """Not reported."""
+    CIRCUIT_STATE_CLOSED: _CircuitState.ValueType  # 1
+    """Requests flow normally."""
+    CIRCUIT_STATE_OPEN: _CircuitState.ValueType  # 2
+    """Too many consecutive failures: no requests until the cool-down has passed."""
+    CIRCUIT_STATE_HALF_OPEN: _CircuitState.ValueType  # 3
+    """Cool-down over: one probe request at a time decides whether it closes again."""
+
+class CircuitState(_CircuitState, metaclass=_CircuitStateEnumTypeWrapper):
+    """State of an endpoint's circuit breaker."""
+
+CIRCUIT_STATE_UNSPECIFIED: CircuitState.ValueType  # 0
+"""Not reported."""
+CIRCUIT_STATE_CLOSED: CircuitState.ValueType  # 1
+"""Requests flow normally."""
+CIRCUIT_STATE_OPEN: CircuitState.ValueType  # 2
+"""Too many consecutive failures: no requests until the cool-down has passed."""
+CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
+"""Cool-down over: one probe request at a time decides whether it closes again."""
+Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
 
 @_typing.final
 class RouteRequest(_message.Message):
@@ -105,6 +134,7 @@ class Selection(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     SERVED_MODEL_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    HEDGED_FIELD_NUMBER: _builtins.int
     endpoint: _builtins.str
     """Endpoint id from the router's configuration."""
     provider: _builtins.str
@@ -113,6 +143,8 @@ class Selection(_message.Message):
     """The provider's name for the model that serves the request."""
     attempts: _builtins.int
     """Attempts made including this one (1 = first try succeeded)."""
+    hedged: _builtins.bool
+    """True when this endpoint was a hedge: a backup started because the first pick was slow."""
     def __init__(
         self,
         *,
@@ -120,10 +152,11 @@ class Selection(_message.Message):
         provider: _builtins.str = ...,
         served_model: _builtins.str = ...,
         attempts: _builtins.int = ...,
+        hedged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "endpoint", b"endpoint", "provider", b"provider", "served_model", b"served_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "endpoint", b"endpoint", "hedged", b"hedged", "provider", b"provider", "served_model", b"served_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -300,6 +333,20 @@ class EndpointState(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     REQUESTS_TOTAL_FIELD_NUMBER: _builtins.int
     FAILURES_TOTAL_FIELD_NUMBER: _builtins.int
+    CIRCUIT_STATE_FIELD_NUMBER: _builtins.int
+    CIRCUIT_RETRY_IN_S_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    TTFT_EWMA_MS_FIELD_NUMBER: _builtins.int
+    TPOT_EWMA_MS_FIELD_NUMBER: _builtins.int
+    TTFT_P90_MS_FIELD_NUMBER: _builtins.int
+    TTFT_P95_MS_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    KV_CACHE_USAGE_FIELD_NUMBER: _builtins.int
+    LOCALITY_FIELD_NUMBER: _builtins.int
+    HEDGES_TOTAL_FIELD_NUMBER: _builtins.int
+    PRICE_PROMPT_PER_1M_FIELD_NUMBER: _builtins.int
+    PRICE_COMPLETION_PER_1M_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Endpoint id."""
     provider: _builtins.str
@@ -318,6 +365,34 @@ class EndpointState(_message.Message):
     """Requests sent to this endpoint since the router started."""
     failures_total: _builtins.int
     """Requests that failed at this endpoint since the router started."""
+    circuit_state: Global___CircuitState.ValueType
+    """Circuit breaker state."""
+    circuit_retry_in_s: _builtins.float
+    """Seconds until an open circuit lets a probe request through; 0 when not open."""
+    consecutive_failures: _builtins.int
+    """Consecutive failures counted by the breaker."""
+    ttft_ewma_ms: _builtins.float
+    """EWMA of time to first token in milliseconds; 0 before the first sample."""
+    tpot_ewma_ms: _builtins.float
+    """EWMA of time per output token after the first, in milliseconds; 0 before the first sample."""
+    ttft_p90_ms: _builtins.float
+    """p90 of the recent times to first token (the hedging delay), in milliseconds."""
+    ttft_p95_ms: _builtins.float
+    """p95 of the recent times to first token (checked against a model's SLO), in milliseconds."""
+    waiting: _builtins.int
+    """Generations queued upstream, from the provider's last status."""
+    running: _builtins.int
+    """Generations running upstream, from the provider's last status."""
+    kv_cache_usage: _builtins.float
+    """KV-cache use in [0, 1], from the provider's last status."""
+    locality: _builtins.str
+    """"local" (own hardware) or "cloud", as the local_first policy sees it."""
+    hedges_total: _builtins.int
+    """Hedge requests sent to this endpoint since the router started."""
+    price_prompt_per_1m: _builtins.float
+    """Price in US dollars per million prompt tokens."""
+    price_completion_per_1m: _builtins.float
+    """Price in US dollars per million completion tokens."""
     def __init__(
         self,
         *,
@@ -330,10 +405,24 @@ class EndpointState(_message.Message):
         in_flight: _builtins.int = ...,
         requests_total: _builtins.int = ...,
         failures_total: _builtins.int = ...,
+        circuit_state: Global___CircuitState.ValueType = ...,
+        circuit_retry_in_s: _builtins.float = ...,
+        consecutive_failures: _builtins.int = ...,
+        ttft_ewma_ms: _builtins.float = ...,
+        tpot_ewma_ms: _builtins.float = ...,
+        ttft_p90_ms: _builtins.float = ...,
+        ttft_p95_ms: _builtins.float = ...,
+        waiting: _builtins.int = ...,
+        running: _builtins.int = ...,
+        kv_cache_usage: _builtins.float = ...,
+        locality: _builtins.str = ...,
+        hedges_total: _builtins.int = ...,
+        price_prompt_per_1m: _builtins.float = ...,
+        price_completion_per_1m: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures_total", b"failures_total", "health_detail", b"health_detail", "healthy", b"healthy", "id", b"id", "in_flight", b"in_flight", "model", b"model", "provider", b"provider", "requests_total", b"requests_total", "worker_address", b"worker_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_retry_in_s", b"circuit_retry_in_s", "circuit_state", b"circuit_state", "consecutive_failures", b"consecutive_failures", "failures_total", b"failures_total", "health_detail", b"health_detail", "healthy", b"healthy", "hedges_total", b"hedges_total", "id", b"id", "in_flight", b"in_flight", "kv_cache_usage", b"kv_cache_usage", "locality", b"locality", "model", b"model", "price_completion_per_1m", b"price_completion_per_1m", "price_prompt_per_1m", b"price_prompt_per_1m", "provider", b"provider", "requests_total", b"requests_total", "running", b"running", "tpot_ewma_ms", b"tpot_ewma_ms", "ttft_ewma_ms", b"ttft_ewma_ms", "ttft_p90_ms", b"ttft_p90_ms", "ttft_p95_ms", b"ttft_p95_ms", "waiting", b"waiting", "worker_address", b"worker_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
