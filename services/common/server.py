@@ -119,11 +119,14 @@ def main(
     """Entry point shared by every service's ``__main__``.
 
     ``select`` picks the host, port and grace period of this process from the mesh settings;
-    ``--port`` overrides the port (0 picks a free one).
+    ``--port`` overrides the port (0 picks a free one), ``--host`` the bind host.
     """
     parser = argparse.ArgumentParser(prog=f"python -m services.{name}")
     parser.add_argument("--config", help="mesh YAML file (default: $HI_CONFIG or built-in)")
     parser.add_argument("--port", type=int, help="override the listening port (0 = any free)")
+    # In a container the config names the host peers dial (e.g. "router"); the process itself
+    # binds the wildcard, so the bind host can differ from the configured one.
+    parser.add_argument("--host", help="override the listening host (e.g. 0.0.0.0)")
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args()
@@ -136,4 +139,6 @@ def main(
     host, port, grace = select(settings, args)
     if args.port is not None:
         port = args.port
+    if args.host is not None:
+        host = args.host
     uvloop.run(serve(build, settings, host, port, grace))
