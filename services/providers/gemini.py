@@ -13,7 +13,9 @@ connect) and the idle gap between chunks are enforced here with asyncio timers.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import types as types_
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
@@ -85,6 +87,27 @@ def finish_reason(reason: Any) -> chat_pb2.FinishReason.ValueType:
     return chat_pb2.FINISH_REASON_STOP
 
 
+# The HTTP responses of the request being opened in this task (see GeminiAdapter._open).
+_responses: contextvars.ContextVar[list[aiohttp.ClientResponse] | None] = contextvars.ContextVar(
+    "gemini_responses", default=None
+)
+
+
+async def _remember_response(
+    session: aiohttp.ClientSession,
+    context: types_.SimpleNamespace,
+    params: aiohttp.TraceRequestEndParams,
+) -> None:
+    holder = _responses.get()
+    if holder is not None:
+        holder.append(params.response)
+
+
+def _close_all(responses: list[aiohttp.ClientResponse]) -> None:
+    for response in responses:
+        response.close()
+
+
 def _headers_of(error: genai_errors.APIError) -> dict[str, str]:
     response = getattr(error, "response", None)
     headers = getattr(response, "headers", None)
@@ -112,11 +135,14 @@ class GeminiAdapter:
         self._keys = KeyPool(endpoint.id, keys, endpoint.key_cooldown_s)
         self._secrets = keys
         self._clients: dict[str, genai.Client] = {}
+        self._http: aiohttp.ClientSession | None = None
 
     def _client(self, key: str) -> genai.Client:
         client = self._clients.get(key)
         if client is None:
-            options = types.HttpOptions(base_url=self._settings.base_url or None)
+            options = types.HttpOptions(
+                base_url=self._settings.base_url or None, aiohttp_client=self._session()
+            )
             client = genai.Client(api_key=key, http_options=options)
             self._clients[key] = client
         return client
@@ -154,23 +180,49 @@ class GeminiAdapter:
             f"no token within {self._settings.first_token_timeout_s:g}s",
         )
 
+    def _session(self) -> aiohttp.ClientSession:
+        """One pooled session for all keys, with a hook that tells ``generate`` its response."""
+        if self._http is None or self._http.closed:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_end.append(_remember_response)
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
+                trace_configs=[trace],
+            )
+        return self._http
+
     async def _open(
         self, request: provider_pb2.GenerateRequest, deadline: float
-    ) -> AsyncIterator[types.GenerateContentResponse]:
+    ) -> tuple[AsyncIterator[types.GenerateContentResponse], Any, list[aiohttp.ClientResponse]]:
+        """Starts the stream and reads its first chunk (the SDK sends the request lazily, so a
+        429 only shows there), rotating pooled keys on 429/401.
+
+        Returns the chunk iterator, the first chunk (None for an empty stream) and the HTTP
+        responses the request made, to be closed if the caller stops early.
+        """
         contents, system = gemini_contents(request)
         config = gemini_config(request, system)
         for attempt in range(len(self._keys)):
             key = self._keys.acquire()
+            responses: list[aiohttp.ClientResponse] = []
+            # Set and reset around awaits only, never across a yield of ``generate``.
+            token = _responses.set(responses)
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await self._client(key).aio.models.generate_content_stream(
-                        model=self.model,
-                        contents=contents,
-                        config=config,
+                    stream = await self._client(key).aio.models.generate_content_stream(
+                        model=self.model, contents=contents, config=config
                     )
+                    chunks = stream.__aiter__()
+                    try:
+                        first = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        first = None
+                return chunks, first, responses
             except TimeoutError:
+                _close_all(responses)
                 raise self._timeout(0) from None
             except (genai_errors.APIError, aiohttp.ClientError, OSError, ValueError) as raw:
+                _close_all(responses)
                 error = self._map(raw, 0)
                 status = raw.code if isinstance(raw, genai_errors.APIError) else None
                 if status in (401, 429):
@@ -182,6 +234,8 @@ class GeminiAdapter:
                         )
                         continue
                 raise error from None
+            finally:
+                _responses.reset(token)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def generate(
@@ -189,25 +243,14 @@ class GeminiAdapter:
     ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.first_token_timeout_s
-        stream = await self._open(request, deadline)
-        chunks = stream.__aiter__()
+        chunks, chunk, responses = await self._open(request, deadline)
         streamed = 0
         prompt = completion = cached = 0
         have_usage = False
         finish: chat_pb2.FinishReason.ValueType = chat_pb2.FINISH_REASON_UNSPECIFIED
+        completed = False
         try:
-            while True:
-                # Before the first token the absolute deadline; after it, the idle gap.
-                when = deadline if not streamed else loop.time() + self._settings.idle_timeout_s
-                try:
-                    async with asyncio.timeout_at(when):
-                        chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise self._timeout(streamed) from None
-                except (genai_errors.APIError, aiohttp.ClientError, OSError, ValueError) as raw:
-                    raise self._map(raw, streamed) from None
+            while chunk is not None:
                 try:
                     text, reason, usage = self._read(chunk)
                 except (AttributeError, IndexError, TypeError, ValueError) as error:
@@ -223,12 +266,24 @@ class GeminiAdapter:
                         event.model = self.model
                     streamed += 1
                     yield event
+                # Before the first token the absolute deadline; after it, the idle gap.
+                when = deadline if not streamed else loop.time() + self._settings.idle_timeout_s
+                try:
+                    async with asyncio.timeout_at(when):
+                        chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    chunk = None
+                except TimeoutError:
+                    raise self._timeout(streamed) from None
+                except (genai_errors.APIError, aiohttp.ClientError, OSError, ValueError) as raw:
+                    raise self._map(raw, streamed) from None
+            completed = True
         finally:
-            # Closing the SDK's stream generator closes its HTTP response; mid-stream that drops
-            # the connection, which is how the upstream learns to stop generating.
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            if not completed:
+                # Mid-stream exit: drop the connection now, which is how the upstream learns to
+                # stop generating (the SDK's nested generators would only release it when
+                # garbage-collected).
+                _close_all(responses)
         if finish == chat_pb2.FINISH_REASON_UNSPECIFIED:
             raise ue.upstream_error(
                 ue.DISCONNECTED,
@@ -296,6 +351,7 @@ class GeminiAdapter:
             raise self._map(error, 0) from None
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.aio.aclose()
         self._clients.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
