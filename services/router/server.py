@@ -1,4 +1,5 @@
-"""Wires the router together: endpoint table, health monitor, strategies, relay, servicer."""
+"""Wires the router together: endpoint table, health monitor, strategies, relay, servicer,
+config reloader."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from services.common.settings import MeshSettings
 from services.router.endpoints import EndpointTable
 from services.router.health import HealthMonitor
 from services.router.relay import Relay
+from services.router.reload import ConfigReloader, build_strategies
 from services.router.servicer import RouterServicer
-from services.router.strategies import Strategy, create_strategy
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
@@ -23,21 +24,21 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
     health = HealthMonitor(
         table, settings.router.health_interval_s, settings.router.connect_timeout_s
     )
-    strategies = build_strategies(table)
-    relay = Relay(table, health, strategies, settings.router)
+    relay = Relay(table, health, build_strategies(table), settings.router)
+    reloader = ConfigReloader(relay, health, settings.router.reload_poll_interval_s)
     router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(relay), server)
+
+    async def close_channels() -> None:
+        # The table in use now: a reload may have replaced the one built above.
+        await relay.table.close()
+
     return Service(
         name="router",
         service_names=[SERVICE_NAME],
-        # Stop probing before closing the channels the probes use.
-        cleanups=[health.stop, table.close],
-        on_started=[health.start],
+        # Stop reloading and probing before closing the channels the probes use.
+        cleanups=[reloader.stop, health.stop, close_channels],
+        on_started=[health.start, reloader.start],
     )
-
-
-def build_strategies(table: EndpointTable) -> dict[str, Strategy]:
-    # One strategy instance per model: its state (e.g. the rotation) belongs to that model.
-    return {name: create_strategy(m.strategy, m.options) for name, m in table.models.items()}
 
 
 def select(settings: MeshSettings, args: argparse.Namespace) -> tuple[str, int, float]:
