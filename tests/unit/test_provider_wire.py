@@ -1,0 +1,159 @@
+"""Pure pieces of the provider adapters: SSE parsing, the error table, key pools, vLLM metrics."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from hybridinference.common.v1 import chat_pb2
+from services.common.settings import ConfigError
+from services.providers import upstream_errors as ue
+from services.providers.keys import KeyPool, key_env_names, read_keys
+from services.providers.openai_wire import MalformedChunk, StreamAssembler
+from services.providers.sse import SseParser
+from services.providers.vllm_metrics import HitRateWindow, parse_load
+
+
+def test_sse_events_across_arbitrary_read_boundaries() -> None:
+    stream = (
+        b'data: {"a":1}\n\n: keep-alive\n\ndata: {"b":2}\r\n\r\n'
+        b"data: x\ndata: y\n\ndata: [DONE]\n\n"
+    )
+    for size in (1, 2, 3, 7, len(stream)):
+        parser = SseParser()
+        events: list[bytes] = []
+        for start in range(0, len(stream), size):
+            events += parser.feed(stream[start : start + size])
+        events += parser.finish()
+        assert events == [b'{"a":1}', b'{"b":2}', b"x\ny", b"[DONE]"], size
+
+
+def test_sse_bare_cr_line_ends_and_unterminated_last_event() -> None:
+    parser = SseParser()
+    assert parser.feed(b"data: one\r\rdata:two") == [b"one"]
+    assert parser.finish() == [b"two"]
+
+
+def test_error_table_by_status_and_class() -> None:
+    assert ue.failure_for_status(429).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert ue.failure_for_status(401).code == grpc.StatusCode.UNAVAILABLE
+    assert ue.failure_for_status(400).retryable is False
+    assert ue.failure_for_status(418).code == grpc.StatusCode.INVALID_ARGUMENT
+    assert ue.failure_for_status(599).code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_retry_after_forms() -> None:
+    assert ue.parse_retry_after({"Retry-After": "3"}) == 3
+    assert ue.parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert (
+        ue.parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480) == 10
+    )
+    assert ue.parse_retry_after({"Retry-After": "soon"}) is None
+    assert ue.parse_retry_after(None) is None
+
+
+def test_http_error_carries_retry_info_and_retryable_flag() -> None:
+    error = ue.http_error("ep", 429, "slow down", {"Retry-After": "2"})
+    assert error.retry_after_s == 2
+    assert ue.retryable(error)
+    status = error.to_status()
+    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert not ue.retryable(ue.http_error("ep", 400, "bad"))
+
+
+def test_redact_hides_keys() -> None:
+    assert ue.redact("Incorrect API key provided: sk-abc123", ["sk-abc123"]) == (
+        "Incorrect API key provided: ***"
+    )
+
+
+def test_key_pool_round_robin_cooldown_and_exhaustion() -> None:
+    now = [100.0]
+    pool = KeyPool("ep", ["a", "b"], cooldown_s=20, clock=lambda: now[0])
+    assert [pool.acquire(), pool.acquire(), pool.acquire()] == ["a", "b", "a"]
+    pool.cool_down("a", retry_after_s=None)
+    assert [pool.acquire(), pool.acquire()] == ["b", "b"]
+    pool.cool_down("b", retry_after_s=5)
+    with pytest.raises(Exception) as caught:
+        pool.acquire()
+    assert getattr(caught.value, "retry_after_s", None) == 5
+    now[0] += 5
+    assert pool.acquire() == "b"
+    now[0] += 15
+    assert pool.usable() == 2
+
+
+def test_keys_come_from_named_variables_only() -> None:
+    assert key_env_names("") == []
+    assert key_env_names(["A", "", "B"]) == ["A", "B"]
+    assert read_keys("ep", ["A"], {"A": " sk-1 "}) == ["sk-1"]
+    with pytest.raises(ConfigError, match="MISSING") as caught:
+        read_keys("ep", ["MISSING"], {})
+    assert "sk-" not in str(caught.value)
+
+
+def test_stream_assembler_contract() -> None:
+    assembler = StreamAssembler("m")
+    assert assembler.chunk({"choices": [{"delta": {"role": "assistant", "content": ""}}]}) is None
+    first = assembler.chunk({"choices": [{"delta": {"content": "Hi"}}]})
+    assert first is not None and first.model == "m"
+    second = assembler.chunk({"choices": [{"delta": {"content": "!"}, "finish_reason": "length"}]})
+    assert second is not None and not second.model
+    assembler.chunk({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+    final = assembler.final()
+    assert final.finish_reason == chat_pb2.FINISH_REASON_LENGTH
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens, final.usage.total_tokens) == (
+        3,
+        2,
+        5,
+    )
+
+
+def test_stream_assembler_counts_chunks_without_usage_and_rejects_garbage() -> None:
+    assembler = StreamAssembler("m")
+    assembler.chunk({"choices": [{"delta": {"content": "a"}, "finish_reason": "stop"}]})
+    assert assembler.final().usage.completion_tokens == 1
+    for bad in (
+        [],
+        {"choices": "x"},
+        {"choices": [{"delta": {"content": 3}}]},
+        {"usage": {"x": 1}},
+    ):
+        with pytest.raises(MalformedChunk):
+            StreamAssembler("m").chunk(bad)
+
+
+METRICS = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="tiny"} 2.0
+vllm:num_requests_waiting{engine="0",model_name="tiny"} 5.0
+vllm:kv_cache_usage_perc{engine="0",model_name="tiny"} 0.25
+vllm:prefix_cache_queries_total{engine="0",model_name="tiny"} 100.0
+vllm:prefix_cache_hits_total{engine="0",model_name="tiny"} 40.0
+vllm:request_success_total{engine="0",finished_reason="abort",model_name="tiny"} 3.0
+vllm:request_success_total{engine="0",finished_reason="stop",model_name="tiny"} 7.0
+"""
+
+
+def test_vllm_metrics_parse() -> None:
+    load = parse_load(METRICS)
+    assert (load.running, load.waiting, load.kv_cache_usage) == (2, 5, 0.25)
+    assert load.prefix_cache_hit_rate == 0.4
+    assert load.aborted_total == 3
+    assert parse_load("").running == 0
+
+
+def test_hit_rate_window_uses_the_interval() -> None:
+    window = HitRateWindow()
+    assert window.update(parse_load(METRICS)) == 0.4
+    later = METRICS.replace(
+        'queries_total{engine="0",model_name="tiny"} 100.0',
+        'queries_total{engine="0",model_name="tiny"} 200.0',
+    )
+    later = later.replace(
+        'hits_total{engine="0",model_name="tiny"} 40.0',
+        'hits_total{engine="0",model_name="tiny"} 130.0',
+    )
+    assert window.update(parse_load(later)) == 0.9
+    # No new lookups: the last rate stands.
+    assert window.update(parse_load(later)) == 0.9
