@@ -35,6 +35,9 @@ def build_record(execution: Execution) -> logger_pb2.RequestRecord:
         record.provider = execution.selection.provider
         record.endpoint = execution.selection.endpoint
         record.attempts = execution.selection.attempts
+        # Every attempt before the one that served moved on to the next candidate.
+        record.fallbacks = max(execution.selection.attempts - 1, 0)
+        record.hedged = execution.selection.hedged
     if execution.completion is not None:
         record.usage.CopyFrom(execution.completion.usage)
         record.cost_usd = execution.completion.cost_usd

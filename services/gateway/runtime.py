@@ -37,6 +37,8 @@ class GatewayRuntime:
             queue_size=settings.log_queue_size,
             batch_size=settings.log_batch_size,
             flush_interval_s=settings.log_flush_interval_s,
+            spool_dir=settings.log_spool_dir.format(port=settings.port),
+            spool_max_bytes=settings.log_spool_max_bytes,
         )
 
     async def start(self) -> None:

@@ -25,15 +25,20 @@ class InvalidPageToken(ValueError):
 
 @dataclass(frozen=True)
 class ListFilters:
-    """Exact-match filters; an empty string means "any"."""
+    """Exact-match filters (an empty string means "any") and a [start, end) time range."""
 
     model: str = ""
     provider: str = ""
     status: str = ""
+    api_key_id: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
 
     def fingerprint(self) -> str:
+        times = [to_micros(t) if t else None for t in (self.start_time, self.end_time)]
         digest = hashlib.blake2s(
-            orjson.dumps([self.model, self.provider, self.status]), digest_size=6
+            orjson.dumps([self.model, self.provider, self.status, self.api_key_id, *times]),
+            digest_size=6,
         )
         return digest.hexdigest()
 

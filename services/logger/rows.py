@@ -47,6 +47,11 @@ class Row(NamedTuple):
     sampling: str | None
     # JSON text of a string -> string object.
     metadata: str
+    fallbacks: int
+    hedged: bool
+    # Captured content; None when not captured (capture off or nothing sent).
+    prompt: str | None
+    response: str | None
 
 
 COLUMNS: tuple[str, ...] = Row._fields
@@ -94,6 +99,10 @@ def record_to_row(record: logger_pb2.RequestRecord) -> Row:
         finish_reason=chat_pb2.FinishReason.Name(record.finish_reason),
         sampling=sampling,
         metadata=orjson.dumps(dict(record.metadata)).decode(),
+        fallbacks=record.fallbacks,
+        hedged=record.hedged,
+        prompt=record.prompt or None,
+        response=record.response or None,
     )
 
 
@@ -116,6 +125,10 @@ def row_to_record(row: Row) -> logger_pb2.RequestRecord:
         cost_usd=row.cost_usd,
         finish_reason=_finish_reason(row.finish_reason),
         metadata=_json_object(row.metadata),
+        fallbacks=row.fallbacks,
+        hedged=bool(row.hedged),
+        prompt=row.prompt or "",
+        response=row.response or "",
     )
     record.started_at.FromDatetime(row.started_at)
     if row.prompt_tokens is not None:

@@ -1,52 +1,80 @@
-"""LoggerService over a RecordStore: validation and error mapping only, no storage logic."""
+"""LoggerService: validation, the spool hand-off and error mapping; no storage logic.
+
+WriteRecords acknowledges a batch once its valid records are fsync'd to the local spool; the
+SpoolDrainer writes them to the database. So a slow or absent database never slows the gateways'
+shippers, and a logger killed after acknowledging loses nothing. Reads go to the database.
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 
 import grpc
 
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from services.common.errors import FieldViolation, ServiceError, abort, invalid_argument
+from services.logger.capture import CapturePolicy, apply_caps
+from services.logger.decoding import DecodedBatch
 from services.logger.pagination import InvalidPageToken, ListFilters
+from services.logger.spool import Spool, SpoolFull
+from services.logger.stats import LoggerStats, reason_key
 from services.logger.store import RecordStore, StoreUnavailable
 from services.logger.store.base import MAX_PAGE_SIZE
-from services.logger.validation import partition
+from services.logger.usage import UsageQuery
+from services.logger.validation import check_record
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
-# How soon a client should retry when the database is unreachable.
+# How soon a client should retry when the database (reads) or the spool (writes) is unavailable.
 _RETRY_AFTER_S = 1.0
 
 
 class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
-    def __init__(self, store: RecordStore, max_rows_per_transaction: int) -> None:
+    def __init__(
+        self, store: RecordStore, spool: Spool, stats: LoggerStats, capture: CapturePolicy
+    ) -> None:
         self._store = store
-        self._chunk = max_rows_per_transaction
+        self._spool = spool
+        self._stats = stats
+        self._capture = capture
 
     async def WriteRecords(
-        self, request: logger_pb2.WriteRecordsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: DecodedBatch | logger_pb2.WriteRecordsRequest,
+        context: grpc.aio.ServicerContext,
     ) -> logger_pb2.WriteRecordsResponse:
-        valid, rejected = partition(request.records)
+        batch = request if isinstance(request, DecodedBatch) else DecodedBatch.of(request)
+        rejected = list(batch.malformed)
+        payloads: list[bytes] = []
+        for index, record in batch.records:
+            for change in apply_caps(record, self._capture):
+                self._stats.truncated[change] += 1
+            reason = check_record(record)
+            if reason is None:
+                payloads.append(record.SerializeToString())
+            else:
+                rejected.append((index, reason))
+        for _, reason in rejected:
+            self._stats.rejected[reason_key(reason)] += 1
         if rejected:
             log.warning(
                 "rejected request records",
-                extra={"rejected": len(rejected), "first_reason": rejected[0].reason},
+                extra={"rejected": len(rejected), "first_reason": rejected[0][1]},
             )
-        inserted = 0
         try:
-            # Bounded transactions; a failure part-way is safe to retry because inserts are
-            # idempotent, so the whole batch is reported unavailable and the client resends it.
-            for start in range(0, len(valid), self._chunk):
-                result = await self._store.write_batch(valid[start : start + self._chunk])
-                inserted += result.inserted
-        except StoreUnavailable as error:
-            await abort(context, _unavailable(error))
-        log.debug("stored records", extra={"inserted": inserted, "replayed": len(valid) - inserted})
+            await self._spool.append(payloads)
+        except SpoolFull as error:
+            self._stats.spool_full += 1
+            await abort(context, _spool_full(error))
+        self._stats.accepted += len(payloads)
         return logger_pb2.WriteRecordsResponse(
-            accepted=len(valid),
-            rejected=[logger_pb2.RejectedRecord(index=r.index, reason=r.reason) for r in rejected],
+            accepted=len(payloads),
+            rejected=[
+                logger_pb2.RejectedRecord(index=index, reason=reason)
+                for index, reason in sorted(rejected)
+            ],
         )
 
     async def GetRecord(
@@ -80,7 +108,18 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
                     [FieldViolation("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")]
                 ),
             )
-        filters = ListFilters(request.model, request.provider, request.status)
+        filters = ListFilters(
+            model=request.model,
+            provider=request.provider,
+            status=request.status,
+            api_key_id=request.api_key_id,
+            start_time=request.start_time.ToDatetime(tzinfo=UTC)
+            if request.HasField("start_time")
+            else None,
+            end_time=request.end_time.ToDatetime(tzinfo=UTC)
+            if request.HasField("end_time")
+            else None,
+        )
         try:
             page = await self._store.list(filters, page_size, request.page_token)
         except InvalidPageToken as error:
@@ -91,6 +130,37 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
             records=page.records, next_page_token=page.next_page_token
         )
 
+    async def GetUsage(
+        self, request: logger_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> logger_pb2.GetUsageResponse:
+        try:
+            query = UsageQuery.covering(
+                request.start_time.ToDatetime(tzinfo=UTC)
+                if request.HasField("start_time")
+                else None,
+                request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
+                api_key_id=request.api_key_id,
+                model=request.model,
+            )
+        except (ValueError, OverflowError) as error:
+            await abort(context, invalid_argument([FieldViolation("start_time", str(error))]))
+        try:
+            buckets = await self._store.usage(query)
+        except StoreUnavailable as error:
+            await abort(context, _unavailable(error))
+        reply = logger_pb2.GetUsageResponse()
+        for bucket in buckets:
+            out = reply.buckets.add(
+                api_key_id=bucket.api_key_id, model=bucket.model, **vars(bucket.totals)
+            )
+            out.day.FromDatetime(bucket.day)
+        return reply
+
+    async def GetStats(
+        self, request: logger_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> logger_pb2.GetStatsResponse:
+        return self._stats.to_proto(self._spool)
+
 
 def _unavailable(error: StoreUnavailable) -> ServiceError:
     log.error("request log store unavailable", extra={"error": str(error)})
@@ -98,5 +168,15 @@ def _unavailable(error: StoreUnavailable) -> ServiceError:
         grpc.StatusCode.UNAVAILABLE,
         "the request log database is unavailable",
         reason="store_unavailable",
+        retry_after_s=_RETRY_AFTER_S,
+    )
+
+
+def _spool_full(error: SpoolFull) -> ServiceError:
+    log.error("request log spool full; refusing records", extra={"error": str(error)})
+    return ServiceError(
+        grpc.StatusCode.UNAVAILABLE,
+        "the request log spool is full (the database has been unavailable for long)",
+        reason="spool_full",
         retry_after_s=_RETRY_AFTER_S,
     )

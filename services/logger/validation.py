@@ -71,8 +71,12 @@ def partition(
 
 
 def check_record(record: logger_pb2.RequestRecord) -> str | None:
-    """The first problem with the record, or None when it can be stored."""
-    size = record.ByteSize()
+    """The first problem with the record, or None when it can be stored.
+
+    Captured prompt and response are capped by the capture policy (services/logger/capture.py)
+    before this runs, so they do not count towards MAX_RECORD_BYTES.
+    """
+    size = record.ByteSize() - len(record.prompt.encode()) - len(record.response.encode())
     if size > MAX_RECORD_BYTES:
         return f"record is {size} bytes, more than the limit of {MAX_RECORD_BYTES}"
     return (
@@ -110,6 +114,9 @@ def _check_texts(record: logger_pb2.RequestRecord) -> str | None:
         reason = _check_text(name, getattr(record, name), MAX_TEXT_CHARS)
         if reason:
             return reason
+    for name in ("prompt", "response"):
+        if "\x00" in getattr(record, name):
+            return f"{name} contains a NUL character"
     return _check_text("error", record.error, MAX_ERROR_CHARS)
 
 
@@ -128,6 +135,8 @@ def _check_numbers(record: logger_pb2.RequestRecord) -> str | None:
             return f"{name} must be a finite number >= 0, got {value}"
     if record.attempts < 0:
         return f"attempts must be >= 0, got {record.attempts}"
+    if record.fallbacks < 0:
+        return f"fallbacks must be >= 0, got {record.fallbacks}"
     for name in _USAGE_FIELDS:
         count: int = getattr(record.usage, name)
         if count < 0:

@@ -16,6 +16,7 @@ from services.common.errors import from_rpc_error
 from services.common.server import insecure_channel
 from services.logger.shipper import RecordShipper
 from tests.integration.logger_pg import pg_database
+from tests.support.async_polling import until
 from tests.support.procs import ServiceProcess, free_port, start_service, write_config
 from tests.unit.logger_records import make_record
 
@@ -48,6 +49,17 @@ async def stub(
     channel = insecure_channel(logger_process.address)
     yield logger_pb2_grpc.LoggerServiceStub(channel)
     await channel.close()
+
+
+async def _drained(stub: logger_pb2_grpc.LoggerServiceStub) -> logger_pb2.GetStatsResponse:
+    """Waits until every acknowledged record is in the database (the spool is empty)."""
+
+    async def empty() -> bool:
+        stats = await stub.GetStats(logger_pb2.GetStatsRequest())
+        return stats.spool_records == 0
+
+    await until(empty, 20, "the logger's spool to drain")
+    return await stub.GetStats(logger_pb2.GetStatsRequest())
 
 
 async def _list_all(
@@ -87,6 +99,8 @@ async def test_shipped_records_are_stored_exactly_once(
     await shipper.close(timeout_s=20)
     assert (shipper.dropped, shipper.failed_batches, shipper.rejected) == (0, 0, 0)
     assert shipper.sent == N + N // 100
+    stats = await _drained(stub)
+    assert (stats.accepted, stats.stored, stats.duplicates) == (N + N // 100, N, N // 100)
 
     listed = await _list_all(stub)
     assert len(listed) == N
@@ -134,6 +148,8 @@ async def test_errors(stub: logger_pb2_grpc.LoggerServiceStub) -> None:
         (1, "request_id is required"),
         (2, "request_id is longer than 128 characters"),
     ]
+    stats = await _drained(stub)
+    assert dict(stats.rejected) == {"request_id:missing": 1, "request_id:too_long": 1}
     default_page = await stub.ListRecords(logger_pb2.ListRecordsRequest())
     assert [r.request_id for r in default_page.records] == ["req-00001"]
 

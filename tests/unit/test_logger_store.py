@@ -46,7 +46,7 @@ async def test_migrations_are_recorded_and_idempotent(backend: Backend) -> None:
         opened = await backend.open()
         await opened.close()
     rows = await backend.fetch("SELECT version, name FROM schema_version")
-    assert rows == [(1, "0001_request_log")]
+    assert rows == [(1, "0001_request_log"), (2, "0002_capture_and_usage")]
 
 
 async def test_write_then_get_round_trips_every_field(store: RecordStore) -> None:

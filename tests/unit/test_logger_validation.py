@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,14 @@ import grpc
 import pytest
 
 from hybridinference.logger.v1 import logger_pb2
+from services.logger.capture import CapturePolicy
+from services.logger.drain import SpoolDrainer
 from services.logger.servicer import LoggerServicer
+from services.logger.spool import Spool
+from services.logger.stats import LoggerStats
 from services.logger.store import SqliteStore, StoreUnavailable
 from services.logger.validation import check_record, partition
+from tests.support.async_polling import until
 from tests.unit.logger_records import make_record
 
 
@@ -49,6 +55,8 @@ def test_valid_record_passes() -> None:
         (_with(requested_model="m" * 257), "requested_model is longer than 256"),
         (_with(provider="a\x00b"), "provider contains a NUL"),
         (_with(error="e" * 20_000), "error is longer than 16384"),
+        (_with(fallbacks=-1), "fallbacks must be >= 0"),
+        (_with(prompt="a\x00"), "prompt contains a NUL"),
         (_with(latency_ms=-1.0), "latency_ms must be a finite number >= 0"),
         (_with(cost_usd=math.nan), "cost_usd must be a finite number"),
         (_with(attempts=-2), "attempts must be >= 0"),
@@ -75,28 +83,56 @@ def test_partition_keeps_batch_positions() -> None:
     assert [r.index for r in rejected] == [1, 3]
 
 
+@dataclass
+class Logger:
+    servicer: LoggerServicer
+    store: SqliteStore
+    spool: Spool
+    stats: LoggerStats
+    drainer: SpoolDrainer
+
+
 @pytest.fixture
-async def servicer(tmp_path: Path) -> AsyncIterator[LoggerServicer]:
+async def logger(tmp_path: Path) -> AsyncIterator[Logger]:
     store = await SqliteStore.open(str(tmp_path / "r.db"))
-    yield LoggerServicer(store, max_rows_per_transaction=2)
+    spool = Spool.open(tmp_path / "spool", max_bytes=64 * 1024)
+    stats = LoggerStats()
+    drainer = SpoolDrainer(spool, store, stats, batch_size=2, retry_max_s=0.05)
+    servicer = LoggerServicer(store, spool, stats, CapturePolicy(enabled=False, max_chars=10))
+    yield Logger(servicer, store, spool, stats, drainer)
+    await drainer.stop(timeout_s=1)
     await store.close()
+    spool.close()
 
 
-async def test_write_records_stores_valid_and_reports_invalid(servicer: LoggerServicer) -> None:
+@pytest.fixture
+def servicer(logger: Logger) -> LoggerServicer:
+    return logger.servicer
+
+
+async def _drained(logger: Logger) -> None:
+    logger.drainer.start()
+    await until(lambda: logger.spool.pending_records == 0, 10, "the spool to drain")
+
+
+async def test_write_records_stores_valid_and_reports_invalid(logger: Logger) -> None:
     batch = [make_record(i) for i in range(5)]
     batch.insert(2, _with(request_id="y" * 200))
     batch.append(make_record(0))  # a replay inside the batch still counts as accepted
     request = logger_pb2.WriteRecordsRequest(records=batch)
-    reply = await servicer.WriteRecords(request, context=None)  # type: ignore[arg-type]
+    reply = await logger.servicer.WriteRecords(request, context=None)  # type: ignore[arg-type]
     assert reply.accepted == 6
     assert [(r.index, r.reason) for r in reply.rejected] == [
         (2, "request_id is longer than 128 characters")
     ]
-    listed = await servicer.ListRecords(
+    assert logger.stats.rejected == {"request_id:too_long": 1}
+    await _drained(logger)
+    listed = await logger.servicer.ListRecords(
         logger_pb2.ListRecordsRequest(),
         context=None,  # type: ignore[arg-type]
     )
     assert len(listed.records) == 5
+    assert (logger.stats.stored, logger.stats.duplicates) == (5, 1)
 
 
 class _AbortContext:
@@ -110,19 +146,59 @@ class _AbortContext:
         raise RuntimeError("aborted")
 
 
-async def test_store_outage_is_unavailable_with_retry_info(servicer: LoggerServicer) -> None:
+async def test_store_outage_still_acknowledges_and_writes_later(logger: Logger) -> None:
+    real_insert = logger.store._insert
+    calls = 0
+
     async def broken(rows: Any) -> int:
+        nonlocal calls
+        calls += 1
         raise StoreUnavailable("database went away")
 
-    servicer._store._insert = broken  # type: ignore[method-assign]
+    logger.store._insert = broken  # type: ignore[method-assign]
+    logger.drainer.start()
+    reply = await logger.servicer.WriteRecords(
+        logger_pb2.WriteRecordsRequest(records=[make_record(i) for i in range(3)]),
+        context=None,  # type: ignore[arg-type]
+    )
+    assert reply.accepted == 3
+    # The drainer keeps retrying while the records stay spooled.
+    await until(lambda: calls >= 2, 10, "two failed writes")
+    assert logger.spool.pending_records == 3
+    assert logger.stats.store_failures >= 2
+    logger.store._insert = real_insert  # type: ignore[method-assign]
+    await _drained(logger)
+    assert logger.stats.stored == 3
+
+
+async def test_full_spool_is_unavailable_with_retry_info(logger: Logger) -> None:
+    big = [make_record(i, error="e" * 8000) for i in range(20)]
     context = _AbortContext()
     with pytest.raises(RuntimeError, match="aborted"):
-        await servicer.WriteRecords(
-            logger_pb2.WriteRecordsRequest(records=[make_record(1)]),
+        await logger.servicer.WriteRecords(
+            logger_pb2.WriteRecordsRequest(records=big),
             context,  # type: ignore[arg-type]
         )
     assert context.status.code == grpc.StatusCode.UNAVAILABLE
-    assert "unavailable" in context.status.details
+    assert "spool is full" in context.status.details
+    assert logger.stats.spool_full == 1 and logger.stats.accepted == 0
+
+
+async def test_capture_and_long_errors_are_cut_and_counted(logger: Logger) -> None:
+    record = make_record(1, prompt="secret prompt", response="r", error="e" * 20_000)
+    reply = await logger.servicer.WriteRecords(
+        logger_pb2.WriteRecordsRequest(records=[record]),
+        context=None,  # type: ignore[arg-type]
+    )
+    assert reply.accepted == 1 and not reply.rejected
+    assert logger.stats.truncated == {
+        "prompt:capture_off": 1,
+        "response:capture_off": 1,
+        "error:truncated": 1,
+    }
+    await _drained(logger)
+    stored = await logger.store.get("req-00001")
+    assert stored is not None and stored.prompt == "" and len(stored.error) == 16_384
 
 
 async def test_page_size_out_of_range(servicer: LoggerServicer) -> None:

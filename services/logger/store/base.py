@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from hybridinference.logger.v1 import logger_pb2
 from services.logger.pagination import Cursor, ListFilters, decode_token, encode_token
 from services.logger.rows import Row, record_to_row, row_to_record
+from services.logger.usage import UsageBucket, UsageQuery
 
 MAX_PAGE_SIZE = 1000
 
 # An alias because RecordStore.list shadows the builtin inside the class body.
 Rows = list[Row]
+Buckets = list[UsageBucket]
 
 
 class StoreError(Exception):
@@ -53,7 +55,12 @@ class RecordStore(abc.ABC):
         """
         if not records:
             return WriteResult(0, 0)
-        inserted = await self._insert([record_to_row(r) for r in records])
+        # The first of several records with one request id wins, as it would across batches;
+        # deduplicating here keeps the usage rollup from counting the others.
+        rows: dict[str, Row] = {}
+        for record in records:
+            rows.setdefault(record.request_id, record_to_row(record))
+        inserted = await self._insert(list(rows.values()))
         return WriteResult(inserted, len(records) - inserted)
 
     async def get(self, request_id: str) -> logger_pb2.RequestRecord | None:
@@ -76,11 +83,16 @@ class RecordStore(abc.ABC):
         return Page([row_to_record(row) for row in rows], token)
 
     @abc.abstractmethod
+    async def usage(self, query: UsageQuery) -> Buckets:
+        """Per-day totals from the hourly rollup, ordered by day, key, model."""
+
+    @abc.abstractmethod
     async def close(self) -> None: ...
 
     @abc.abstractmethod
     async def _insert(self, rows: Sequence[Row]) -> int:
-        """Inserts rows, skipping existing request ids; returns how many were inserted."""
+        """Inserts rows (unique request ids), skipping stored ones, and rolls the inserted ones
+        up into usage_hourly in the same transaction; returns how many were inserted."""
 
     @abc.abstractmethod
     async def _fetch_one(self, request_id: str) -> Row | None: ...

@@ -1,7 +1,9 @@
 """The PostgreSQL request-log store (asyncpg pool), used when logger.database_url is set.
 
-A batch is one statement: the rows travel as one array per column and are expanded with
-``unnest``, so N records cost one round trip, and ``ON CONFLICT DO NOTHING`` makes replays free.
+A batch is one transaction: the rows are streamed with binary COPY into a per-connection temporary
+staging table, then one statement moves them into request_log with ``ON CONFLICT DO NOTHING``
+(replays are free) and rolls the newly inserted ones up into usage_hourly. COPY is the fastest
+way into PostgreSQL, and the staging table is what lets COPY be idempotent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from services.logger.rows import COLUMN_LIST, COLUMNS, Row
 from services.logger.store.base import MigrationError, RecordStore, StoreUnavailable
 from services.logger.store.migrations import Migration, load_migrations
 from services.logger.store.sql import list_query
+from services.logger.usage import UsageBucket, UsageQuery, usage_bucket
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 _TYPES: dict[str, str] = {
     "started_at": "timestamptz",
     "attempts": "int4",
+    "fallbacks": "int4",
+    "hedged": "bool",
     "stream": "bool",
     "ttft_ms": "float8",
     "latency_ms": "float8",
@@ -37,11 +42,38 @@ _TYPES: dict[str, str] = {
     "sampling": "jsonb",
     "metadata": "jsonb",
 }
-_INSERT = (
-    f"INSERT INTO request_log ({COLUMN_LIST}) SELECT * FROM unnest("
-    + ", ".join(f"${i}::{_TYPES.get(name, 'text')}[]" for i, name in enumerate(COLUMNS, 1))
-    + ") ON CONFLICT (request_id) DO NOTHING"
+_STAGE = "request_log_stage"
+# ON COMMIT DELETE ROWS: a batch's staged rows disappear with its transaction, whatever happens.
+_CREATE_STAGE = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ("
+    + ", ".join(f'"{name}" {_TYPES.get(name, "text")}' for name in COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
 )
+_TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens")
+_MERGE = f"""
+WITH inserted AS (
+    INSERT INTO request_log ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM {_STAGE}
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING started_at, api_key_id, requested_model, status, cost_usd, {", ".join(_TOKENS)}
+), rolled AS (
+    INSERT INTO usage_hourly AS u (hour, api_key_id, model, requests, errors, cost_usd,
+                                   {", ".join(_TOKENS)})
+    SELECT date_trunc('hour', started_at, 'UTC'), api_key_id, requested_model, count(*),
+           count(*) FILTER (WHERE status <> 'OK'), sum(cost_usd),
+           {", ".join(f"coalesce(sum({t}), 0)" for t in _TOKENS)}
+    FROM inserted
+    GROUP BY 1, 2, 3
+    -- One lock order for every writer, so concurrent loggers cannot deadlock on the rollup.
+    ORDER BY 1, 2, 3
+    ON CONFLICT (hour, api_key_id, model) DO UPDATE SET
+        requests = u.requests + EXCLUDED.requests,
+        errors = u.errors + EXCLUDED.errors,
+        cost_usd = u.cost_usd + EXCLUDED.cost_usd,
+        {", ".join(f"{t} = u.{t} + EXCLUDED.{t}" for t in _TOKENS)}
+)
+SELECT count(*) FROM inserted
+"""
+_USAGE_COLUMNS = ("requests", "errors", *_TOKENS, "cost_usd")
 _SELECT_ONE = f"SELECT {COLUMN_LIST} FROM request_log WHERE request_id = $1"
 # Serialises migrations across logger replicas starting at the same time (any constant works).
 _MIGRATION_LOCK = 0x4869_4C6F_6701
@@ -67,7 +99,9 @@ class PostgresStore(RecordStore):
     async def open(cls, dsn: str, migrations: list[Migration] | None = None) -> PostgresStore:
         """Connects and applies pending migrations; fails if the database is unreachable."""
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=_POOL_MAX, timeout=10)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=_POOL_MAX, timeout=10, init=_prepare_connection
+            )
         except _TRANSIENT as error:
             raise StoreUnavailable(
                 f"cannot connect to PostgreSQL at {redact(dsn)}: {error}"
@@ -84,13 +118,31 @@ class PostgresStore(RecordStore):
         await self._pool.close()
 
     async def _insert(self, rows: Sequence[Row]) -> int:
-        columns = [list(values) for values in zip(*rows, strict=True)]
         try:
-            status: str = await self._pool.execute(_INSERT, *columns)
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.copy_records_to_table(_STAGE, records=rows, columns=COLUMNS)
+                inserted: int = await conn.fetchval(_MERGE)
         except _TRANSIENT as error:
             raise StoreUnavailable(f"PostgreSQL write failed: {error}") from error
-        # The command tag is "INSERT 0 <rows inserted>"; skipped conflicts are not counted.
-        return int(status.rsplit(" ", 1)[-1])
+        return inserted
+
+    async def usage(self, query: UsageQuery) -> list[UsageBucket]:
+        params: list[object] = [query.start, query.end]
+        where = "hour >= $1 AND hour < $2"
+        for column, value in (("api_key_id", query.api_key_id), ("model", query.model)):
+            if value:
+                params.append(value)
+                where += f" AND {column} = ${len(params)}"
+        sums = ", ".join(f"sum({c})" for c in _USAGE_COLUMNS)
+        sql = (
+            f"SELECT date_trunc('day', hour, 'UTC'), api_key_id, model, {sums} "
+            f"FROM usage_hourly WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        try:
+            fetched: list[Any] = await self._pool.fetch(sql, *params)
+        except _TRANSIENT as error:
+            raise StoreUnavailable(f"PostgreSQL read failed: {error}") from error
+        return [usage_bucket(tuple(row)) for row in fetched]
 
     async def _fetch_one(self, request_id: str) -> Row | None:
         rows = await self._read(_SELECT_ONE, [request_id])
@@ -100,8 +152,7 @@ class PostgresStore(RecordStore):
         self, filters: ListFilters, cursor: Cursor | None, limit: int
     ) -> list[Row]:
         params: list[object] = []
-        cursor_time = cursor.started_at if cursor else None
-        sql = list_query(filters, cursor, limit, params, numbered=True, cursor_time=cursor_time)
+        sql = list_query(filters, cursor, limit, params, numbered=True, db_time=lambda t: t)
         return await self._read(sql, params)
 
     async def _read(self, sql: str, params: Sequence[object]) -> list[Row]:
@@ -110,6 +161,11 @@ class PostgresStore(RecordStore):
         except _TRANSIENT as error:
             raise StoreUnavailable(f"PostgreSQL read failed: {error}") from error
         return [Row._make(values) for values in fetched]
+
+
+async def _prepare_connection(conn: asyncpg.Connection) -> None:
+    # Once per pooled connection: temporary tables live as long as their session.
+    await conn.execute(_CREATE_STAGE)
 
 
 async def _migrate(pool: asyncpg.Pool, migrations: list[Migration]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from services.logger.pagination import Cursor, ListFilters
 from services.logger.rows import COLUMN_LIST
 
@@ -12,12 +15,12 @@ def list_query(
     limit: int,
     params: list[object],
     numbered: bool,
-    cursor_time: object,
+    db_time: Callable[[datetime], object],
 ) -> str:
     """The newest-first page query.
 
     Values are appended to ``params``; placeholders are ``$n`` when ``numbered`` (PostgreSQL),
-    else ``?`` (SQLite). ``cursor_time`` is the cursor's started_at in the dialect's own form.
+    else ``?`` (SQLite). ``db_time`` turns a time into the dialect's own form.
     """
 
     def bind(value: object) -> str:
@@ -29,12 +32,20 @@ def list_query(
         ("requested_model", filters.model),
         ("provider", filters.provider),
         ("status", filters.status),
+        ("api_key_id", filters.api_key_id),
     ):
         if value:
             where.append(f"{column} = {bind(value)}")
+    if filters.start_time is not None:
+        where.append(f"started_at >= {bind(db_time(filters.start_time))}")
+    if filters.end_time is not None:
+        where.append(f"started_at < {bind(db_time(filters.end_time))}")
     if cursor is not None:
         # Row-value comparison matches the (started_at DESC, request_id DESC) index order.
-        where.append(f"(started_at, request_id) < ({bind(cursor_time)}, {bind(cursor.request_id)})")
+        where.append(
+            f"(started_at, request_id) < "
+            f"({bind(db_time(cursor.started_at))}, {bind(cursor.request_id)})"
+        )
     clause = f"WHERE {' AND '.join(where)} " if where else ""
     return (
         f"SELECT {COLUMN_LIST} FROM request_log {clause}"

@@ -21,6 +21,7 @@ from services.logger.rows import COLUMN_LIST, COLUMNS, Row
 from services.logger.store.base import MigrationError, RecordStore, StoreUnavailable
 from services.logger.store.migrations import Migration, load_migrations, split_statements
 from services.logger.store.sql import list_query
+from services.logger.usage import UsageBucket, UsageQuery, hourly_rollup, usage_bucket
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,24 @@ _INSERT = (
 )
 _SELECT_ONE = f"SELECT {COLUMN_LIST} FROM request_log WHERE request_id = ?"
 _STARTED_AT = COLUMNS.index("started_at")
-_STREAM = COLUMNS.index("stream")
+_BOOLEANS = (COLUMNS.index("stream"), COLUMNS.index("hedged"))
+_USAGE_COLUMNS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "cost_usd",
+)
+_ROLLUP = (
+    f"INSERT INTO usage_hourly (hour, api_key_id, model, {', '.join(_USAGE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in range(3 + len(_USAGE_COLUMNS)))}) "
+    "ON CONFLICT (hour, api_key_id, model) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _USAGE_COLUMNS)
+)
+# Well under SQLite's limit on host parameters per statement.
+_LOOKUP_CHUNK = 500
 
 
 def iso_utc(moment: datetime) -> str:
@@ -82,14 +100,22 @@ class SqliteStore(RecordStore):
         await self._reader.close()
 
     async def _insert(self, rows: Sequence[Row]) -> int:
-        params = [_to_params(row) for row in rows]
         async with self._write_lock:
             try:
                 await self._writer.execute("BEGIN IMMEDIATE")
                 try:
-                    cursor = await self._writer.executemany(_INSERT, params)
-                    # executemany's rowcount sums the rows changed; skipped conflicts add 0.
-                    inserted = cursor.rowcount
+                    # Under the write lock nobody else inserts, so "not stored yet" stays true
+                    # until the commit; only those rows are inserted and rolled up.
+                    stored = await self._stored_ids([row.request_id for row in rows])
+                    fresh = [row for row in rows if row.request_id not in stored]
+                    await self._writer.executemany(_INSERT, [_to_params(row) for row in fresh])
+                    await self._writer.executemany(
+                        _ROLLUP,
+                        [
+                            (iso_utc(hour), key, model, *vars(totals).values())
+                            for (hour, key, model), totals in hourly_rollup(fresh)
+                        ],
+                    )
                     await self._writer.execute("COMMIT")
                 except BaseException:
                     if self._writer.in_transaction:
@@ -97,7 +123,40 @@ class SqliteStore(RecordStore):
                     raise
             except sqlite3.Error as error:
                 raise StoreUnavailable(f"SQLite write failed: {error}") from error
-        return int(inserted)
+        return len(fresh)
+
+    async def _stored_ids(self, request_ids: Sequence[str]) -> set[str]:
+        stored: set[str] = set()
+        for start in range(0, len(request_ids), _LOOKUP_CHUNK):
+            chunk = request_ids[start : start + _LOOKUP_CHUNK]
+            sql = (
+                "SELECT request_id FROM request_log WHERE request_id IN "
+                f"({', '.join('?' for _ in chunk)})"
+            )
+            async with self._writer.execute(sql, chunk) as cursor:
+                stored.update(str(row[0]) for row in await cursor.fetchall())
+        return stored
+
+    async def usage(self, query: UsageQuery) -> list[UsageBucket]:
+        params: list[object] = [iso_utc(query.start), iso_utc(query.end)]
+        where = "hour >= ? AND hour < ?"
+        for column, value in (("api_key_id", query.api_key_id), ("model", query.model)):
+            if value:
+                params.append(value)
+                where += f" AND {column} = ?"
+        sums = ", ".join(f"sum({c})" for c in _USAGE_COLUMNS)
+        sql = (
+            f"SELECT substr(hour, 1, 10) AS day, api_key_id, model, {sums} FROM usage_hourly "
+            f"WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        try:
+            async with self._reader.execute(sql, params) as cursor:
+                fetched = await cursor.fetchall()
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"SQLite read failed: {error}") from error
+        return [
+            usage_bucket((parse_iso_utc(f"{row[0]}T00:00:00.000000Z"), *row[1:])) for row in fetched
+        ]
 
     async def _fetch_one(self, request_id: str) -> Row | None:
         rows = await self._read(_SELECT_ONE, [request_id])
@@ -107,8 +166,7 @@ class SqliteStore(RecordStore):
         self, filters: ListFilters, cursor: Cursor | None, limit: int
     ) -> list[Row]:
         params: list[object] = []
-        cursor_time = iso_utc(cursor.started_at) if cursor else None
-        sql = list_query(filters, cursor, limit, params, numbered=False, cursor_time=cursor_time)
+        sql = list_query(filters, cursor, limit, params, numbered=False, db_time=iso_utc)
         return await self._read(sql, params)
 
     async def _read(self, sql: str, params: Sequence[object]) -> list[Row]:
@@ -123,14 +181,16 @@ class SqliteStore(RecordStore):
 def _to_params(row: Row) -> tuple[Any, ...]:
     values: list[Any] = list(row)
     values[_STARTED_AT] = iso_utc(row.started_at)
-    values[_STREAM] = int(row.stream)
+    for index in _BOOLEANS:
+        values[index] = int(values[index])
     return tuple(values)
 
 
 def _from_values(values: Sequence[Any]) -> Row:
     adapted = list(values)
     adapted[_STARTED_AT] = parse_iso_utc(adapted[_STARTED_AT])
-    adapted[_STREAM] = bool(adapted[_STREAM])
+    for index in _BOOLEANS:
+        adapted[index] = bool(adapted[index])
     return Row._make(adapted)
 
 

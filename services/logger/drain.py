@@ -1,0 +1,108 @@
+"""Moves acknowledged records from the spool into the database, in batches, at least once.
+
+A batch leaves the spool only after the store committed it; a failed write is retried with capped
+backoff, for as long as the database is away, while the servicer keeps acknowledging new records
+into the spool. A crash between commit and cursor update replays the batch: the store's
+idempotent insert makes that harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from google.protobuf.message import DecodeError
+
+from hybridinference.logger.v1 import logger_pb2
+from services.logger.spool import Spool, SpoolBatch
+from services.logger.stats import LoggerStats
+from services.logger.store import RecordStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class SpoolDrainer:
+    backoff_initial_s: float = 0.05
+
+    def __init__(
+        self,
+        spool: Spool,
+        store: RecordStore,
+        stats: LoggerStats,
+        batch_size: int,
+        retry_max_s: float,
+    ) -> None:
+        self._spool = spool
+        self._store = store
+        self._stats = stats
+        self._batch_size = batch_size
+        self._retry_max_s = retry_max_s
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        # Set while the spool is empty and the drainer waits for more.
+        self._caught_up = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="spool-drainer")
+
+    async def stop(self, timeout_s: float) -> None:
+        """Lets the backlog drain for up to ``timeout_s``; what is left stays in the spool."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._caught_up.wait(), timeout_s)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if self._spool.pending_records:
+            log.warning(
+                "stopping with records still spooled; they are written at the next start",
+                extra={"records": self._spool.pending_records},
+            )
+
+    async def _run(self) -> None:
+        delay = self.backoff_initial_s
+        while True:
+            batch = self._spool.read(self._batch_size)
+            if not batch.payloads:
+                self._caught_up.set()
+                await self._spool.wait_for_data()
+                self._caught_up.clear()
+                continue
+            while not await self._write(batch):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+            delay = self.backoff_initial_s
+
+    async def _write(self, batch: SpoolBatch) -> bool:
+        records: list[logger_pb2.RequestRecord] = []
+        for payload in batch.payloads:
+            try:
+                records.append(logger_pb2.RequestRecord.FromString(payload))
+            except DecodeError:
+                # Only validated records are spooled, so this is disk damage the CRC missed.
+                self._stats.rejected["spool:undecodable"] += 1
+        try:
+            result = await self._store.write_batch(records)
+        except StoreUnavailable as error:
+            self._stats.store_failures += 1
+            if not self._failing:
+                self._failing = True
+                log.error(
+                    "cannot write to the request log database; records stay spooled",
+                    extra={"error": str(error), "spooled": self._spool.pending_records},
+                )
+            return False
+        self._spool.commit(batch)
+        self._stats.stored += result.inserted
+        self._stats.duplicates += result.duplicates
+        if self._failing:
+            self._failing = False
+            log.info(
+                "request log database reachable again",
+                extra={"spooled": self._spool.pending_records},
+            )
+        return True
