@@ -18,6 +18,13 @@ def request_log(settings: MeshSettings, cwd: Path) -> str:
     return f"SQLite {(cwd / settings.logger.sqlite_path).resolve()}"
 
 
+def auth_line(settings: MeshSettings) -> str:
+    auth = settings.gateway.auth
+    if not auth.enabled:
+        return "off (no API key needed; turn on with gateway.auth.enabled: true)"
+    return f"on (API keys required, hashed with ${auth.secret_env}; `hybridinference keys create`)"
+
+
 def render(settings: MeshSettings, config: Path | None, cwd: Path, log_dir: Path) -> str:
     grpc_target = dial_address(settings.envoy.host, settings.envoy.port)
     base = f"http://{grpc_target}"
@@ -54,7 +61,7 @@ HybridInference is up at {base}
   services:
 {ports}
   config:       {config if config is not None else "built-in defaults (no --config / HI_CONFIG)"}
-  auth:         off
+  auth:         {auth_line(settings)}
   request log:  {request_log(settings, cwd)}
   process logs: {log_dir}/
 

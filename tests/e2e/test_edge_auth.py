@@ -1,0 +1,330 @@
+"""Keys and quotas through the whole mesh (Envoy, gateway with auth on, Redis-backed counters).
+
+A second gateway process on the same config stands for a second replica: it shares the key
+table (same database) and the quota counters (same Redis prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import openai
+import orjson
+import pytest
+import redis
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from hybridinference.common.v1 import chat_pb2
+from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+from services.common.settings import LoggerSettings
+from services.keys.store import open_key_store
+from tests.support.mesh import Mesh, mesh_config, running_mesh
+from tests.support.polling import poll
+from tests.support.procs import REPO, ServiceProcess, free_port, start_service
+
+SECRET_ENV = "HI_E2E_AUTH_SECRET"
+HELLO = [{"role": "user", "content": "hello there"}]
+GRPC_HELLO = [chat_pb2.ChatMessage(role="user", content="hello there")]
+
+
+@dataclass
+class Edge:
+    mesh: Mesh
+    replica: ServiceProcess
+    env: dict[str, str]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", "--config", str(self.mesh.config_path), *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def create_key(self, *args: str) -> tuple[str, str]:
+        done = self.cli("keys", "create", f"e2e-{uuid.uuid4().hex[:6]}", "--json", *args)
+        assert done.returncode == 0, done.stderr
+        created = orjson.loads(done.stdout)
+        return str(created["id"]), str(created["key"])
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    tmp = tmp_path_factory.mktemp("edge")
+    prefix = f"hi-e2e:{uuid.uuid4().hex[:10]}:"
+    config = mesh_config(tmp)
+    config["gateway"]["auth"] = {"enabled": True, "secret_env": SECRET_ENV}
+    config["gateway"]["quota"] = {
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "redis_key_prefix": prefix,
+        "failure_mode": "closed",
+    }
+    secret = uuid.uuid4().hex + uuid.uuid4().hex
+    env = {**os.environ, SECRET_ENV: secret}
+    os.environ[SECRET_ENV] = secret
+    try:
+        with running_mesh(tmp, config) as mesh:
+            port = free_port()
+            replica = start_service(
+                ["services.gateway", "--port", str(port)],
+                mesh.config_path,
+                f"127.0.0.1:{port}",
+                tmp,
+                "gateway-b",
+                env=env,
+            )
+            try:
+                yield Edge(mesh, replica, env)
+            finally:
+                replica.stop()
+    finally:
+        os.environ.pop(SECRET_ENV, None)
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def post(edge: Edge, body: object, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{edge.mesh.http_url}/v1/chat/completions",
+        content=orjson.dumps(body),
+        headers={"content-type": "application/json", **headers},
+        timeout=30,
+    )
+
+
+def refused(reply: httpx.Response) -> httpx.Response | None:
+    return reply if reply.status_code == 429 else None
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def grpc_chat(target: str, key: str | None, model: str = "hi-sim") -> gateway_pb2.ChatResponse:
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    with grpc.insecure_channel(target) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        reply: gateway_pb2.ChatResponse = stub.Chat(
+            gateway_pb2.ChatRequest(model=model, messages=GRPC_HELLO),
+            metadata=metadata,
+            timeout=30,
+        )
+        return reply
+
+
+def grpc_code(target: str, key: str | None, model: str = "hi-sim") -> grpc.StatusCode:
+    try:
+        grpc_chat(target, key, model)
+    except grpc.RpcError as error:
+        return error.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+def test_missing_and_wrong_keys_are_401_on_every_surface(edge: Edge) -> None:
+    for headers in ({}, bearer("hi-not-a-real-key"), {"x-api-key": "hi-nope"}):
+        reply = post(edge, {"model": "hi-sim", "messages": HELLO}, **headers)
+        assert reply.status_code == 401, reply.text
+        error = reply.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["code"] == "invalid_api_key"
+        assert "hi-not-a-real-key" not in reply.text and "hi-nope" not in reply.text
+    assert httpx.get(f"{edge.mesh.http_url}/v1/models", timeout=10).status_code == 401
+    typed = httpx.post(
+        f"{edge.mesh.http_url}/api/v1/chat",
+        content=orjson.dumps({"model": "hi-sim", "messages": HELLO}),
+        timeout=30,
+    )
+    assert typed.status_code == 401 and typed.json()["code"] == 16
+    assert grpc_code(edge.mesh.envoy_grpc, None) is grpc.StatusCode.UNAUTHENTICATED
+    assert grpc_code(edge.replica.address, "hi-wrong") is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_valid_key_works_everywhere_and_is_recorded_by_id(edge: Edge) -> None:
+    key_id, key = edge.create_key()
+    client = openai.OpenAI(base_url=f"{edge.mesh.http_url}/v1", api_key=key, max_retries=0)
+    # The gateways pick a new key up within their refresh interval.
+    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    reply = client.chat.completions.with_raw_response.create(model="hi-sim", messages=HELLO)  # type: ignore[arg-type]
+    request_id = reply.headers["x-request-id"]
+    assert reply.parse().choices[0].message.content
+    assert (
+        post(edge, {"model": "hi-sim", "messages": HELLO}, **{"x-api-key": key}).status_code == 200
+    )
+    assert grpc_chat(edge.replica.address, key).content
+    assert {m.id for m in client.models.list()} == {"hi-sim", "hi-slow", "hi-dying"}
+
+    def record() -> logger_pb2.RequestRecord | None:
+        with grpc.insecure_channel(edge.mesh.address("logger")) as channel:
+            stub = logger_pb2_grpc.LoggerServiceStub(channel)
+            try:
+                return stub.GetRecord(
+                    logger_pb2.GetRecordRequest(request_id=request_id), timeout=5
+                ).record
+            except grpc.RpcError:
+                return None
+
+    stored = poll(record, 15, "the request record")
+    assert stored.api_key_id == key_id
+    assert key not in str(stored)
+
+
+def test_a_key_limited_to_a_model_gets_403_elsewhere(edge: Edge) -> None:
+    _, key = edge.create_key("--model", "hi-sim")
+    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    reply = post(edge, {"model": "hi-slow", "messages": HELLO}, **bearer(key))
+    assert reply.status_code == 403
+    assert reply.json()["error"]["code"] == "model_not_allowed"
+    code = grpc_code(edge.mesh.envoy_grpc, key, "hi-slow")
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    models = httpx.get(f"{edge.mesh.http_url}/v1/models", headers=bearer(key), timeout=10)
+    assert [m["id"] for m in models.json()["data"]] == ["hi-sim"]
+
+
+def test_requests_per_minute_shared_by_two_replicas(edge: Edge) -> None:
+    _, key = edge.create_key("--rpm", "4")
+    # The first success may take a refresh interval; it counts as one of the four.
+    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    assert grpc_code(edge.replica.address, key) is grpc.StatusCode.OK
+    assert post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key)).status_code == 200
+    assert grpc_code(edge.replica.address, key) is grpc.StatusCode.OK
+    # Four used across both replicas (the minute may roll over; then the count restarts).
+    refused = post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key))
+    if refused.status_code == 200:
+        pytest.skip("the UTC minute rolled over mid-test")
+    assert refused.status_code == 429, refused.text
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    body = refused.json()["error"]
+    assert body["type"] == "rate_limit_error" and body["code"] == "rate_limit_exceeded"
+    with grpc.insecure_channel(edge.replica.address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(
+                gateway_pb2.ChatRequest(model="hi-sim", messages=GRPC_HELLO),
+                metadata=(("x-api-key", key),),
+                timeout=30,
+            )
+    status = rpc_status.from_call(caught.value)
+    assert status is not None and caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    names = {detail.TypeName() for detail in status.details}
+    assert {"google.rpc.QuotaFailure", "google.rpc.RetryInfo"} <= names
+    failure = error_details_pb2.QuotaFailure()
+    next(d for d in status.details if d.Is(failure.DESCRIPTOR)).Unpack(failure)
+    assert failure.violations[0].subject.startswith("api_key:key_")
+
+
+def test_tokens_per_minute_refuses_after_the_tokens_are_charged(edge: Edge) -> None:
+    _, key = edge.create_key("--tpm", "10")
+    # The sim answers 12 tokens: the first request passes, and once its tokens are charged
+    # (in the background, after the reply) the next is refused.
+    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    reply = poll(
+        lambda: refused(post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key))),
+        10,
+        "the token limit",
+    )
+    assert reply.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "tokens per minute" in reply.json()["error"]["message"]
+
+
+def test_daily_budget_from_record_costs(edge: Edge) -> None:
+    # sim-a costs $1 / $2 per million prompt / completion tokens: each request ~ $0.00003.
+    _, key = edge.create_key("--daily-usd", "0.00001")
+    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    reply = poll(
+        lambda: refused(post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key))),
+        10,
+        "the budget",
+    )
+    error = reply.json()["error"]
+    assert error["type"] == "insufficient_quota" and error["code"] == "insufficient_quota"
+
+
+def test_concurrent_requests_limit(edge: Edge) -> None:
+    _, key = edge.create_key("--max-concurrent", "1")
+    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    with grpc.insecure_channel(edge.mesh.envoy_grpc) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        slow = stub.ChatStream(
+            gateway_pb2.ChatStreamRequest(model="hi-slow", messages=GRPC_HELLO),
+            metadata=(("authorization", f"Bearer {key}"),),
+        )
+        next(slow)  # in flight
+        busy = post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key))
+        assert busy.status_code == 429
+        assert "concurrent requests" in busy.json()["error"]["message"]
+        slow.cancel()
+    poll(
+        lambda: grpc_code(edge.replica.address, key) is grpc.StatusCode.OK or None,
+        10,
+        "the slot to be released",
+    )
+
+
+def test_revocation_applies_on_both_replicas_within_a_second(edge: Edge) -> None:
+    key_id, key = edge.create_key()
+    targets = [edge.mesh.envoy_grpc, edge.replica.address]
+    for target in targets:
+        poll(lambda t=target: grpc_code(t, key) is grpc.StatusCode.OK or None, 10, "key")
+    # Revoked in-process so the clock starts at the commit, not at a CLI's start-up.
+    settings = LoggerSettings(**edge.mesh.config["logger"])
+
+    async def revoke() -> bool:
+        store = await open_key_store(settings)
+        try:
+            return await store.revoke(key_id)
+        finally:
+            await store.close()
+
+    assert asyncio.run(revoke())
+    revoked_at = time.monotonic()
+    took = []
+    for target in targets:
+        poll(
+            lambda t=target: grpc_code(t, key) is grpc.StatusCode.UNAUTHENTICATED or None,
+            10,
+            "the revocation",
+        )
+        took.append(time.monotonic() - revoked_at)
+    print(f"revocation took effect after {took[0]:.3f} s (envoy) and {took[1]:.3f} s (replica)")
+    # Each gateway polls every 0.25 s; the bound is generous for a loaded 2-core machine.
+    assert max(took) < 2.0
+
+
+def test_no_key_ever_reaches_the_logs(edge: Edge) -> None:
+    _, key = edge.create_key()
+    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key))
+    post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key + "x"))
+    text = edge.mesh.logs() + edge.replica.logs()
+    for path in Path(edge.mesh.config_path).parent.rglob("*.log"):
+        text += path.read_text(errors="replace")
+    assert key not in text and key[12:] not in text
+    assert edge.env[SECRET_ENV] not in text
+
+
+def test_cli_lists_and_revokes(edge: Edge) -> None:
+    key_id, key = edge.create_key("--rpm", "7")
+    listing = edge.cli("keys", "list")
+    assert listing.returncode == 0 and key_id in listing.stdout
+    assert key not in listing.stdout and "requests_per_minute=7" in listing.stdout
+    assert edge.cli("keys", "revoke", key_id).returncode == 0
+    again = edge.cli("keys", "revoke", key_id)
+    assert again.returncode == 1 and "no active key" in again.stderr
+    assert key_id not in edge.cli("keys", "list").stdout
+    assert key_id in edge.cli("keys", "list", "--all").stdout
