@@ -22,6 +22,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from services.common.logs import configure_logging
+from services.common.metrics import RpcMetricsInterceptor, configured_metrics_port, serve_metrics
 from services.common.settings import ConfigError, MeshSettings, load_settings
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,18 @@ class Service:
 Build = Callable[[grpc.aio.Server, MeshSettings], Awaitable[Service]]
 
 
-async def serve(build: Build, settings: MeshSettings, host: str, port: int, grace_s: float) -> None:
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+async def serve(
+    build: Build,
+    settings: MeshSettings,
+    host: str,
+    port: int,
+    grace_s: float,
+    metrics_port: int = 0,
+) -> None:
+    # RPC metrics for every method of every service, from this one place.
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RpcMetricsInterceptor()])
     service = await build(server, settings)
+    serve_metrics(host, metrics_port, service.name)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -124,6 +134,7 @@ def main(
     parser = argparse.ArgumentParser(prog=f"python -m services.{name}")
     parser.add_argument("--config", help="mesh YAML file (default: $HI_CONFIG or built-in)")
     parser.add_argument("--port", type=int, help="override the listening port (0 = any free)")
+    parser.add_argument("--metrics-port", type=int, help="override the /metrics port (0 = off)")
     # In a container the config names the host peers dial (e.g. "router"); the process itself
     # binds the wildcard, so the bind host can differ from the configured one.
     parser.add_argument("--host", help="override the listening host (e.g. 0.0.0.0)")
@@ -141,4 +152,7 @@ def main(
         port = args.port
     if args.host is not None:
         host = args.host
-    uvloop.run(serve(build, settings, host, port, grace))
+    metrics_port = configured_metrics_port(name, settings, getattr(args, "worker", None))
+    if args.metrics_port is not None:
+        metrics_port = args.metrics_port
+    uvloop.run(serve(build, settings, host, port, grace, metrics_port))

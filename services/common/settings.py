@@ -31,6 +31,14 @@ from pydantic_settings import (
 )
 
 from services.common.edge_settings import AuthSettings, QuotaSettings, TlsSettings
+from services.common.telemetry_settings import (
+    GATEWAY_METRICS_PORT,
+    LOGGER_METRICS_PORT,
+    ROUTER_METRICS_PORT,
+    PrometheusSettings,
+    TracingSettings,
+    default_worker_metrics_port,
+)
 
 CONFIG_ENV = "HI_CONFIG"
 ENV_PREFIX = "HI__"
@@ -64,6 +72,8 @@ class ServerSettings(_Strict):
 
 class GatewaySettings(ServerSettings):
     port: Port = Field(default=50051, ge=0, le=65535)
+    # Prometheus /metrics on this port (0 = off).
+    metrics_port: Port = Field(default=GATEWAY_METRICS_PORT, ge=0, le=65535)
     # Peers; empty means "the router / logger of this same config" (their host and port).
     router_address: str = ""
     logger_address: str = ""
@@ -157,6 +167,9 @@ class ProviderWorkerSettings(ServerSettings):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     kind: Literal["sim", "vllm", "openai", "gemini", "openai_compatible"] = "sim"
     endpoints: list[ProviderEndpointSettings] = Field(min_length=1)
+    # Prometheus /metrics on this port (0 = off); unset: 9103 for the first worker, then
+    # 9105, 9106, ... (filled in by MeshSettings).
+    metrics_port: Port | None = Field(default=None, ge=0, le=65535)
 
 
 class LocalFirstSettings(_Strict):
@@ -213,6 +226,8 @@ class ModelSettings(_Strict):
 
 class RouterSettings(ServerSettings):
     port: Port = Field(default=50052, ge=0, le=65535)
+    # Prometheus /metrics on this port (0 = off).
+    metrics_port: Port = Field(default=ROUTER_METRICS_PORT, ge=0, le=65535)
     # Seconds between active health probes of every endpoint.
     health_interval_s: float = Field(default=2.0, gt=0)
     # Seconds a probe or a connection attempt may take.
@@ -232,6 +247,8 @@ class RouterSettings(ServerSettings):
 
 class LoggerSettings(ServerSettings):
     port: Port = Field(default=50054, ge=0, le=65535)
+    # Prometheus /metrics on this port (0 = off).
+    metrics_port: Port = Field(default=LOGGER_METRICS_PORT, ge=0, le=65535)
     # PostgreSQL DSN; when empty the logger writes to the embedded SQLite file.
     database_url: str = ""
     sqlite_path: str = "var/requests.db"
@@ -304,6 +321,16 @@ class MeshSettings(BaseSettings):
     envoy: EnvoySettings = Field(default_factory=EnvoySettings)
     providers: list[ProviderWorkerSettings] = Field(default_factory=_default_providers)
     models: list[ModelSettings] = Field(default_factory=_default_models)
+    # OpenTelemetry traces (off by default) and the Prometheus `make up` starts.
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+
+    @model_validator(mode="after")
+    def _fill_worker_metrics_ports(self) -> MeshSettings:
+        for index, worker in enumerate(self.providers):
+            if worker.metrics_port is None:
+                worker.metrics_port = default_worker_metrics_port(index)
+        return self
 
     @model_validator(mode="after")
     def _fill_peer_addresses(self) -> MeshSettings:
