@@ -14,6 +14,7 @@ import pytest
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from services.common.errors import from_rpc_error
 from services.common.server import insecure_channel
+from services.logger.decoding import encode_batch
 from services.logger.shipper import RecordShipper
 from tests.integration.logger_pg import pg_database
 from tests.support.async_polling import until
@@ -152,6 +153,49 @@ async def test_errors(stub: logger_pb2_grpc.LoggerServiceStub) -> None:
     assert dict(stats.rejected) == {"request_id:missing": 1, "request_id:too_long": 1}
     default_page = await stub.ListRecords(logger_pb2.ListRecordsRequest())
     assert [r.request_id for r in default_page.records] == ["req-00001"]
+
+
+async def test_bad_records_are_rejected_with_counted_reasons(
+    logger_process: ServiceProcess, stub: logger_pb2_grpc.LoggerServiceStub
+) -> None:
+    good = make_record(1).SerializeToString()
+    # A record whose user field holds bytes that are not UTF-8, as a non-Python client could send.
+    bad_utf8 = make_record(2, user="").SerializeToString() + b"\x2a\x02\xff\xfe"
+    oversized = make_record(3)
+    oversized.metadata.update({f"k{i}": "v" * 2000 for i in range(40)})
+    batch = encode_batch(
+        [
+            good,
+            bad_utf8,
+            oversized.SerializeToString(),
+            logger_pb2.RequestRecord().SerializeToString(),
+            make_record(4, provider="p\x00").SerializeToString(),
+        ]
+    )
+    channel = insecure_channel(logger_process.address)
+    try:
+        write = channel.unary_unary(
+            "/hybridinference.logger.v1.LoggerService/WriteRecords",
+            request_serializer=None,
+            response_deserializer=logger_pb2.WriteRecordsResponse.FromString,
+        )
+        reply: logger_pb2.WriteRecordsResponse = await write(batch, timeout=10)
+    finally:
+        await channel.close()
+    assert reply.accepted == 1
+    assert [r.index for r in reply.rejected] == [1, 2, 3, 4]
+    assert "not valid protobuf" in reply.rejected[0].reason
+    stats = await _drained(stub)
+    assert dict(stats.rejected) == {
+        "record:malformed": 1,
+        "record:too_large": 1,
+        "request_id:missing": 1,
+        "provider:bad_characters": 1,
+    }
+    assert stats.stored == 1
+    got = await stub.GetRecord(logger_pb2.GetRecordRequest(request_id="req-00001"))
+    assert got.record == make_record(1)
+    assert logger_process.proc.poll() is None
 
 
 async def test_shipper_never_blocks_when_the_logger_is_down() -> None:
