@@ -31,7 +31,7 @@ def endpoint_state(e: Endpoint) -> router_pb2.EndpointState:
         ttft_ewma_ms=stats.ttft_ewma.value or 0.0,
         tpot_ewma_ms=stats.tpot_ewma.value or 0.0,
         ttft_p90_ms=stats.ttft_p(0.9) or 0.0,
-        ttft_p95_ms=stats.ttft_p(0.95) or 0.0,
+        ttft_p95_ms=stats.ttft_p95 or 0.0,
         waiting=stats.waiting,
         running=stats.running,
         kv_cache_usage=stats.kv_cache_usage,

@@ -48,6 +48,9 @@ class CircuitBreaker:
         self.cooldown_s = cooldown_s
         self._clock = clock
         self._state = CircuitState.CLOSED
+        # Mirrors `_state is CLOSED` as a plain attribute: the router's per-request filter reads
+        # it for every endpoint, and an attribute is several times cheaper than a call.
+        self.closed = True
         self.consecutive_failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
@@ -80,6 +83,7 @@ class CircuitBreaker:
             return True
         if state is CircuitState.HALF_OPEN and not self._probe_in_flight:
             self._state = CircuitState.HALF_OPEN
+            self.closed = False
             self._probe_in_flight = True
             return True
         return False
@@ -90,6 +94,7 @@ class CircuitBreaker:
         if self._state is not CircuitState.CLOSED:
             log.warning("circuit closed", extra={"endpoint": self.name})
             self._state = CircuitState.CLOSED
+            self.closed = True
 
     def record_failure(self) -> None:
         self.consecutive_failures += 1
@@ -107,6 +112,7 @@ class CircuitBreaker:
 
     def _open(self) -> None:
         self._state = CircuitState.OPEN
+        self.closed = False
         self._opened_at = self._clock()
         self.opened_total += 1
         log.warning(

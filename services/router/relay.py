@@ -140,19 +140,24 @@ class Relay:
                 ]
             )
         plan = Plan(model, [], False)
-        seen: set[str] = set()
-        for name in (model.name, *model.options.fallbacks):
-            fallback = table.models.get(name)
-            if fallback is None:
-                continue
-            candidates = self._usable(fallback.endpoints, seen, plan)
-            if candidates:
-                plan.order.extend(self._strategies[fallback.name].order(candidates, request))
-                seen.update(e.id for e in candidates)
+        candidates = self._usable(model.endpoints, None, plan)
+        if candidates:
+            plan.order = self._strategies[model.name].order(candidates, request)
+        fallbacks = model.options.fallbacks
+        if fallbacks:
+            seen = {e.id for e in model.endpoints}
+            for name in fallbacks:
+                fallback = table.models.get(name)
+                if fallback is None:
+                    continue
+                candidates = self._usable(fallback.endpoints, seen, plan)
+                if candidates:
+                    plan.order.extend(self._strategies[name].order(candidates, request))
+                seen.update(e.id for e in fallback.endpoints)
         return plan
 
     def _usable(
-        self, endpoints: tuple[Endpoint, ...], seen: set[str], plan: Plan
+        self, endpoints: tuple[Endpoint, ...], seen: set[str] | None, plan: Plan
     ) -> list[Endpoint]:
         """Endpoints whose circuit lets requests through and that did not ask to be left alone;
         the healthy ones among them, or all of them when none is healthy (probes may lag)."""
@@ -160,7 +165,14 @@ class Relay:
         allowed: list[Endpoint] = []
         healthy: list[Endpoint] = []
         for endpoint in endpoints:
-            if endpoint.id in seen:
+            # Hot path (runs for every endpoint of every request): plain attribute reads only.
+            if endpoint.breaker.closed and endpoint.retry_after_until <= now:
+                if seen is None or endpoint.id not in seen:
+                    allowed.append(endpoint)
+                    if endpoint.healthy:
+                        healthy.append(endpoint)
+                continue
+            if seen is not None and endpoint.id in seen:
                 continue
             wait = max(endpoint.breaker.retry_in_s(), endpoint.retry_after_until - now)
             if wait > 0 or not endpoint.breaker.available():

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from hybridinference.router.v1 import router_pb2
 from services.router.endpoints import Endpoint
-from services.router.strategies.base import Picker, expected_output_tokens, latency_score
+from services.router.strategies.base import Picker, expected_output_tokens
 
 
 class Latency(Picker):
@@ -24,9 +24,14 @@ class Latency(Picker):
             return candidates[self.rng.randrange(len(candidates))]
         tokens = expected_output_tokens(request, self.options)
         best = candidates[0]
-        best_score = latency_score(best, tokens)
-        for endpoint in candidates[1:]:
-            score = latency_score(endpoint, tokens)
+        best_score = float("inf")
+        for endpoint in candidates:
+            # latency_score(), inlined: this loop runs over every candidate of every request.
+            stats = endpoint.stats
+            ttft = stats.ttft_ewma.value
+            if ttft is None:
+                return endpoint
+            score = (ttft + (stats.tpot_ewma.value or 0.0) * tokens) * (endpoint.in_flight + 1)
             if score < best_score:
                 best, best_score = endpoint, score
         return best
@@ -52,16 +57,22 @@ class Cost(Picker):
             return candidates[self.rng.randrange(len(candidates))]
         slo = self.options.ttft_slo_ms
         best: Endpoint | None = None
-        best_key = (0.0, 0)
+        best_price = 0.0
+        best_in_flight = 0
         fastest = candidates[0]
         fastest_ttft = float("inf")
         for endpoint in candidates:
             stats = endpoint.stats
-            p95 = stats.ttft_p(0.95)
+            p95 = stats.ttft_p95
             if p95 is None or p95 <= slo:
-                key = (blended_price(endpoint), endpoint.in_flight)
-                if best is None or key < best_key:
-                    best, best_key = endpoint, key
+                # blended_price(), inlined: this loop runs over every candidate of every request.
+                price = endpoint.price_prompt_per_1m + endpoint.price_completion_per_1m
+                if (
+                    best is None
+                    or price < best_price
+                    or (price == best_price and endpoint.in_flight < best_in_flight)
+                ):
+                    best, best_price, best_in_flight = endpoint, price, endpoint.in_flight
             ttft = stats.ttft_ewma.value
             if ttft is not None and ttft < fastest_ttft:
                 fastest, fastest_ttft = endpoint, ttft

@@ -77,7 +77,7 @@ class LocalFirst(Picker):
                 cloud.append(endpoint)
                 continue
             at_capacity = max_in_flight is not None and endpoint.in_flight >= max_in_flight
-            if self.overflowing(endpoint) or at_capacity:
+            if at_capacity or self.overflowing(endpoint):
                 if not at_capacity and saturated_local is None:
                     saturated_local = endpoint
                 continue
@@ -93,4 +93,10 @@ class LocalFirst(Picker):
             # Overflowing on TTFT gets no new samples without traffic: re-measure now and then.
             return saturated_local
         tokens = expected_output_tokens(request, self.options)
-        return min(cloud, key=lambda e: latency_score(e, tokens))
+        best = cloud[0]
+        best_score = float("inf")
+        for endpoint in cloud:
+            score = latency_score(endpoint, tokens)
+            if score < best_score:
+                best, best_score = endpoint, score
+        return best

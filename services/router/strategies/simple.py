@@ -27,8 +27,7 @@ class RoundRobin:
             return []
         start = self._next % len(candidates)
         self._next += 1
-        first = candidates[start]
-        return [first, *(c for i, c in enumerate(candidates) if i != start)]
+        return [candidates[start], *candidates[:start], *candidates[start + 1 :]]
 
 
 class Weighted(Picker):
