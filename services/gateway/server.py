@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -12,6 +14,7 @@ from services.gateway.edge import Edge, EdgeStartError
 from services.gateway.openai_servicer import OpenAIServicer
 from services.gateway.runtime import GatewayRuntime
 from services.gateway.typed_servicer import GatewayServicer
+from services.gateway.wire_guard import GuardedRegistration
 
 
 async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
@@ -20,8 +23,10 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
     except EdgeStartError as error:
         raise SystemExit(f"gateway: {error}") from None
     runtime = GatewayRuntime(settings.gateway, edge)
-    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(runtime), server)
-    openai_pb2_grpc.add_OpenAIServiceServicer_to_server(OpenAIServicer(runtime), server)
+    # Public services: undecodable request bytes get INVALID_ARGUMENT, not UNKNOWN.
+    guarded = cast(grpc.aio.Server, GuardedRegistration(server))
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(runtime), guarded)
+    openai_pb2_grpc.add_OpenAIServiceServicer_to_server(OpenAIServicer(runtime), guarded)
     return Service(
         name="gateway",
         service_names=[
