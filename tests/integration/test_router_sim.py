@@ -1,0 +1,155 @@
+"""The real router against several sim workers with scripted latency, capacity and failures:
+fallback hides a dead endpoint, the breaker opens and recovers, hedging cuts tail TTFT, and
+local_first overflows under load and comes back."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from hybridinference.router.v1 import router_pb2
+from tests.sim_harness.mesh import SimMesh, endpoint, request
+from tests.support.polling import poll
+
+FAST = {"ttft_ms": 3, "itl_ms": 1, "output_tokens": 3}
+
+
+@pytest.fixture
+def failures_mesh(tmp_path: Path) -> Iterator[SimMesh]:
+    mesh = SimMesh(
+        tmp_path,
+        workers={
+            "wa": [endpoint("a", **FAST)],
+            "wb": [endpoint("b", **FAST)],
+            "wf": [endpoint("flaky", **FAST, fail_rate=1.0)],
+        },
+        models=[
+            {"name": "m", "endpoints": ["a", "b"]},
+            {"name": "flaky-first", "endpoints": ["flaky", "b"]},
+        ],
+        router={"breaker_failure_threshold": 3, "breaker_cooldown_s": 1.0},
+    )
+    try:
+        yield mesh
+    finally:
+        mesh.close()
+
+
+def served_by(mesh: SimMesh, model: str) -> str:
+    responses = mesh.route(model)
+    assert responses[-1].HasField("completion")
+    return responses[0].selection.endpoint
+
+
+def test_fallback_hides_a_dead_endpoint(failures_mesh: SimMesh) -> None:
+    mesh = failures_mesh
+    assert {served_by(mesh, "m") for _ in range(4)} == {"a", "b"}
+    mesh.kill_worker("wa")
+    # Every request still succeeds: the ones sent to "a" fall back to "b" before a token.
+    assert {served_by(mesh, "m") for _ in range(20)} == {"b"}
+
+
+def test_breaker_opens_and_recovers_through_a_probe(failures_mesh: SimMesh) -> None:
+    mesh = failures_mesh
+
+    def circuit(state: int) -> bool | None:
+        # Each poll is also a request, and every one of them is served (served_by checks).
+        served_by(mesh, "flaky-first")
+        return True if mesh.endpoints()["flaky"].circuit_state == state else None
+
+    poll(lambda: circuit(router_pb2.CIRCUIT_STATE_OPEN), 15.0, "the circuit to open")
+    flaky = mesh.endpoints()["flaky"]
+    assert flaky.consecutive_failures >= 3 and flaky.circuit_retry_in_s > 0
+    failed_before = flaky.failures_total
+    # Open: no request reaches the endpoint.
+    for _ in range(5):
+        assert served_by(mesh, "flaky-first") == "b"
+    assert mesh.endpoints()["flaky"].failures_total == failed_before
+
+    mesh.restart_worker("wf", fail_rate=0.0)
+    poll(lambda: circuit(router_pb2.CIRCUIT_STATE_CLOSED), 15.0, "the circuit to close")
+    assert {served_by(mesh, "flaky-first") for _ in range(6)} == {"flaky", "b"}
+
+
+def test_hedging_cuts_tail_ttft(tmp_path: Path) -> None:
+    tail = {"ttft_ms": 3, "itl_ms": 1, "output_tokens": 2, "tail_rate": 0.06, "tail_ms": 600}
+    mesh = SimMesh(
+        tmp_path,
+        workers={"w1": [endpoint("t1", **tail)], "w2": [endpoint("t2", **tail)]},
+        models=[
+            {"name": "plain", "endpoints": ["t1", "t2"]},
+            {
+                "name": "hedged",
+                "endpoints": ["t1", "t2"],
+                "hedging": True,
+                "hedge_min_samples": 10,
+                "hedge_min_delay_ms": 5,
+            },
+        ],
+    )
+    try:
+
+        def slow_requests(model: str, count: int) -> tuple[int, int]:
+            slow = hedged = 0
+            for i in range(count):
+                started = time.monotonic()
+                call = mesh.stub.Route(request(model, f"q{i}"), timeout=20)
+                first = next(call)
+                # Half the tail: far above a normal first token even on a busy box.
+                slow += time.monotonic() - started >= 0.3
+                hedged += first.selection.hedged
+                rest = list(call)
+                assert (rest or [first])[-1].HasField("completion")
+            return slow, hedged
+
+        plain_slow, _ = slow_requests("plain", 200)
+        hedged_slow, hedges = slow_requests("hedged", 200)
+    finally:
+        mesh.close()
+    assert plain_slow >= 4  # ~12 expected: 6% of 200
+    assert hedges >= 4
+    assert hedged_slow * 2 < plain_slow
+
+
+def test_local_first_overflows_under_load_and_returns(tmp_path: Path) -> None:
+    mesh = SimMesh(
+        tmp_path,
+        workers={
+            "local": [
+                endpoint(
+                    "gpu",
+                    locality="local",
+                    ttft_ms=300,
+                    itl_ms=2,
+                    output_tokens=3,
+                    max_concurrency=2,
+                )
+            ],
+            "cloud": [endpoint("api", price=(1.0, 2.0), ttft_ms=20, itl_ms=2, output_tokens=3)],
+        },
+        models=[
+            {
+                "name": "hybrid",
+                "endpoints": ["gpu", "api"],
+                "strategy": "local_first",
+                "exploration": 0,
+                "local_first": {"max_in_flight": 2, "max_ttft_ms": 5000},
+            }
+        ],
+    )
+    try:
+        assert served_by(mesh, "hybrid") == "gpu"
+        with ThreadPoolExecutor(8) as pool:
+            burst = Counter(pool.map(lambda _: served_by(mesh, "hybrid"), range(8)))
+        # Two fit locally at a time; the rest of the burst overflowed to the cloud.
+        assert burst["api"] >= 4 and burst["gpu"] >= 1
+        assert sum(burst.values()) == 8
+        # Load gone: traffic is back on the local endpoint.
+        assert [served_by(mesh, "hybrid") for _ in range(4)] == ["gpu"] * 4
+    finally:
+        mesh.close()
