@@ -8,7 +8,7 @@ the last); ``:generateContent`` answers one JSON object. Errors are Google's err
 
 The model name picks a behaviour, as in the OpenAI fake: ``ok``, ``status-429`` (Retry-After 7),
 ``status-401``, ``status-500``, ``slow-first``, ``stall``, ``malformed``, ``disconnect``,
-``long``, ``safety`` (finishReason SAFETY); ``reject_keys[key] = status`` per key.
+``long``, ``paced``, ``safety`` (finishReason SAFETY); ``reject_keys[key] = status`` per key.
 """
 
 from __future__ import annotations
@@ -108,6 +108,9 @@ class GeminiFake:
         gap = 0.001
         if model == "long":
             tokens, gap = [f" w{i}" for i in range(2000)], 0.02
+        if model == "paced":
+            # Benchmarks: chunks arrive in separate reads, as from a generating engine.
+            gap = 0.0002
         finish = "MAX_TOKENS" if config.get("maxOutputTokens") else "STOP"
         if model == "safety":
             finish = "SAFETY"

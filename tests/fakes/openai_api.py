@@ -12,7 +12,7 @@ The requested ``model`` picks a behaviour, so one fake serves every test:
   * ``stall``: one token, then silence (idle timeout);
   * ``malformed``: one token, then a chunk that is not JSON;
   * ``disconnect``: two tokens, then the connection is cut without ``[DONE]``;
-  * ``long``: 2000 tokens 20 ms apart (cancellation).
+  * ``long``: 2000 tokens 20 ms apart (cancellation); ``paced``: 0.2 ms apart (benchmarks).
 Per-key behaviour: ``reject_keys[key] = status`` answers that key with 401 or 429.
 """
 
@@ -156,6 +156,9 @@ class OpenAIFake:
         if model == "long":
             tokens = [f" w{i}" for i in range(2000)]
             gap = 0.02
+        if model == "paced":
+            # Benchmarks: chunks arrive in separate reads, as from a generating engine.
+            gap = 0.0002
         try:
             await response.write(
                 _frame(

@@ -1,0 +1,119 @@
+"""Adapter overhead on the hot path: CPU µs per request and per streamed chunk, per adapter.
+
+The fake upstream runs in its own process, so this process's CPU time (``time.process_time``)
+is the adapter's own cost: building the request, the HTTP client, SSE parsing, chunk decoding,
+one protobuf event per chunk. Requests run one after another (concurrency 1) against the fake's
+``paced`` model (chunks 0.2 ms apart, so each arrives in its own read, as from an engine).
+
+    per request = CPU of N one-chunk requests / N
+    per chunk   = (CPU of N long requests - CPU of N one-chunk requests) / (N * (chunks - 1))
+
+    .venv/bin/python scripts/bench_adapters.py [--requests 200] [--chunks 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hybridinference.common.v1 import chat_pb2  # noqa: E402
+from hybridinference.provider.v1 import provider_pb2  # noqa: E402
+from services.common.settings import ProviderEndpointSettings  # noqa: E402
+from services.providers.adapter import ProviderAdapter, build_adapter  # noqa: E402
+
+
+def start_fake(kind: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.serve", kind],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def request(chunks: int) -> provider_pb2.GenerateRequest:
+    return provider_pb2.GenerateRequest(
+        request_id="bench",
+        endpoint="bench",
+        messages=[chat_pb2.ChatMessage(role="user", content="hello benchmark")],
+        sampling=chat_pb2.SamplingParams(max_tokens=chunks),
+    )
+
+
+async def run(adapter: ProviderAdapter, requests: int, chunks: int) -> tuple[float, int]:
+    """CPU seconds for ``requests`` sequential generations and the content chunks received."""
+    received = 0
+    req = request(chunks)
+    # Warm-up: connection pool, SDK imports and lazy clients.
+    for _ in range(5):
+        async for _event in adapter.generate(req):
+            pass
+    start = time.process_time()
+    for _ in range(requests):
+        async for event in adapter.generate(req):
+            received += 1 if event.delta else 0
+    return time.process_time() - start, received
+
+
+async def measure(kind: str, base_url: str, requests: int, chunks: int) -> tuple[float, float]:
+    os.environ["BENCH_KEY"] = "sk-bench"
+    settings = ProviderEndpointSettings(
+        id="bench", model="paced", base_url=base_url, api_key_env="BENCH_KEY"
+    )
+    adapter = build_adapter(kind, settings)
+    try:
+        one_cpu, _ = await run(adapter, requests, 1)
+        long_cpu, received = await run(adapter, requests, chunks)
+    finally:
+        await adapter.close()
+    assert received == requests * chunks, (received, requests * chunks)
+    per_request_us = one_cpu / requests * 1e6
+    per_chunk_us = (long_cpu - one_cpu) / (requests * (chunks - 1)) * 1e6
+    return per_request_us, per_chunk_us
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--chunks", type=int, default=64)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    fakes = {name: start_fake(name) for name in ("openai", "gemini")}
+    try:
+        print(f"{'adapter':<20} {'µs/request':>11} {'µs/chunk':>9}   ({args.requests} req x "
+              f"{args.chunks} chunks, sequential, CPU time of this process)")  # fmt: skip
+        for kind, fake in (
+            ("vllm", "openai"),
+            ("openai_compatible", "openai"),
+            ("openai", "openai"),
+            ("gemini", "gemini"),
+        ):
+            per_request, per_chunk = asyncio.run(
+                measure(kind, fakes[fake][1], args.requests, args.chunks)
+            )
+            print(f"{kind:<20} {per_request:>11.0f} {per_chunk:>9.1f}")
+    finally:
+        for proc, _ in fakes.values():
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()

