@@ -21,9 +21,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from services.common.edge_settings import TlsSettings
 from services.common.logs import configure_logging
 from services.common.metrics import RpcMetricsInterceptor, configured_metrics_port, serve_metrics
 from services.common.settings import ConfigError, MeshSettings, load_settings
+from services.common.tls import TlsConfigError, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,27 @@ class Service:
     cleanups: list[Cleanup] = field(default_factory=list)
     # Runs once the server is listening, e.g. to start background tasks.
     on_started: list[Cleanup] = field(default_factory=list)
+    # TLS for the listener; None = the `tls` section of the settings named like the service.
+    tls: TlsSettings | None = None
 
 
 Build = Callable[[grpc.aio.Server, MeshSettings], Awaitable[Service]]
+
+
+def _section_tls(settings: MeshSettings, name: str) -> TlsSettings | None:
+    section = getattr(settings, name, None) if name in ("gateway", "router", "logger") else None
+    return section.tls if section is not None else None
+
+
+def _listen(server: grpc.aio.Server, address: str, tls: TlsSettings | None) -> int:
+    """Binds plaintext, or TLS / mTLS when the section has a certificate (common/tls.py)."""
+    if tls is None or not tls.serves_tls:
+        return int(server.add_insecure_port(address))
+    try:
+        credentials = server_credentials(tls)
+    except TlsConfigError as error:
+        raise SystemExit(str(error)) from None
+    return int(server.add_secure_port(address, credentials))
 
 
 async def serve(
@@ -92,7 +112,8 @@ async def serve(
         ],
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    tls = service.tls or _section_tls(settings, service.name)
+    bound = _listen(server, f"{host}:{port}", tls)
     if bound == 0:
         raise SystemExit(f"{service.name}: cannot listen on {host}:{port}")
     await server.start()

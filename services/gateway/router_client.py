@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 import grpc
 
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
+from services.common.edge_settings import TlsSettings
 from services.common.errors import ServiceError, from_rpc_error
-from services.common.server import insecure_channel
+from services.common.server import CHANNEL_OPTIONS
+from services.common.tls import dial
 from services.gateway.chat_call import ChatCall
 
 if TYPE_CHECKING:
@@ -32,8 +34,9 @@ def pinned_endpoint_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> 
 
 
 class RouterClient:
-    def __init__(self, address: str) -> None:
-        self._channel = insecure_channel(address)
+    def __init__(self, address: str, tls: TlsSettings | None = None) -> None:
+        # TLS / mTLS when the router's settings section serves it.
+        self._channel = dial(address, tls, CHANNEL_OPTIONS)
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
 
     def route(self, request: router_pb2.RouteRequest, timeout_s: float) -> grpc.aio.UnaryStreamCall:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from services.common.edge_settings import TlsSettings
 from services.common.errors import ServiceError, abort
 from services.common.settings import GatewaySettings
 from services.gateway.edge import Edge
@@ -21,7 +22,12 @@ log = logging.getLogger(__name__)
 
 
 class GatewayRuntime:
-    def __init__(self, settings: GatewaySettings, edge: Edge | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        edge: Edge | None = None,
+        router_tls: TlsSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.limits = Limits(
             max_messages=settings.max_messages,
@@ -31,7 +37,7 @@ class GatewayRuntime:
         )
         # Authentication, model access and quotas (all off unless gateway.auth.enabled).
         self.edge = edge or Edge.disabled()
-        self.router = RouterClient(settings.router_address)
+        self.router = RouterClient(settings.router_address, router_tls)
         self.shipper = RecordShipper(
             settings.logger_address,
             queue_size=settings.log_queue_size,

@@ -15,6 +15,7 @@ from services.gateway.openai_servicer import OpenAIServicer
 from services.gateway.runtime import GatewayRuntime
 from services.gateway.typed_servicer import GatewayServicer
 from services.gateway.wire_guard import GuardedRegistration
+from services.gateway.wire_guard import GuardedRegistration
 
 
 async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
@@ -22,7 +23,7 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
         edge = await Edge.open(settings)
     except EdgeStartError as error:
         raise SystemExit(f"gateway: {error}") from None
-    runtime = GatewayRuntime(settings.gateway, edge)
+    runtime = GatewayRuntime(settings.gateway, edge, router_tls=settings.router.tls)
     # Public services: undecodable request bytes get INVALID_ARGUMENT, not UNKNOWN.
     guarded = cast(grpc.aio.Server, GuardedRegistration(server))
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(runtime), guarded)
