@@ -126,7 +126,12 @@ def _replicated(cluster: dict[str, Any], replicas: Sequence[HostPort], scale: Sc
         raise ValueError(f"cluster {cluster['name']!r}: at least one replica is needed")
     # STATIC needs IP addresses; names (compose services, hosts in DNS) need a DNS cluster,
     # which adds one endpoint per resolved address.
-    cluster["type"] = "STATIC" if all(_is_ip(r.host) for r in replicas) else "STRICT_DNS"
+    static = all(_is_ip(r.host) for r in replicas)
+    cluster["type"] = "STATIC" if static else "STRICT_DNS"
+    if not static:
+        # Re-resolve often: replicas come and go (`--scale`), and a name that does not resolve
+        # yet at start (its container is still starting) should not leave a long gap.
+        cluster["dns_refresh_rate"] = "2s"
     cluster["lb_policy"] = "LEAST_REQUEST"
     cluster["load_assignment"] = {
         "cluster_name": cluster["name"],
