@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.logger.v1 import logger_pb2
@@ -70,14 +70,10 @@ def from_micros(micros: int) -> datetime:
 def record_to_row(record: logger_pb2.RequestRecord) -> Row:
     """Assumes the record passed validation (timestamp in range, known finish reason)."""
     usage = record.usage if record.HasField("usage") else None
-    sampling = (
-        json_format.MessageToJson(record.sampling, preserving_proto_field_name=True, indent=None)
-        if record.HasField("sampling")
-        else None
-    )
+    sampling = _sampling_json(record.sampling) if record.HasField("sampling") else None
     return Row(
         request_id=record.request_id,
-        started_at=record.started_at.ToDatetime(tzinfo=UTC),
+        started_at=_to_datetime(record.started_at),
         surface=record.surface,
         api_key_id=record.api_key_id,
         user=record.user,
@@ -104,6 +100,20 @@ def record_to_row(record: logger_pb2.RequestRecord) -> Row:
         prompt=record.prompt or None,
         response=record.response or None,
     )
+
+
+def _to_datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
+    # Timestamp.ToDatetime is general and slow; this runs once per stored row.
+    return EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+
+
+def _sampling_json(sampling: chat_pb2.SamplingParams) -> str:
+    """The set fields as a JSON object (what json_format.Parse reads back), several times
+    faster than json_format.MessageToJson, which dominated the cost of a row."""
+    fields: dict[str, Any] = {}
+    for field, value in sampling.ListFields():
+        fields[field.name] = list(value) if field.is_repeated else value
+    return orjson.dumps(fields).decode()
 
 
 def row_to_record(row: Row) -> logger_pb2.RequestRecord:

@@ -1,0 +1,184 @@
+"""Request-log benchmark against the local PostgreSQL: ``.venv/bin/python bench/logger_bench.py``.
+
+1. store:    PostgresStore.write_batch (binary COPY into a staging table, then one merge with the
+             usage rollup), sustained rows/s in one writer.
+2. pipeline: a real logger process; gRPC WriteRecords batches from several clients; rows/s until
+             every row is committed in PostgreSQL (includes validation, the fsync'd spool and the
+             drainer), and the acknowledgement latency of one batch.
+3. request path: what logging costs a request in the gateway, i.e. build + RecordShipper.submit
+             per call, with the shipper delivering to the live logger in the background.
+
+Creates and drops its own database; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc  # noqa: E402
+from services.common.server import insecure_channel  # noqa: E402
+from services.logger.shipper import RecordShipper  # noqa: E402
+from services.logger.store import PostgresStore  # noqa: E402
+from tests.support.procs import free_port, start_service, write_config  # noqa: E402
+from tests.unit.logger_records import make_record  # noqa: E402
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def records(start: int, count: int, tag: str) -> list[logger_pb2.RequestRecord]:
+    out = []
+    for i in range(start, start + count):
+        record = make_record(i % 50_000)
+        record.request_id = f"{tag}-{i:08d}"
+        out.append(record)
+    return out
+
+
+async def bench_store(dsn: str, total: int, batch: int) -> dict[str, float]:
+    store = await PostgresStore.open(dsn)
+    try:
+        prepared = [records(i, batch, "store") for i in range(0, total, batch)]
+        started = time.perf_counter()
+        for chunk in prepared:
+            await store.write_batch(chunk)
+        elapsed = time.perf_counter() - started
+        replay_started = time.perf_counter()
+        for chunk in prepared[:5]:
+            await store.write_batch(chunk)  # replays: idempotent, nothing inserted
+        replay_rows_s = 5 * batch / (time.perf_counter() - replay_started)
+    finally:
+        await store.close()
+    return {
+        "rows": total,
+        "batch": batch,
+        "rows_per_s": round(total / elapsed),
+        "replay_rows_per_s": round(replay_rows_s),
+    }
+
+
+async def count_rows(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM request_log"))
+    finally:
+        await conn.close()
+
+
+async def bench_pipeline(
+    dsn: str, address: str, total: int, batch: int, clients: int
+) -> dict[str, float]:
+    before = await count_rows(dsn)
+    prepared = [
+        logger_pb2.WriteRecordsRequest(records=records(i, batch, "pipe"))
+        for i in range(0, total, batch)
+    ]
+    channel = insecure_channel(address)
+    stub = logger_pb2_grpc.LoggerServiceStub(channel)
+    ack_ms: list[float] = []
+    queue = iter(prepared)
+
+    async def client() -> None:
+        for request in queue:
+            started = time.perf_counter()
+            await stub.WriteRecords(request, timeout=60)
+            ack_ms.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    acked = time.perf_counter() - started
+    while await count_rows(dsn) < before + total:
+        await asyncio.sleep(0.05)
+    stored = time.perf_counter() - started
+    await channel.close()
+    return {
+        "rows": total,
+        "batch": batch,
+        "clients": clients,
+        "acked_rows_per_s": round(total / acked),
+        "stored_rows_per_s": round(total / stored),
+        "ack_ms_p50": round(statistics.median(ack_ms), 2),
+        "ack_ms_p99": round(sorted(ack_ms)[int(len(ack_ms) * 0.99) - 1], 2),
+    }
+
+
+async def bench_submit(address: str, total: int, spool: Path) -> dict[str, float]:
+    shipper = RecordShipper(
+        address, queue_size=100_000, batch_size=256, flush_interval_s=0.05, spool_dir=str(spool)
+    )
+    await shipper.start()
+    prepared = records(0, total, "submit")
+    costs: list[float] = []
+    for i, record in enumerate(prepared):
+        started = time.perf_counter_ns()
+        shipper.submit(record)
+        costs.append((time.perf_counter_ns() - started) / 1000)
+        if i % 64 == 0:
+            await asyncio.sleep(0)  # like a server between requests: the shipper gets to run
+    await shipper.close(timeout_s=30)
+    costs.sort()
+    return {
+        "records": total,
+        "submit_us_p50": round(costs[len(costs) // 2], 2),
+        "submit_us_p99": round(costs[int(len(costs) * 0.99)], 2),
+        "sent": shipper.sent,
+        "dropped": shipper.dropped,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    args = parser.parse_args()
+    name = f"hi_logger_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    results: dict[str, object] = {}
+    service = None
+    try:
+        results["store"] = await bench_store(dsn, args.rows, args.batch)
+        with tempfile.TemporaryDirectory() as tmp:
+            port = free_port()
+            config = write_config(
+                Path(tmp) / "mesh.yaml",
+                {
+                    "log_level": "WARNING",
+                    "logger": {
+                        "port": port,
+                        "database_url": dsn,
+                        "spool_dir": f"{tmp}/spool",
+                        "batch_size": args.batch,
+                    },
+                },
+            )
+            address = f"127.0.0.1:{port}"
+            service = start_service(["services.logger"], config, address, Path(tmp), "logger")
+            results["pipeline"] = await bench_pipeline(dsn, address, args.rows // 2, 500, 4)
+            results["request_path"] = await bench_submit(address, 50_000, Path(tmp) / "gw")
+            service.stop()
+            service = None
+    finally:
+        if service is not None:
+            service.stop()
+        admin = await asyncpg.connect(ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
