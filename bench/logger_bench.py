@@ -27,12 +27,13 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc  # noqa: E402
-from services.common.server import insecure_channel  # noqa: E402
-from services.logger.shipper import RecordShipper  # noqa: E402
-from services.logger.store import PostgresStore  # noqa: E402
-from tests.support.procs import free_port, start_service, write_config  # noqa: E402
-from tests.unit.logger_records import make_record  # noqa: E402
+from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+from services.common.server import insecure_channel
+from services.logger.shipper import RecordShipper
+from services.logger.store import PostgresStore
+from tests.support.async_polling import until
+from tests.support.procs import free_port, start_service, write_config
+from tests.unit.logger_records import make_record
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -76,6 +77,10 @@ async def count_rows(dsn: str) -> int:
         await conn.close()
 
 
+async def _at_least(dsn: str, rows: int) -> bool:
+    return await count_rows(dsn) >= rows
+
+
 async def bench_pipeline(
     dsn: str, address: str, total: int, batch: int, clients: int
 ) -> dict[str, float]:
@@ -98,8 +103,7 @@ async def bench_pipeline(
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     acked = time.perf_counter() - started
-    while await count_rows(dsn) < before + total:
-        await asyncio.sleep(0.05)
+    await until(lambda: _at_least(dsn, before + total), 600, "every row committed", every_s=0.05)
     stored = time.perf_counter() - started
     await channel.close()
     return {
