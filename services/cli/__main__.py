@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from services.cli import chat, keys, logs, models, rpc, status
+from services.cli import chat, keys, logs, models, rpc, status, usage
 from services.common.settings import CONFIG_ENV, ConfigError, MeshSettings, load_settings
 
 Run = Callable[[argparse.Namespace, MeshSettings], int]
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tells the CLI where each service listens",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (chat, status, logs, models, keys):
+    for module in (chat, status, logs, models, keys, usage):
         module.add_parser(commands)
     return parser
 

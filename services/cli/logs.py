@@ -10,6 +10,7 @@ from google.protobuf import json_format
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from services.cli import rpc
 from services.cli.table import format_table
+from services.cli.times import parse_time, to_timestamp
 from services.common.settings import MeshSettings
 
 
@@ -18,6 +19,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("request_id", nargs="?", help="show this request's record as JSON")
     parser.add_argument("--list", action="store_true", help="list the latest records")
     parser.add_argument("--model", default="", help="with --list: only this requested model")
+    parser.add_argument("--provider", default="", help="with --list: only this provider")
+    parser.add_argument("--status", default="", help="with --list: only this status, e.g. OK")
+    parser.add_argument("--key", default="", help="with --list: only this API key id")
+    parser.add_argument("--since", default="", help="with --list: from a date or an age (24h)")
+    parser.add_argument("--until", default="", help="with --list: before a date or an age")
     parser.add_argument("--limit", type=int, default=20, help="with --list: how many (1..1000)")
     parser.add_argument(
         "--json",
@@ -33,11 +39,37 @@ def validate(args: argparse.Namespace) -> str | None:
         return "give a REQUEST_ID or --list, not both"
     if not args.list and not args.request_id:
         return "give a REQUEST_ID, or --list for the latest records"
-    if not args.list and (args.model or args.json):
-        return "--model and --json only apply with --list"
+    filters = (args.model, args.provider, args.status, args.key, args.since, args.until)
+    if not args.list and (any(filters) or args.json):
+        return (
+            "--model, --provider, --status, --key, --since, --until and --json only apply "
+            "with --list"
+        )
+    for name in ("since", "until"):
+        value = getattr(args, name)
+        if value:
+            try:
+                parse_time(value)
+            except ValueError as error:
+                return f"--{name}: {error}"
     if not 1 <= args.limit <= 1000:
         return "--limit must be between 1 and 1000"
     return None
+
+
+def list_request(args: argparse.Namespace) -> logger_pb2.ListRecordsRequest:
+    request = logger_pb2.ListRecordsRequest(
+        model=args.model,
+        provider=args.provider,
+        status=args.status,
+        api_key_id=args.key,
+        page_size=args.limit,
+    )
+    if args.since:
+        request.start_time.CopyFrom(to_timestamp(parse_time(args.since)))
+    if args.until:
+        request.end_time.CopyFrom(to_timestamp(parse_time(args.until)))
+    return request
 
 
 def record_json(record: logger_pb2.RequestRecord, indent: int | None = 2) -> str:
@@ -89,9 +121,7 @@ def run(args: argparse.Namespace, settings: MeshSettings) -> int:
                 )
                 print(record_json(reply.record))
                 return 0
-            listing = stub.ListRecords(
-                logger_pb2.ListRecordsRequest(model=args.model, page_size=args.limit), timeout=10
-            )
+            listing = stub.ListRecords(list_request(args), timeout=10)
         except grpc.RpcError as error:
             raise rpc.CliError(rpc.describe(error, target)) from None
     records = list(listing.records)

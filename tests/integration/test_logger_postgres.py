@@ -18,10 +18,13 @@ from tests.unit.test_logger_store import (
     test_duplicate_request_ids_are_stored_once,
     test_filtered_pagination,
     test_get_unknown_is_none,
+    test_list_by_key_and_time_range,
     test_list_filters,
     test_list_pages_newest_first_without_gaps_or_repeats,
     test_migrations_are_recorded_and_idempotent,
+    test_new_fields_round_trip,
     test_page_tokens_are_checked,
+    test_usage_rollup_counts_each_record_once,
     test_write_then_get_round_trips_every_field,
 )
 
@@ -35,10 +38,13 @@ __all__ = [
     "test_duplicate_request_ids_are_stored_once",
     "test_filtered_pagination",
     "test_get_unknown_is_none",
+    "test_list_by_key_and_time_range",
     "test_list_filters",
     "test_list_pages_newest_first_without_gaps_or_repeats",
     "test_migrations_are_recorded_and_idempotent",
+    "test_new_fields_round_trip",
     "test_page_tokens_are_checked",
+    "test_usage_rollup_counts_each_record_once",
     "test_write_then_get_round_trips_every_field",
 ]
 

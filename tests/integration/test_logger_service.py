@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
+import orjson
 import pytest
 
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+from services.cli.__main__ import main as cli_main
 from services.common.errors import from_rpc_error
 from services.common.server import insecure_channel
 from services.logger.decoding import encode_batch
@@ -268,3 +270,31 @@ def test_failed_migration_stops_the_logger(tmp_path: Path) -> None:
         service.stop()
     assert code != 0
     assert "SQLite migration 0001_request_log failed" in service.logs()
+
+
+async def test_cli_logs_and_usage_against_the_logger(
+    logger_process: ServiceProcess,
+    stub: logger_pb2_grpc.LoggerServiceStub,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await stub.WriteRecords(
+        logger_pb2.WriteRecordsRequest(records=[make_record(i) for i in range(9)])
+    )
+    await _drained(stub)
+    config = str(tmp_path / "mesh.yaml")
+    capsys.readouterr()
+    argv = ["--config", config, "usage", "--since", "2025-06-01", "--until", "2025-07-01"]
+    assert await asyncio.to_thread(cli_main, [*argv, "--key", "key-1", "--json"]) == 0
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {(b["api_key_id"], b["model"]) for b in lines} == {
+        ("key-1", "gpt-x"),
+        ("key-1", "hi-sim"),
+    }
+    assert sum(int(b["requests"]) for b in lines) == 3  # records 1, 4 and 7
+    assert await asyncio.to_thread(cli_main, argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split()[:2] == ["total", "9"]
+    listing = ["--config", config, "logs", "--list", "--key", "key-2", "--json"]
+    assert await asyncio.to_thread(cli_main, listing) == 0
+    ids = [orjson.loads(line)["request_id"] for line in capsys.readouterr().out.splitlines()]
+    assert ids == ["req-00008", "req-00005", "req-00002"]

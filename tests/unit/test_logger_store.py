@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 from hybridinference.logger.v1 import logger_pb2
 from services.logger.pagination import InvalidPageToken, ListFilters
 from services.logger.store import MigrationError, RecordStore, SqliteStore
-from tests.unit.logger_records import make_record
+from services.logger.usage import UsageQuery
+from tests.unit.logger_records import BASE_SECONDS, make_record
 
 
 @dataclass
@@ -166,3 +168,66 @@ async def test_sqlite_failed_migration_is_a_clear_error(tmp_path: Path) -> None:
         # Rolled back as a whole: not recorded, the foreign table untouched.
         assert db.execute("SELECT count(*) FROM schema_version").fetchone() == (0,)
         assert [c[1] for c in db.execute("PRAGMA table_info(request_log)")] == ["x"]
+
+
+async def test_usage_rollup_counts_each_record_once(store: RecordStore) -> None:
+    day = 86_400
+    base = 1_750_032_000  # a UTC midnight
+    batch = [
+        make_record(i, started_at_seconds=base + (i % 3) * day + i * 60, api_key_id=f"k{i % 2}")
+        for i in range(30)
+    ]
+    await store.write_batch(batch[:20])
+    # The second batch replays ten records: the rollup must not count them again.
+    await store.write_batch(batch[10:])
+    start = datetime.fromtimestamp(base, UTC)
+    buckets = await store.usage(UsageQuery.covering(start, start + timedelta(days=3)))
+    want: dict[tuple[int, str, str], list[float]] = {}
+    for record in batch:
+        key = ((record.started_at.seconds - base) // day, record.api_key_id, record.requested_model)
+        totals = want.setdefault(key, [0, 0, 0, 0, 0.0])
+        totals[0] += 1
+        totals[1] += record.status != "OK"
+        totals[2] += record.usage.prompt_tokens
+        totals[3] += record.usage.total_tokens
+        totals[4] += record.cost_usd
+    got = {
+        (int((b.day - start).total_seconds()) // day, b.api_key_id, b.model): [
+            b.totals.requests,
+            b.totals.errors,
+            b.totals.prompt_tokens,
+            b.totals.total_tokens,
+            pytest.approx(b.totals.cost_usd),
+        ]
+        for b in buckets
+    }
+    assert got == want
+    assert [b.day for b in buckets] == sorted(b.day for b in buckets)
+    only = await store.usage(
+        UsageQuery.covering(start, start + timedelta(days=3), api_key_id="k1", model="gpt-x")
+    )
+    assert only and all((b.api_key_id, b.model) == ("k1", "gpt-x") for b in only)
+    assert sum(b.totals.requests for b in only) == sum(
+        1 for r in batch if (r.api_key_id, r.requested_model) == ("k1", "gpt-x")
+    )
+
+
+async def test_list_by_key_and_time_range(store: RecordStore) -> None:
+    await store.write_batch([make_record(i) for i in range(30)])
+    start = datetime.fromtimestamp(BASE_SECONDS + 10, UTC)
+    end = datetime.fromtimestamp(BASE_SECONDS + 20, UTC)
+    filters = ListFilters(api_key_id="key-1", start_time=start, end_time=end)
+    page = await store.list(filters, 100)
+    # started_at has .123456 s, so records 10..19 fall in [start, end).
+    assert [r.request_id for r in page.records] == [
+        f"req-{i:05d}" for i in range(19, 9, -1) if i % 3 == 1
+    ]
+    first = await store.list(filters, 2)
+    with pytest.raises(InvalidPageToken):
+        await store.list(ListFilters(api_key_id="key-1"), 2, first.next_page_token)
+
+
+async def test_new_fields_round_trip(store: RecordStore) -> None:
+    record = make_record(1, fallbacks=2, hedged=True, prompt="p", response="r")
+    await store.write_batch([record])
+    assert await store.get("req-00001") == record
