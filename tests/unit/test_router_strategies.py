@@ -268,9 +268,13 @@ def test_local_first_overflows_on_capacity_queue_or_ttft_and_returns_with_hyster
 def test_local_first_explores_an_overflowing_local_and_copes_without_cloud() -> None:
     local, cloud = endpoints(["local", "cloud"], locality={"local": "local"})
     ttft(local, 2000)
+    local.in_flight = 1  # busy, so no idle probe: only exploration sends it traffic
     strategy = policy("local_first", ["x"], exploration=0.5, rng_seed=2)
     picks = Counter(first(strategy, [local, cloud]) for _ in range(200))
     assert 60 <= picks["local"] <= 140
+    # Once idle, an overflowing local endpoint gets the next request as a probe.
+    local.in_flight = 0
+    assert first(policy("local_first", ["x"], exploration=0), [local, cloud]) == "local"
     only_local = endpoints(["l1", "l2"], locality={"l1": "local", "l2": "local"})
     for e in only_local:
         ttft(e, 2000)

@@ -42,6 +42,10 @@ class LocalFirst(Picker):
     reaches ``max_ttft_ms``; it takes traffic again only once both are below ``recover_ratio`` of
     their thresholds (hysteresis, so it does not flap). ``max_in_flight`` is a plain capacity gate
     on the router's own live count: at the limit, the next request goes elsewhere at once.
+
+    An overflowing local endpoint that has gone idle (nothing in flight, nothing queued) gets the
+    next request as a probe, one at a time: its TTFT EWMA only moves with traffic, and without
+    probes a burst that pushed it over would keep it in overflow long after the burst is gone.
     """
 
     name = "local_first"
@@ -72,6 +76,7 @@ class LocalFirst(Picker):
         best_local: Endpoint | None = None
         best_local_load = 0.0
         saturated_local: Endpoint | None = None
+        idle_local: Endpoint | None = None
         for endpoint in candidates:
             if endpoint.locality != "local":
                 cloud.append(endpoint)
@@ -80,12 +85,16 @@ class LocalFirst(Picker):
             if at_capacity or self.overflowing(endpoint):
                 if not at_capacity and saturated_local is None:
                     saturated_local = endpoint
+                if not endpoint.in_flight and not endpoint.stats.waiting and idle_local is None:
+                    idle_local = endpoint
                 continue
             endpoint_load = load(endpoint)
             if best_local is None or endpoint_load < best_local_load:
                 best_local, best_local_load = endpoint, endpoint_load
         if best_local is not None:
             return best_local
+        if idle_local is not None:
+            return idle_local
         if not cloud:
             # Only local endpoints, all saturated: the least loaded still beats failing.
             return min(candidates, key=load)
