@@ -83,6 +83,10 @@ class _ScrapeCollector(Collector):
     def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
         self._collect = collect
 
+    def describe(self) -> Iterable[Metric]:
+        # Nothing up front: the registry would otherwise call collect() at registration.
+        return []
+
     def collect(self) -> Iterable[Metric]:
         # Runs on the /metrics thread while the event loop may be changing what it reads; a
         # failed read costs one scrape of these series, never the process.
@@ -93,14 +97,27 @@ class _ScrapeCollector(Collector):
             return []
 
 
-def register_scrape_collector(collect: Callable[[], Iterable[Metric]]) -> Collector:
-    """Registers a function that builds metric families from live state at each scrape."""
-    collector = _ScrapeCollector(collect)
+_scrape_collectors: dict[str, Collector] = {}
+
+
+def register_scrape_collector(key: str, collect: Callable[[], Iterable[Metric]]) -> Collector:
+    """Registers a function that builds metric families from live state at each scrape.
+
+    One collector per ``key``: registering the key again (a component built twice in one
+    process, as tests do) replaces the previous one rather than duplicating its series.
+    """
+    previous = _scrape_collectors.pop(key, None)
+    if previous is not None:
+        REGISTRY.unregister(previous)
+    collector = _scrape_collectors[key] = _ScrapeCollector(collect)
     REGISTRY.register(collector)
     return collector
 
 
 def unregister_collector(collector: Collector) -> None:
+    for key, registered in list(_scrape_collectors.items()):
+        if registered is collector:
+            del _scrape_collectors[key]
     REGISTRY.unregister(collector)
 
 

@@ -12,6 +12,7 @@ import grpc
 from services.common.edge_settings import TlsSettings
 from services.common.errors import ServiceError, abort
 from services.common.settings import GatewaySettings
+from services.gateway import metrics as gateway_metrics
 from services.gateway.edge import Edge
 from services.gateway.records import build_record
 from services.gateway.router_client import Execution, RouterClient
@@ -67,6 +68,7 @@ class GatewayRuntime:
         # awaited (both run in the background).
         self.edge.settle(execution)
         self.shipper.submit(build_record(execution))
+        gateway_metrics.observe_request(execution)
 
     @contextlib.asynccontextmanager
     async def guarded(

@@ -11,6 +11,7 @@ from hybridinference.openai.v1 import openai_pb2, openai_pb2_grpc
 from services.common.server import Service
 from services.common.settings import MeshSettings
 from services.gateway.edge import Edge, EdgeStartError
+from services.gateway.metrics import register_shipper_metrics
 from services.gateway.openai_servicer import OpenAIServicer
 from services.gateway.runtime import GatewayRuntime
 from services.gateway.typed_servicer import GatewayServicer
@@ -24,6 +25,7 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
     except EdgeStartError as error:
         raise SystemExit(f"gateway: {error}") from None
     runtime = GatewayRuntime(settings.gateway, edge, router_tls=settings.router.tls)
+    register_shipper_metrics(runtime.shipper)
     # Public services: undecodable request bytes get INVALID_ARGUMENT, not UNKNOWN.
     guarded = cast(grpc.aio.Server, GuardedRegistration(server))
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(runtime), guarded)

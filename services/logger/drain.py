@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from google.protobuf.message import DecodeError
 
 from hybridinference.logger.v1 import logger_pb2
+from services.logger import metrics as logger_metrics
 from services.logger.spool import Spool, SpoolBatch
 from services.logger.stats import LoggerStats
 from services.logger.store import RecordStore, StoreUnavailable
@@ -85,10 +87,12 @@ class SpoolDrainer:
             except DecodeError:
                 # Only validated records are spooled, so this is disk damage the CRC missed.
                 self._stats.rejected["spool:undecodable"] += 1
+        started = time.perf_counter()
         try:
             result = await self._store.write_batch(records)
         except StoreUnavailable as error:
             self._stats.store_failures += 1
+            logger_metrics.note_store_down()
             if not self._failing:
                 self._failing = True
                 log.error(
@@ -96,6 +100,7 @@ class SpoolDrainer:
                     extra={"error": str(error), "spooled": self._spool.pending_records},
                 )
             return False
+        logger_metrics.note_batch_written(time.perf_counter() - started)
         self._spool.commit(batch)
         self._stats.stored += result.inserted
         self._stats.duplicates += result.duplicates

@@ -13,6 +13,7 @@ from services.common.settings import MeshSettings
 from services.logger.capture import CapturePolicy
 from services.logger.decoding import decode_batch
 from services.logger.drain import SpoolDrainer
+from services.logger.metrics import register_logger_metrics
 from services.logger.servicer import LoggerServicer
 from services.logger.spool import Spool, SpoolError
 from services.logger.stats import LoggerStats
@@ -74,6 +75,7 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
         log.critical("cannot open the request log store", extra={"error": str(error)})
         raise SystemExit(f"logger: {error}") from None
     stats = LoggerStats()
+    register_logger_metrics(stats, spool)
     drainer = SpoolDrainer(spool, store, stats, config.batch_size, config.store_retry_max_s)
     capture = CapturePolicy(config.capture_content, config.capture_max_chars)
     register(LoggerServicer(store, spool, stats, capture), server)

@@ -12,6 +12,7 @@ from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from services.common.server import Service
 from services.common.settings import MeshSettings, ProviderWorkerSettings
 from services.providers.adapter import build_adapter
+from services.providers.metrics import register_worker_metrics
 from services.providers.servicer import ProviderServicer
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def build_servicer(worker: ProviderWorkerSettings) -> ProviderServicer:
 
 async def build_worker(server: grpc.aio.Server, worker: ProviderWorkerSettings) -> Service:
     servicer = build_servicer(worker)
+    register_worker_metrics(worker.name, servicer)
     provider_pb2_grpc.add_ProviderServiceServicer_to_server(servicer, server)
     log.info(
         "provider worker ready",

@@ -34,6 +34,10 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
     def adapters(self) -> Mapping[str, ProviderAdapter]:
         return self._adapters
 
+    @property
+    def counters(self) -> Mapping[str, EndpointCounters]:
+        return self._counters
+
     def _adapter(self, endpoint: str) -> ProviderAdapter:
         adapter = self._adapters.get(endpoint)
         if adapter is None:

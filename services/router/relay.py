@@ -23,6 +23,7 @@ from hybridinference.provider.v1 import provider_pb2
 from hybridinference.router.v1 import router_pb2
 from services.common.errors import FieldViolation, ServiceError, from_rpc_error, invalid_argument
 from services.common.settings import RouterSettings
+from services.router import metrics as router_metrics
 from services.router.breaker import COUNTS_AGAINST_ENDPOINT, Clock
 from services.router.endpoints import Endpoint, EndpointTable, Model
 from services.router.health import HealthMonitor
@@ -214,6 +215,7 @@ class Relay:
                     endpoint.breaker.release()
                     raise self._deadline(outcome)
                 await self._sleep(delay)
+                router_metrics.note_retry(model)
             outcome.attempts += 1
             timeout = time_remaining()
             if timeout is not None and timeout <= 0:
@@ -233,6 +235,7 @@ class Relay:
                 if plan.pinned or error.code() not in RETRYABLE:
                     raise from_rpc_error(error) from None
                 continue
+            router_metrics.note_routed(model, first.selection.endpoint)
             # aclosing: when our caller closes this generator mid-stream, the attempt's
             # generator must close now too, since its cleanup cancels the provider call.
             async with contextlib.aclosing(stream):

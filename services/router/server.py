@@ -12,6 +12,7 @@ from services.common.server import Service
 from services.common.settings import MeshSettings
 from services.router.endpoints import EndpointTable
 from services.router.health import HealthMonitor
+from services.router.metrics import register_table_metrics
 from services.router.relay import Relay
 from services.router.reload import ConfigReloader, build_strategies
 from services.router.servicer import RouterServicer
@@ -25,6 +26,7 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
         table, settings.router.health_interval_s, settings.router.connect_timeout_s
     )
     relay = Relay(table, health, build_strategies(table), settings.router)
+    register_table_metrics(lambda: relay.table)
     reloader = ConfigReloader(relay, health, settings.router.reload_poll_interval_s)
     router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(relay), server)
 

@@ -156,7 +156,7 @@ def test_scrape_collector_reads_live_state_and_survives_failures() -> None:
         family.add_metric([], state["depth"])
         return [family]
 
-    collector = register_scrape_collector(collect)
+    collector = register_scrape_collector("test-depth", collect)
     try:
         assert _sample("hi_test_depth") == 4
         state["depth"] = 7
