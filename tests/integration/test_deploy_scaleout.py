@@ -96,7 +96,7 @@ def _wait_ready(admin_port: int, proc: subprocess.Popen[bytes], timeout_s: float
 @pytest.fixture
 def scaled(tmp_path: Path) -> Iterator[ScaledMesh]:
     ports = {name: free_port() for name in ("g1", "g2", "r1", "r2", "rl", "envoy", "admin")}
-    config = {
+    config: dict[str, Any] = {
         "gateway": _no_metrics(
             {
                 "port": ports["g1"],
