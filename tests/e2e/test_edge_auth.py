@@ -137,6 +137,26 @@ def grpc_code(target: str, key: str | None, model: str = "hi-sim") -> grpc.Statu
     return grpc.StatusCode.OK
 
 
+def key_ready(edge: Edge, key: str) -> None:
+    """Waits until both replicas know the key, without spending any quota (ListModels)."""
+
+    def known(target: str) -> bool | None:
+        with grpc.insecure_channel(target) as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            try:
+                stub.ListModels(
+                    gateway_pb2.ListModelsRequest(),
+                    metadata=(("authorization", f"Bearer {key}"),),
+                    timeout=10,
+                )
+            except grpc.RpcError:
+                return None
+        return True
+
+    for target in (edge.mesh.envoy_grpc, edge.replica.address):
+        poll(lambda t=target: known(t), 10, f"the key on {target}")
+
+
 def test_missing_and_wrong_keys_are_401_on_every_surface(edge: Edge) -> None:
     for headers in ({}, bearer("hi-not-a-real-key"), {"x-api-key": "hi-nope"}):
         reply = post(edge, {"model": "hi-sim", "messages": HELLO}, **headers)
@@ -159,7 +179,7 @@ def test_a_valid_key_works_everywhere_and_is_recorded_by_id(edge: Edge) -> None:
     key_id, key = edge.create_key()
     client = openai.OpenAI(base_url=f"{edge.mesh.http_url}/v1", api_key=key, max_retries=0)
     # The gateways pick a new key up within their refresh interval.
-    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    key_ready(edge, key)
     reply = client.chat.completions.with_raw_response.create(model="hi-sim", messages=HELLO)  # type: ignore[arg-type]
     request_id = reply.headers["x-request-id"]
     assert reply.parse().choices[0].message.content
@@ -186,7 +206,7 @@ def test_a_valid_key_works_everywhere_and_is_recorded_by_id(edge: Edge) -> None:
 
 def test_a_key_limited_to_a_model_gets_403_elsewhere(edge: Edge) -> None:
     _, key = edge.create_key("--model", "hi-sim")
-    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    key_ready(edge, key)
     reply = post(edge, {"model": "hi-slow", "messages": HELLO}, **bearer(key))
     assert reply.status_code == 403
     assert reply.json()["error"]["code"] == "model_not_allowed"
@@ -198,8 +218,8 @@ def test_a_key_limited_to_a_model_gets_403_elsewhere(edge: Edge) -> None:
 
 def test_requests_per_minute_shared_by_two_replicas(edge: Edge) -> None:
     _, key = edge.create_key("--rpm", "4")
-    # The first success may take a refresh interval; it counts as one of the four.
-    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    key_ready(edge, key)
+    assert grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK
     assert grpc_code(edge.replica.address, key) is grpc.StatusCode.OK
     assert post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key)).status_code == 200
     assert grpc_code(edge.replica.address, key) is grpc.StatusCode.OK
@@ -232,7 +252,7 @@ def test_tokens_per_minute_refuses_after_the_tokens_are_charged(edge: Edge) -> N
     _, key = edge.create_key("--tpm", "10")
     # The sim answers 12 tokens: the first request passes, and once its tokens are charged
     # (in the background, after the reply) the next is refused.
-    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    key_ready(edge, key)
     reply = poll(
         lambda: refused(post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key))),
         10,
@@ -245,7 +265,7 @@ def test_tokens_per_minute_refuses_after_the_tokens_are_charged(edge: Edge) -> N
 def test_daily_budget_from_record_costs(edge: Edge) -> None:
     # sim-a costs $1 / $2 per million prompt / completion tokens: each request ~ $0.00003.
     _, key = edge.create_key("--daily-usd", "0.00001")
-    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    key_ready(edge, key)
     reply = poll(
         lambda: refused(post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key))),
         10,
@@ -257,7 +277,7 @@ def test_daily_budget_from_record_costs(edge: Edge) -> None:
 
 def test_concurrent_requests_limit(edge: Edge) -> None:
     _, key = edge.create_key("--max-concurrent", "1")
-    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    key_ready(edge, key)
     with grpc.insecure_channel(edge.mesh.envoy_grpc) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         slow = stub.ChatStream(
@@ -308,7 +328,7 @@ def test_revocation_applies_on_both_replicas_within_a_second(edge: Edge) -> None
 
 def test_no_key_ever_reaches_the_logs(edge: Edge) -> None:
     _, key = edge.create_key()
-    poll(lambda: grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK or None, 10, "key")
+    key_ready(edge, key)
     post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key))
     post(edge, {"model": "hi-sim", "messages": HELLO}, **bearer(key + "x"))
     text = edge.mesh.logs() + edge.replica.logs()
