@@ -245,7 +245,7 @@ class Variant:
     descriptor: str
 
     def settings(self) -> MeshSettings:
-        return _settings_from(envoy_config.REPO / self.mesh_config)
+        return settings_from_file(envoy_config.REPO / self.mesh_config)
 
     def text(self) -> str:
         settings = self.settings()
@@ -253,7 +253,7 @@ class Variant:
         return dump(config, self.mesh_config)
 
 
-def _settings_from(path: Path) -> MeshSettings:
+def settings_from_file(path: Path) -> MeshSettings:
     # The file alone: HI__ variables of the machine that generates must not leak into the output.
     saved = {k: v for k, v in os.environ.items() if k.startswith("HI__") or k == "HI_CONFIG"}
     for key in saved:

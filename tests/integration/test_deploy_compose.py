@@ -321,3 +321,54 @@ def test_unknown_service_is_refused() -> None:
     )
     assert result.returncode == 2
     assert "unknown service" in result.stderr
+
+
+def test_compose_prometheus_config_is_derived_and_valid(tmp_path: Path) -> None:
+    """Prometheus in compose scrapes the service names (every gateway/router replica through
+    DNS); the file is the observability renderer's output for compose.yaml, and promtool
+    accepts it with the rules from deploy/prometheus/rules."""
+    prometheus = _raw()["services"]["prometheus"]
+    assert (
+        "./config/prometheus.compose.yml:/etc/prometheus/prometheus.yml:ro"
+        in (prometheus["volumes"])
+    )
+    assert "./prometheus/rules:/etc/prometheus/rules:ro" in prometheus["volumes"]
+    drift = subprocess.run(
+        [sys.executable, "-m", "services.launcher.compose_monitoring", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert drift.returncode == 0, drift.stdout + drift.stderr
+    config = yaml.safe_load((DEPLOY / "config" / "prometheus.compose.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["gateway"]["dns_sd_configs"] == [{"names": ["gateway"], "type": "A", "port": 9101}]
+    settings = _mesh()
+    worker_targets = {t for c in jobs["providers"]["static_configs"] for t in c["targets"]}
+    assert worker_targets == {f"provider-{w.name}:{w.metrics_port}" for w in settings.providers}
+    for worker in settings.providers:
+        assert str(worker.metrics_port) in _image_services()[f"provider-{worker.name}"]["expose"]
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing in CI (.ci/run installs prometheus)")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    rules = tmp_path / "rules"
+    shutil.copytree(DEPLOY / "prometheus" / "rules", rules)
+    local = tmp_path / "prometheus.yml"
+    local.write_text(
+        (DEPLOY / "config" / "prometheus.compose.yml")
+        .read_text()
+        .replace("/etc/prometheus/rules", str(rules))
+    )
+    result = subprocess.run(
+        [promtool, "check", "config", str(local)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
