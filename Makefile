@@ -66,5 +66,13 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/mypy
 	$(BUF) lint
 
+# Prometheus config, recording/alert rules and their unit tests, Alertmanager config (Debian's
+# prometheus and prometheus-alertmanager packages; .ci/run installs them).
+.PHONY: check-monitoring
+check-monitoring:
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/tests/hybridinference_test.yml
+	amtool check-config deploy/alertmanager/alertmanager.yml
+
 clean:
 	rm -rf var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,109 @@
+"""Grafana dashboards: committed JSON is the generator's output, and every query names a metric
+the mesh exports (or a recording rule), so a renamed metric cannot leave a silent empty panel."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+from prometheus_client import REGISTRY
+
+import services.gateway.metrics
+import services.logger.metrics
+import services.providers.metrics
+import services.router.metrics  # noqa: F401 - registers the router's metric families
+from services.common import metrics as common_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+GRAFANA = REPO / "deploy" / "grafana"
+RULES = REPO / "deploy" / "prometheus" / "rules" / "hybridinference.yml"
+
+# Series that exist only at scrape time (collectors) or come from other exporters.
+SCRAPE_TIME = {
+    "hi_router_endpoint_healthy",
+    "hi_router_endpoint_in_flight",
+    "hi_router_endpoint_attempts_total",
+    "hi_router_endpoint_failures_total",
+    "hi_router_endpoint_hedges_total",
+    "hi_router_breaker_state",
+    "hi_router_breaker_opened_total",
+    "hi_router_endpoint_queue_waiting",
+    "hi_router_endpoint_running",
+    "hi_router_endpoint_kv_cache_usage_ratio",
+    "hi_router_endpoint_ttft_ewma_seconds",
+    "hi_provider_generations_running",
+    "hi_provider_generations_total",
+    "hi_logger_records_accepted_total",
+    "hi_logger_records_rejected_total",
+    "hi_logger_rows_written_total",
+    "hi_logger_rows_duplicate_total",
+    "hi_logger_db_write_failures_total",
+    "hi_logger_spool_full_refusals_total",
+    "hi_logger_spool_records",
+    "hi_logger_spool_bytes",
+    "hi_gateway_log_queue_records",
+    "hi_gateway_log_spool_records",
+    "hi_gateway_log_records_dropped_total",
+}
+HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "build_dashboards", GRAFANA / "build_dashboards.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _exported() -> set[str]:
+    names = set(SCRAPE_TIME)
+    for family in REGISTRY.collect():
+        names.update(sample.name for sample in family.samples)
+        names.add(family.name)
+        # A counter's family name drops "_total"; unlabelled-yet families have no samples.
+        names.add(f"{family.name}_total")
+        names.update(f"{family.name}{suffix}" for suffix in HISTOGRAM_SUFFIXES)
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        names.update(rule["record"] for rule in group["rules"] if "record" in rule)
+    return names
+
+
+def test_committed_dashboards_are_the_generated_ones() -> None:
+    generator = _generator()
+    for name, board in generator.DASHBOARDS.items():
+        committed = (GRAFANA / "dashboards" / f"{name}.json").read_text()
+        assert committed == generator.render(board), (
+            "run: python deploy/grafana/build_dashboards.py"
+        )
+    assert set(generator.DASHBOARDS) == {"overview", "providers", "routing", "logger"}
+
+
+def test_every_dashboard_query_names_an_exported_metric() -> None:
+    assert common_metrics.RPC_HANDLED is not None
+    exported = _exported()
+    used: set[str] = set()
+    for path in (GRAFANA / "dashboards").glob("*.json"):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                used.update(re.findall(r"\bhi[_:][a-z0-9_:]+", target["expr"]))
+    unknown = {name for name in used if name not in exported}
+    assert not unknown
+    assert len(used) > 30
+
+
+def test_dashboards_use_the_provisioned_datasource() -> None:
+    datasources = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    uid = datasources["datasources"][0]["uid"]
+    for path in (GRAFANA / "dashboards").glob("*.json"):
+        board = json.loads(path.read_text())
+        assert all(p["datasource"]["uid"] == uid for p in board["panels"])
