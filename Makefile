@@ -25,7 +25,7 @@ venv: $(STAMP)
 # Runs the whole mesh in the foreground; Ctrl-C stops it (streams drain first).
 # `make up CONFIG=path/to/mesh.yaml` uses another config file.
 up: $(STAMP)
-	$(PY) -m services.launcher $(if $(CONFIG),--config $(CONFIG))
+	$(PY) -m services.launcher --prometheus $(if $(CONFIG),--config $(CONFIG))
 
 # The whole suite. Exit status 5 (nothing collected) is a failure here: it means a broken path
 # or collection, never "all good".

@@ -24,6 +24,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where the rendered Envoy config (run/) and process logs (log/) go",
     )
     parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also start Prometheus scraping the mesh, when installed (make up does)",
+    )
+    parser.add_argument(
         "--start-timeout",
         type=float,
         default=30.0,
@@ -52,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         var_dir=(cwd / args.var_dir).resolve(),
         cwd=cwd,
         start_timeout_s=args.start_timeout,
+        prometheus=args.prometheus,
     )
     # The default loop: uvloop cannot start children in their own process group.
     return asyncio.run(supervisor.run(settings, options))

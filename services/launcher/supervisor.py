@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.settings import MeshSettings
-from services.launcher import children, envoy_config, plan, summary
+from services.launcher import children, envoy_config, plan, prometheus_child, summary
 from services.launcher.children import Child, StartError
 
 
@@ -24,6 +24,8 @@ class Options:
     var_dir: Path
     cwd: Path
     start_timeout_s: float = 30.0
+    # Start Prometheus beside the mesh when installed (an extra: never stops the mesh).
+    prometheus: bool = False
 
 
 def find_envoy() -> str:
@@ -48,6 +50,7 @@ class Supervisor:
         self._children: list[Child] = []
         self._stop = asyncio.Event()
         self._stop_reason = ""
+        self._prometheus: Child | None = None
 
     def _request_stop(self, signum: int) -> None:
         if not self._stop.is_set():
@@ -109,7 +112,13 @@ class Supervisor:
             await asyncio.gather(
                 *(children.wait_ready(c, options.start_timeout_s, admin) for c in batch)
             )
+        if options.prometheus:
+            self._prometheus = await prometheus_child.start(
+                settings, options.var_dir, log_dir, options.cwd, width
+            )
         print(summary.render(settings, options.config, options.cwd, log_dir.resolve()), flush=True)
+        if self._prometheus is not None:
+            print(f"  prometheus:   {prometheus_child.url(settings)}\n", flush=True)
 
     async def _watch(self) -> int:
         """Waits for a stop signal (exit 0) or a child that exits on its own (exit 1)."""
@@ -139,6 +148,8 @@ class Supervisor:
             # A service stopped by SIGTERM exits 0; anything else is worth a line.
             if was_running and exit_code not in (0, -signal.SIGTERM):
                 say(f"{name} exited with code {exit_code} while stopping")
+        if self._prometheus is not None:
+            await self._prometheus.stop()
         if self._children:
             say("stopped")
         return code
