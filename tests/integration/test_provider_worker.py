@@ -13,9 +13,9 @@ from typing import Any
 
 import grpc
 import pytest
+
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
-
 from services.common.errors import from_rpc_error
 from services.providers.sim import count_prompt_tokens, sim_tokens
 from tests.support.procs import REPO, ServiceProcess, free_port, start_service, write_config
