@@ -26,6 +26,7 @@ from services.common.logs import configure_logging
 from services.common.metrics import RpcMetricsInterceptor, configured_metrics_port, serve_metrics
 from services.common.settings import ConfigError, MeshSettings, load_settings
 from services.common.tls import TlsConfigError, server_credentials
+from services.common.tracing import Tracing, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,14 @@ async def serve(
     port: int,
     grace_s: float,
     metrics_port: int = 0,
+    tracing: Tracing | None = None,
 ) -> None:
-    # RPC metrics for every method of every service, from this one place.
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RpcMetricsInterceptor()])
+    # RPC metrics for every method of every service, from this one place; with /metrics off
+    # (port 0) nobody could read them, so the interceptor is left out entirely.
+    interceptors = [RpcMetricsInterceptor()] if metrics_port else []
+    if tracing is not None:
+        interceptors = [*tracing.server_interceptors, *interceptors]
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     service = await build(server, settings)
     serve_metrics(host, metrics_port, service.name)
     health = health_aio.HealthServicer()
@@ -138,6 +144,8 @@ async def serve(
             await cleanup()
         except Exception:
             log.exception("cleanup failed")
+    if tracing is not None:
+        await tracing.shutdown()
     log.info("stopped")
 
 
@@ -176,4 +184,6 @@ def main(
     metrics_port = configured_metrics_port(name, settings, getattr(args, "worker", None))
     if args.metrics_port is not None:
         metrics_port = args.metrics_port
-    uvloop.run(serve(build, settings, host, port, grace, metrics_port))
+    worker = getattr(args, "worker", None)
+    tracing = setup_tracing(settings.tracing, f"provider-{worker}" if worker else name)
+    uvloop.run(serve(build, settings, host, port, grace, metrics_port, tracing))
