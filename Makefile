@@ -66,6 +66,13 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/mypy
 	$(BUF) lint
 
+# The benchmark suite (bench/suite): the whole mesh against a fast fake upstream and the same
+# upstream directly, in one run; writes bench/results/latest.json and prints a table. Needs wrk
+# (Debian package). `make bench BENCH_ARGS=--smoke` runs a handful of requests per phase.
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m bench.suite $(BENCH_ARGS)
+
 # Prometheus config, recording/alert rules and their unit tests, Alertmanager config (Debian's
 # prometheus and prometheus-alertmanager packages; .ci/run installs them).
 .PHONY: check-monitoring
