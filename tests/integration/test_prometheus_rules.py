@@ -92,4 +92,3 @@ def test_alert_routing(labels: list[str], receiver: str) -> None:
         *labels,
     )
     assert out.splitlines()[0] == receiver
-
