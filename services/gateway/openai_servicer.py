@@ -27,7 +27,12 @@ from services.gateway.chat_call import ChatCall
 from services.gateway.edge import visible_models
 from services.gateway.openai_request import parse_chat_completion
 from services.gateway.request_ids import HEADER, request_id_from
-from services.gateway.router_client import Execution, pinned_endpoint_from, stream_route
+from services.gateway.router_client import (
+    Execution,
+    pinned_endpoint_from,
+    route_unary,
+    stream_route,
+)
 from services.gateway.runtime import GatewayRuntime
 
 SURFACE = "openai"
@@ -72,11 +77,11 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
                 request.body.data, runtime.limits, runtime.settings.max_body_bytes
             )
             await runtime.edge.admit(execution)
+            if not execution.call.stream:
+                yield await self._complete(execution, context)
+                return
             events = stream_route(runtime.router, execution, runtime.timeout(context))
             async with contextlib.aclosing(events):
-                if not execution.call.stream:
-                    yield await self._complete(events, execution, context)
-                    return
                 # Wait for the first event so routing failures still get a real HTTP status.
                 first = await anext(events, None)
                 await context.send_initial_metadata(((HEADER, request_id),))
@@ -102,12 +107,9 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             runtime.record(execution)
 
     async def _complete(
-        self,
-        events: AsyncIterator[router_pb2.RouteResponse],
-        execution: Execution,
-        context: grpc.aio.ServicerContext,
+        self, execution: Execution, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        parts = [event.delta async for event in events]
+        reply = await route_unary(self._runtime.router, execution, self._runtime.timeout(context))
         selection, completion = execution.selection, execution.completion
         if selection is None or completion is None:
             raise ServiceError(grpc.StatusCode.INTERNAL, "the router ended the stream early")
@@ -117,7 +119,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
                 execution.request_id,
                 int(execution.started_at),
                 selection.served_model,
-                "".join(parts),
+                reply.content,
                 completion,
             )
         )

@@ -44,6 +44,15 @@ class RouterClient:
             request, timeout=timeout_s, metadata=((REQUEST_ID_HEADER, request.request_id),)
         )
 
+    def route_unary(
+        self, request: router_pb2.RouteRequest, timeout_s: float
+    ) -> grpc.aio.UnaryUnaryCall:
+        return self._stub.RouteUnary(
+            router_pb2.RouteUnaryRequest(request=request),
+            timeout=timeout_s,
+            metadata=((REQUEST_ID_HEADER, request.request_id),),
+        )
+
     async def list_models(self, timeout_s: float = 5.0) -> list[router_pb2.ModelRoute]:
         try:
             reply = await self._stub.ListModels(router_pb2.ListModelsRequest(), timeout=timeout_s)
@@ -86,6 +95,38 @@ class Execution:
         return (self.first_token_monotonic - self.started_monotonic) * 1000.0
 
 
+def _route_request(execution: Execution) -> router_pb2.RouteRequest:
+    call = execution.call
+    return router_pb2.RouteRequest(
+        request_id=execution.request_id,
+        model=call.model,
+        messages=call.messages,
+        sampling=call.sampling,
+        pinned_endpoint=execution.pinned_endpoint,
+    )
+
+
+async def route_unary(
+    router: RouterClient, execution: Execution, timeout_s: float
+) -> router_pb2.RouteUnaryResponse:
+    """The whole reply in one unary call, for clients that do not stream: one round trip per
+    hop costs less than a server stream. Records selection and completion; the reply's
+    arrival is its first token. Failures surface as in ``stream_route``."""
+    try:
+        reply: router_pb2.RouteUnaryResponse = await router.route_unary(
+            _route_request(execution), timeout_s
+        )
+    except grpc.aio.AioRpcError as error:
+        raise from_rpc_error(error) from None
+    if reply.HasField("selection"):
+        execution.selection = reply.selection
+    if reply.content:
+        execution.first_token_monotonic = time.monotonic()
+    if reply.HasField("completion"):
+        execution.completion = reply.completion
+    return reply
+
+
 async def stream_route(
     router: RouterClient, execution: Execution, timeout_s: float
 ) -> AsyncGenerator[router_pb2.RouteResponse, None]:
@@ -93,15 +134,7 @@ async def stream_route(
 
     Router failures surface as ServiceError carrying the router's code, reason and retry hint.
     """
-    call = execution.call
-    request = router_pb2.RouteRequest(
-        request_id=execution.request_id,
-        model=call.model,
-        messages=call.messages,
-        sampling=call.sampling,
-        pinned_endpoint=execution.pinned_endpoint,
-    )
-    stream = router.route(request, timeout_s)
+    stream = router.route(_route_request(execution), timeout_s)
     try:
         async for event in stream:
             if event.HasField("selection"):

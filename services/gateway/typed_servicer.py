@@ -13,7 +13,12 @@ from services.common.logs import bind_request_id
 from services.gateway.chat_call import ChatCall
 from services.gateway.edge import visible_models
 from services.gateway.request_ids import HEADER, request_id_from
-from services.gateway.router_client import Execution, pinned_endpoint_from, stream_route
+from services.gateway.router_client import (
+    Execution,
+    pinned_endpoint_from,
+    route_unary,
+    stream_route,
+)
 from services.gateway.runtime import GatewayRuntime
 from services.gateway.validation import check_chat, raise_if_invalid
 
@@ -78,15 +83,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         reply = gateway_pb2.ChatResponse(id=execution.request_id, created=int(execution.started_at))
         async with self._runtime.guarded(execution, context):
             await self._admit(execution, context)
-            parts: list[str] = []
-            async with contextlib.aclosing(
-                stream_route(self._runtime.router, execution, self._runtime.timeout(context))
-            ) as events:
-                async for event in events:
-                    parts.append(event.delta)
+            routed = await route_unary(
+                self._runtime.router, execution, self._runtime.timeout(context)
+            )
             # As a header too: HTTP/JSON clients through Envoy do not see unary trailers.
             await context.send_initial_metadata(((HEADER, execution.request_id),))
-            reply.content = "".join(parts)
+            reply.content = routed.content
             if execution.selection is not None:
                 reply.model = execution.selection.served_model
                 reply.endpoint = execution.selection.endpoint

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import cast
 
 import grpc
 
@@ -104,6 +106,32 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
             # Stops an adapter left suspended at a yield (no-op when it already finished), so the
             # upstream request ends now rather than when the generator is garbage-collected.
             await stream.aclose()
+
+    async def GenerateUnary(
+        self, request: provider_pb2.GenerateUnaryRequest, context: grpc.aio.ServicerContext
+    ) -> provider_pb2.GenerateUnaryResponse:
+        """Generate's events merged into one reply: same adapter, counters and errors, but one
+        unary round trip instead of a server stream (the router uses it for whole replies)."""
+        reply = provider_pb2.GenerateResponse()
+        parts: list[str] = []
+        # Generate is an async generator (typed as the iterator gRPC expects): close it here so
+        # a cancelled call stops the adapter at once.
+        generation = cast(
+            AsyncGenerator[provider_pb2.GenerateResponse, None],
+            self.Generate(request.request, context),
+        )
+        async with contextlib.aclosing(generation) as events:
+            async for event in events:
+                if event.delta:
+                    parts.append(event.delta)
+                if event.model and not reply.model:
+                    reply.model = event.model
+                if event.HasField("usage"):
+                    reply.usage.CopyFrom(event.usage)
+                if event.finish_reason:
+                    reply.finish_reason = event.finish_reason
+        reply.delta = "".join(parts)
+        return provider_pb2.GenerateUnaryResponse(response=reply)
 
     async def GetStatus(
         self, request: provider_pb2.GetStatusRequest, context: grpc.aio.ServicerContext

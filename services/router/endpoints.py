@@ -30,12 +30,24 @@ class GenerateCall(Protocol):
     def cancel(self) -> bool: ...
 
 
+class GenerateUnaryCall(Protocol):
+    """A unary GenerateUnary call: awaited for the whole reply, cancellable."""
+
+    def __await__(self) -> Any: ...
+
+    def cancel(self) -> bool: ...
+
+
 class ProviderStub(Protocol):
     """The subset of ProviderServiceStub the router uses, so tests can inject fakes."""
 
     def Generate(
         self, request: provider_pb2.GenerateRequest, *, timeout: float | None = None
     ) -> GenerateCall: ...
+
+    def GenerateUnary(
+        self, request: provider_pb2.GenerateUnaryRequest, *, timeout: float | None = None
+    ) -> GenerateUnaryCall: ...
 
     def GetStatus(
         self, request: provider_pb2.GetStatusRequest, *, timeout: float | None = None

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -25,7 +25,13 @@ from services.common.errors import FieldViolation, ServiceError, from_rpc_error,
 from services.common.settings import RouterSettings
 from services.router import metrics as router_metrics
 from services.router.breaker import COUNTS_AGAINST_ENDPOINT, Clock
-from services.router.endpoints import Endpoint, EndpointTable, Model
+from services.router.endpoints import (
+    Endpoint,
+    EndpointTable,
+    GenerateCall,
+    GenerateUnaryCall,
+    Model,
+)
 from services.router.health import HealthMonitor
 from services.router.retry import Backoff
 from services.router.strategies import Strategy
@@ -188,9 +194,17 @@ class Relay:
     # Routing.
 
     async def route(
-        self, request: router_pb2.RouteRequest, time_remaining: TimeRemaining
+        self,
+        request: router_pb2.RouteRequest,
+        time_remaining: TimeRemaining,
+        *,
+        unary: bool = False,
     ) -> AsyncGenerator[router_pb2.RouteResponse, None]:
-        """Streams the routed generation; raises ServiceError when it cannot be served."""
+        """Streams the routed generation; raises ServiceError when it cannot be served.
+
+        ``unary``: each attempt asks the provider for the whole reply in one message
+        (GenerateUnary), so the stream is one event with selection, all text and completion.
+        """
         plan = self.plan(request)
         model = plan.model
         options = model.options
@@ -221,11 +235,13 @@ class Relay:
             if timeout is not None and timeout <= 0:
                 endpoint.breaker.release()
                 raise self._deadline(outcome)
-            stream = self._attempt(request, endpoint, outcome.attempts, timeout, hedged=False)
+            stream = self._attempt(
+                request, endpoint, outcome.attempts, timeout, hedged=False, unary=unary
+            )
             try:
                 if options.hedging and not plan.pinned:
                     stream, first = await self._race(
-                        request, model, stream, endpoint, candidates, outcome, time_remaining
+                        request, model, stream, endpoint, candidates, outcome, time_remaining, unary
                     )
                 else:
                     first = await _first_event(stream)
@@ -271,6 +287,7 @@ class Relay:
         candidates: Iterator[Endpoint],
         outcome: _Outcome,
         time_remaining: TimeRemaining,
+        unary: bool = False,
     ) -> tuple[AsyncGenerator[router_pb2.RouteResponse, None], router_pb2.RouteResponse]:
         """Waits for the primary's first event; past the endpoint's p90 TTFT, starts a backup on
         the next candidate and returns whichever produces a first event first (the other is
@@ -292,7 +309,7 @@ class Relay:
                 if not done:
                     hedged = True
                     backup = self._hedge(
-                        request, model, endpoint, candidates, outcome, time_remaining
+                        request, model, endpoint, candidates, outcome, time_remaining, unary
                     )
                     if backup is not None:
                         racing[asyncio.ensure_future(_first_event(backup))] = backup
@@ -340,6 +357,7 @@ class Relay:
         candidates: Iterator[Endpoint],
         outcome: _Outcome,
         time_remaining: TimeRemaining,
+        unary: bool = False,
     ) -> AsyncGenerator[router_pb2.RouteResponse, None] | None:
         """Starts the backup attempt of a hedge, if the attempt limit and budget allow."""
         if outcome.attempts >= model.options.max_attempts:
@@ -360,7 +378,7 @@ class Relay:
             "hedging: no first token yet, starting a backup",
             extra={"endpoint": primary.id, "backup": backup.id},
         )
-        return self._attempt(request, backup, outcome.attempts, timeout, hedged=True)
+        return self._attempt(request, backup, outcome.attempts, timeout, hedged=True, unary=unary)
 
     # One attempt.
 
@@ -372,13 +390,24 @@ class Relay:
         timeout: float | None,  # noqa: ASYNC109 - handed to gRPC as the call's deadline
         *,
         hedged: bool,
+        unary: bool = False,
     ) -> AsyncGenerator[router_pb2.RouteResponse, None]:
         """Relays one provider call, keeping the endpoint's counters, EWMAs and breaker.
 
         Raises _EarlyFailure when it failed before its first event (the caller decides whether
         another endpoint gets a go); a later failure is final and raised as a ServiceError.
         """
-        call = endpoint.worker.stub.Generate(_generate_request(request, endpoint), timeout=timeout)
+        generate = _generate_request(request, endpoint)
+        call: GenerateCall | GenerateUnaryCall
+        events: AsyncIterator[provider_pb2.GenerateResponse]
+        if unary:
+            call = endpoint.worker.stub.GenerateUnary(
+                provider_pb2.GenerateUnaryRequest(request=generate), timeout=timeout
+            )
+            events = _whole_reply(call)
+        else:
+            call = endpoint.worker.stub.Generate(generate, timeout=timeout)
+            events = aiter(call)
         endpoint.requests_total += 1
         endpoint.in_flight += 1
         clock = self._clock
@@ -387,12 +416,15 @@ class Relay:
         tokens = 0
         started = completed = verdict = False
         try:
-            async for event in call:
+            async for event in events:
                 response = router_pb2.RouteResponse(delta=event.delta)
                 if not started:
                     started = verdict = True
                     first_at = clock()
-                    endpoint.stats.record_ttft((first_at - started_at) * 1000)
+                    if not unary:
+                        # A whole reply's time is not a time to first token: only streams
+                        # feed the TTFT statistics the policies and hedging read.
+                        endpoint.stats.record_ttft((first_at - started_at) * 1000)
                     endpoint.breaker.record_success()
                     response.selection.CopyFrom(_selection(endpoint, event, attempt, hedged))
                 if event.delta:
@@ -501,6 +533,12 @@ def _note(outcome: _Outcome, early: _EarlyFailure) -> None:
         "attempt failed before the first token",
         extra={"endpoint": endpoint.id, "attempt": outcome.attempts, "code": error.code().name},
     )
+
+
+async def _whole_reply(call: GenerateUnaryCall) -> AsyncIterator[provider_pb2.GenerateResponse]:
+    """A GenerateUnary reply as the one event of a stream, so attempts handle both alike."""
+    reply: provider_pb2.GenerateUnaryResponse = await call
+    yield reply.response
 
 
 async def _first_event(

@@ -42,6 +42,11 @@ class ProviderServiceStub:
                 request_serializer=hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.GenerateUnary = channel.unary_unary(
+                '/hybridinference.provider.v1.ProviderService/GenerateUnary',
+                request_serializer=hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateUnaryRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateUnaryResponse.FromString,
+                _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/hybridinference.provider.v1.ProviderService/GetStatus',
                 request_serializer=hybridinference_dot_provider_dot_v1_dot_provider__pb2.GetStatusRequest.SerializeToString,
@@ -62,6 +67,14 @@ class ProviderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateUnary(self, request, context):
+        """Runs one generation and answers with the whole reply in one message (the router uses it
+        for callers that do not stream): one unary round trip costs less than a server stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStatus(self, request, context):
         """Reports health and load of the hosted endpoints.
         """
@@ -76,6 +89,11 @@ def add_ProviderServiceServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateRequest.FromString,
                     response_serializer=hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateResponse.SerializeToString,
+            ),
+            'GenerateUnary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GenerateUnary,
+                    request_deserializer=hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateUnaryRequest.FromString,
+                    response_serializer=hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateUnaryResponse.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
@@ -113,6 +131,33 @@ class ProviderService:
             '/hybridinference.provider.v1.ProviderService/Generate',
             hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateRequest.SerializeToString,
             hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateUnary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.provider.v1.ProviderService/GenerateUnary',
+            hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateUnaryRequest.SerializeToString,
+            hybridinference_dot_provider_dot_v1_dot_provider__pb2.GenerateUnaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

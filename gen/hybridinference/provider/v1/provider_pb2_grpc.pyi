@@ -38,6 +38,10 @@ class ProviderServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ProviderServiceAsyncStub: ...
     Generate: _grpc.UnaryStreamMultiCallable[_provider_pb2.GenerateRequest, _provider_pb2.GenerateResponse]
     """Streams one generation from an endpoint hosted by this worker."""
+    GenerateUnary: _grpc.UnaryUnaryMultiCallable[_provider_pb2.GenerateUnaryRequest, _provider_pb2.GenerateUnaryResponse]
+    """Runs one generation and answers with the whole reply in one message (the router uses it
+    for callers that do not stream): one unary round trip costs less than a server stream.
+    """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_provider_pb2.GetStatusRequest, _provider_pb2.GetStatusResponse]
     """Reports health and load of the hosted endpoints."""
 
@@ -51,6 +55,10 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Generate: _aio.UnaryStreamMultiCallable[_provider_pb2.GenerateRequest, _provider_pb2.GenerateResponse]  # type: ignore[assignment]
     """Streams one generation from an endpoint hosted by this worker."""
+    GenerateUnary: _aio.UnaryUnaryMultiCallable[_provider_pb2.GenerateUnaryRequest, _provider_pb2.GenerateUnaryResponse]  # type: ignore[assignment]
+    """Runs one generation and answers with the whole reply in one message (the router uses it
+    for callers that do not stream): one unary round trip costs less than a server stream.
+    """
     GetStatus: _aio.UnaryUnaryMultiCallable[_provider_pb2.GetStatusRequest, _provider_pb2.GetStatusResponse]  # type: ignore[assignment]
     """Reports health and load of the hosted endpoints."""
 
@@ -67,6 +75,16 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_provider_pb2.GenerateResponse], _abc.AsyncIterator[_provider_pb2.GenerateResponse]]:
         """Streams one generation from an endpoint hosted by this worker."""
+
+    @_abc_1.abstractmethod
+    def GenerateUnary(
+        self,
+        request: _provider_pb2.GenerateUnaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_pb2.GenerateUnaryResponse, _abc.Awaitable[_provider_pb2.GenerateUnaryResponse]]:
+        """Runs one generation and answers with the whole reply in one message (the router uses it
+        for callers that do not stream): one unary round trip costs less than a server stream.
+        """
 
     @_abc_1.abstractmethod
     def GetStatus(

@@ -125,6 +125,64 @@ class RouteResponse(_message.Message):
 Global___RouteResponse: _TypeAlias = RouteResponse  # noqa: Y015
 
 @_typing.final
+class RouteUnaryRequest(_message.Message):
+    """One generation to route, answered in one message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___RouteRequest:
+        """The generation, exactly as for Route."""
+
+    def __init__(
+        self,
+        *,
+        request: Global___RouteRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteUnaryRequest: _TypeAlias = RouteUnaryRequest  # noqa: Y015
+
+@_typing.final
+class RouteUnaryResponse(_message.Message):
+    """The whole reply of a routed generation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_FIELD_NUMBER: _builtins.int
+    SELECTION_FIELD_NUMBER: _builtins.int
+    COMPLETION_FIELD_NUMBER: _builtins.int
+    content: _builtins.str
+    """Every generated token, concatenated."""
+    @_builtins.property
+    def selection(self) -> Global___Selection:
+        """Where the request went."""
+
+    @_builtins.property
+    def completion(self) -> Global___Completion:
+        """How it ended."""
+
+    def __init__(
+        self,
+        *,
+        content: _builtins.str = ...,
+        selection: Global___Selection | None = ...,
+        completion: Global___Completion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "content", b"content", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteUnaryResponse: _TypeAlias = RouteUnaryResponse  # noqa: Y015
+
+@_typing.final
 class Selection(_message.Message):
     """Where a request was served."""
 

@@ -43,6 +43,11 @@ class RouterServiceStub:
                 request_serializer=hybridinference_dot_router_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
                 response_deserializer=hybridinference_dot_router_dot_v1_dot_router__pb2.RouteResponse.FromString,
                 _registered_method=True)
+        self.RouteUnary = channel.unary_unary(
+                '/hybridinference.router.v1.RouterService/RouteUnary',
+                request_serializer=hybridinference_dot_router_dot_v1_dot_router__pb2.RouteUnaryRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_router_dot_v1_dot_router__pb2.RouteUnaryResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/hybridinference.router.v1.RouterService/ListModels',
                 request_serializer=hybridinference_dot_router_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
@@ -69,6 +74,15 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RouteUnary(self, request, context):
+        """Routes one generation and answers with the whole reply in one message, for callers that
+        do not stream to their client: one unary round trip costs less than a server stream.
+        Routing, fallback, retries and hedging are the same as Route's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Lists the models the router can serve.
         """
@@ -90,6 +104,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.Route,
                     request_deserializer=hybridinference_dot_router_dot_v1_dot_router__pb2.RouteRequest.FromString,
                     response_serializer=hybridinference_dot_router_dot_v1_dot_router__pb2.RouteResponse.SerializeToString,
+            ),
+            'RouteUnary': grpc.unary_unary_rpc_method_handler(
+                    servicer.RouteUnary,
+                    request_deserializer=hybridinference_dot_router_dot_v1_dot_router__pb2.RouteUnaryRequest.FromString,
+                    response_serializer=hybridinference_dot_router_dot_v1_dot_router__pb2.RouteUnaryResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -133,6 +152,33 @@ class RouterService:
             '/hybridinference.router.v1.RouterService/Route',
             hybridinference_dot_router_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
             hybridinference_dot_router_dot_v1_dot_router__pb2.RouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RouteUnary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.router.v1.RouterService/RouteUnary',
+            hybridinference_dot_router_dot_v1_dot_router__pb2.RouteUnaryRequest.SerializeToString,
+            hybridinference_dot_router_dot_v1_dot_router__pb2.RouteUnaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

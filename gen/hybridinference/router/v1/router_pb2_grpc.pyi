@@ -39,6 +39,11 @@ class RouterServiceStub:
     def __new__(cls, channel: _aio.Channel) -> RouterServiceAsyncStub: ...
     Route: _grpc.UnaryStreamMultiCallable[_router_pb2.RouteRequest, _router_pb2.RouteResponse]
     """Routes one generation and relays its stream."""
+    RouteUnary: _grpc.UnaryUnaryMultiCallable[_router_pb2.RouteUnaryRequest, _router_pb2.RouteUnaryResponse]
+    """Routes one generation and answers with the whole reply in one message, for callers that
+    do not stream to their client: one unary round trip costs less than a server stream.
+    Routing, fallback, retries and hedging are the same as Route's.
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]
     """Lists the models the router can serve."""
     ListEndpoints: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListEndpointsRequest, _router_pb2.ListEndpointsResponse]
@@ -55,6 +60,11 @@ class RouterServiceAsyncStub(RouterServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Route: _aio.UnaryStreamMultiCallable[_router_pb2.RouteRequest, _router_pb2.RouteResponse]  # type: ignore[assignment]
     """Routes one generation and relays its stream."""
+    RouteUnary: _aio.UnaryUnaryMultiCallable[_router_pb2.RouteUnaryRequest, _router_pb2.RouteUnaryResponse]  # type: ignore[assignment]
+    """Routes one generation and answers with the whole reply in one message, for callers that
+    do not stream to their client: one unary round trip costs less than a server stream.
+    Routing, fallback, retries and hedging are the same as Route's.
+    """
     ListModels: _aio.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the models the router can serve."""
     ListEndpoints: _aio.UnaryUnaryMultiCallable[_router_pb2.ListEndpointsRequest, _router_pb2.ListEndpointsResponse]  # type: ignore[assignment]
@@ -74,6 +84,17 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_router_pb2.RouteResponse], _abc.AsyncIterator[_router_pb2.RouteResponse]]:
         """Routes one generation and relays its stream."""
+
+    @_abc_1.abstractmethod
+    def RouteUnary(
+        self,
+        request: _router_pb2.RouteUnaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.RouteUnaryResponse, _abc.Awaitable[_router_pb2.RouteUnaryResponse]]:
+        """Routes one generation and answers with the whole reply in one message, for callers that
+        do not stream to their client: one unary round trip costs less than a server stream.
+        Routing, fallback, retries and hedging are the same as Route's.
+        """
 
     @_abc_1.abstractmethod
     def ListModels(
