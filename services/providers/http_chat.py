@@ -52,6 +52,13 @@ def error_detail(body: bytes) -> str:
     return body[:_ERROR_BODY_LIMIT].decode(errors="replace").strip()
 
 
+def _merged(events: list[provider_pb2.GenerateResponse]) -> provider_pb2.GenerateResponse:
+    """Consecutive text events as one; the first one's model (set on a stream's first event)."""
+    merged = events[0]
+    merged.delta = "".join(event.delta for event in events)
+    return merged
+
+
 def api_root(base_url: str) -> str:
     return base_url.rstrip("/")
 
@@ -202,6 +209,11 @@ class OpenAICompatibleAdapter:
                         assembler, str(error) or type(error).__name__
                     ) from None
                 payloads = parser.feed(chunk) if chunk else parser.finish()
+                # Text that arrived in one network read leaves as one event: every hop after
+                # this one pays per message, and nothing here waits for more data, so the first
+                # token is never delayed. An error after some text still lets that text out first.
+                texts: list[provider_pb2.GenerateResponse] = []
+                failure: ServiceError | None = None
                 for payload in payloads:
                     if payload == _DONE:
                         done = True
@@ -209,16 +221,22 @@ class OpenAICompatibleAdapter:
                     try:
                         decoded = orjson.loads(payload)
                         if isinstance(decoded, dict) and "error" in decoded:
-                            raise self._stream_error(decoded["error"])
+                            failure = self._stream_error(decoded["error"])
+                            break
                         event = assembler.chunk(decoded)
                     except (orjson.JSONDecodeError, MalformedChunk) as error:
-                        raise ue.upstream_error(
+                        failure = ue.upstream_error(
                             ue.MALFORMED,
                             self.endpoint_id,
                             f"malformed stream chunk: {self._redact(str(error))}",
-                        ) from None
+                        )
+                        break
                     if event is not None:
-                        yield event
+                        texts.append(event)
+                if texts:
+                    yield texts[0] if len(texts) == 1 else _merged(texts)
+                if failure is not None:
+                    raise failure
                 if not chunk:
                     # End of body: a finish_reason means the stream really ended, [DONE] or not.
                     if not done and not assembler.finished:
