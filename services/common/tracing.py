@@ -4,8 +4,9 @@ With ``tracing.enabled`` false nothing of OpenTelemetry is even imported: no int
 patched channel, no exporter thread. When on, every gRPC server call gets a span (continuing the
 caller's W3C ``traceparent``, which Envoy passes through from HTTP clients as metadata), every
 channel created afterwards propagates the context to the next hop, and aiohttp requests to
-upstream APIs get client spans; spans go to an OTLP/gRPC collector in batches. Health checks are
-left out: the router probes every worker every few seconds and would drown the real traces.
+upstream APIs get client spans; spans go to an OTLP/gRPC collector in batches. Health checks and
+the router's status probes are left out: they run every few seconds per worker and would drown
+the real traces.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from services.common.telemetry_settings import TracingSettings
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
+STATUS_PROBE = "/hybridinference.provider.v1.ProviderService/GetStatus"
 
 
 @dataclass
@@ -42,7 +44,12 @@ def setup_tracing(settings: TracingSettings, service: str) -> Tracing | None:
         GrpcAioInstrumentorClient,
         aio_server_interceptor,
     )
-    from opentelemetry.instrumentation.grpc.filters import negate, service_name
+    from opentelemetry.instrumentation.grpc.filters import (
+        any_of,
+        full_method_name,
+        negate,
+        service_name,
+    )
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -56,10 +63,10 @@ def setup_tracing(settings: TracingSettings, service: str) -> Tracing | None:
     exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=insecure)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    not_health = negate(service_name(HEALTH_SERVICE))
+    not_probe = negate(any_of(service_name(HEALTH_SERVICE), full_method_name(STATUS_PROBE)))
     # Patches grpc.aio's channel constructors: every channel the service opens from now on
     # (services/common/server.py's insecure_channel included) carries the trace context.
-    GrpcAioInstrumentorClient().instrument(filter_=not_health)  # type: ignore[no-untyped-call]
+    GrpcAioInstrumentorClient(filter_=not_probe).instrument()  # type: ignore[no-untyped-call]
     AioHttpClientInstrumentor().instrument()
     log.info("tracing on", extra={"otlp_endpoint": settings.otlp_endpoint})
 
@@ -67,5 +74,5 @@ def setup_tracing(settings: TracingSettings, service: str) -> Tracing | None:
         # Flushes the spans still batched (the last requests before a drain).
         provider.shutdown()
 
-    server_interceptor = aio_server_interceptor(filter_=not_health)  # type: ignore[no-untyped-call]
+    server_interceptor = aio_server_interceptor(filter_=not_probe)  # type: ignore[no-untyped-call]
     return Tracing([server_interceptor], shutdown)
