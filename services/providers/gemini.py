@@ -30,10 +30,13 @@ from services.common.errors import ServiceError
 from services.common.settings import ConfigError, ProviderEndpointSettings
 from services.providers import upstream_errors as ue
 from services.providers.keys import KeyPool, key_env_names, read_keys
+from services.providers.sampling import sampling_options
 
 log = logging.getLogger(__name__)
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+# Gemini's names for the sampling fields that differ from OpenAI's.
+_GEMINI_NAMES = {"max_tokens": "max_output_tokens", "stop": "stop_sequences"}
 _CONTENT_FILTER = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 )
@@ -58,23 +61,9 @@ def gemini_config(
     request: provider_pb2.GenerateRequest, system: str | None
 ) -> types.GenerateContentConfig:
     sampling = request.sampling
-    options: dict[str, Any] = {}
+    options = sampling_options(sampling, _GEMINI_NAMES)
     if system is not None:
         options["system_instruction"] = system
-    if sampling.HasField("max_tokens"):
-        options["max_output_tokens"] = sampling.max_tokens
-    if sampling.HasField("temperature"):
-        options["temperature"] = sampling.temperature
-    if sampling.HasField("top_p"):
-        options["top_p"] = sampling.top_p
-    if sampling.stop:
-        options["stop_sequences"] = list(sampling.stop)
-    if sampling.HasField("seed"):
-        options["seed"] = sampling.seed
-    if sampling.HasField("presence_penalty"):
-        options["presence_penalty"] = sampling.presence_penalty
-    if sampling.HasField("frequency_penalty"):
-        options["frequency_penalty"] = sampling.frequency_penalty
     return types.GenerateContentConfig(**options)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
+from services.providers.sampling import sampling_options as set_sampling_options
 
 FINISH_REASONS: dict[str, chat_pb2.FinishReason.ValueType] = {
     "stop": chat_pb2.FINISH_REASON_STOP,
@@ -40,22 +41,7 @@ def sampling_options(
     sampling: chat_pb2.SamplingParams, max_tokens_field: str = "max_tokens"
 ) -> dict[str, Any]:
     """Only the parameters the caller set, so the upstream applies its own defaults otherwise."""
-    options: dict[str, Any] = {}
-    if sampling.HasField("max_tokens"):
-        options[max_tokens_field] = sampling.max_tokens
-    if sampling.HasField("temperature"):
-        options["temperature"] = sampling.temperature
-    if sampling.HasField("top_p"):
-        options["top_p"] = sampling.top_p
-    if sampling.stop:
-        options["stop"] = list(sampling.stop)
-    if sampling.HasField("seed"):
-        options["seed"] = sampling.seed
-    if sampling.HasField("presence_penalty"):
-        options["presence_penalty"] = sampling.presence_penalty
-    if sampling.HasField("frequency_penalty"):
-        options["frequency_penalty"] = sampling.frequency_penalty
-    return options
+    return set_sampling_options(sampling, {"max_tokens": max_tokens_field})
 
 
 def chat_body(

@@ -27,6 +27,7 @@ from services.common.errors import ServiceError
 from services.common.settings import ConfigError, ProviderEndpointSettings, VllmEngineSettings
 from services.providers import upstream_errors as ue
 from services.providers.openai_wire import FINISH_REASONS, chat_messages
+from services.providers.sampling import sampling_options
 from services.providers.vllm_metrics import HitRateWindow, parse_load
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,7 @@ def engine_args(vllm: Any, settings: VllmEngineSettings, served_name: str) -> An
 def sampling_params(vllm: Any, sampling: chat_pb2.SamplingParams) -> Any:
     """vLLM SamplingParams with the OpenAI server's defaults for anything unset."""
     output_kind = importlib.import_module("vllm.sampling_params").RequestOutputKind.DELTA
-    options: dict[str, Any] = {"output_kind": output_kind}
-    if sampling.HasField("max_tokens"):
-        options["max_tokens"] = sampling.max_tokens
-    if sampling.HasField("temperature"):
-        options["temperature"] = sampling.temperature
-    if sampling.HasField("top_p"):
-        options["top_p"] = sampling.top_p
-    if sampling.stop:
-        options["stop"] = list(sampling.stop)
-    if sampling.HasField("seed"):
-        options["seed"] = sampling.seed
-    if sampling.HasField("presence_penalty"):
-        options["presence_penalty"] = sampling.presence_penalty
-    if sampling.HasField("frequency_penalty"):
-        options["frequency_penalty"] = sampling.frequency_penalty
+    options = {"output_kind": output_kind, **sampling_options(sampling)}
     return vllm.SamplingParams(**options)
 
 
