@@ -16,7 +16,6 @@ from services.gateway.openai_servicer import OpenAIServicer
 from services.gateway.runtime import GatewayRuntime
 from services.gateway.typed_servicer import GatewayServicer
 from services.gateway.wire_guard import GuardedRegistration
-from services.gateway.wire_guard import GuardedRegistration
 
 
 async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:

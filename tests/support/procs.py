@@ -36,8 +36,12 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def wait_healthy(address: str, timeout_s: float = 20.0, service: str = "",
-                 proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_healthy(
+    address: str,
+    timeout_s: float = 20.0,
+    service: str = "",
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
     """Polls grpc.health.v1 until SERVING; fails early if the process already exited."""
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(address) as channel:
@@ -77,16 +81,25 @@ class ServiceProcess:
         return self.proc.returncode
 
 
-def start_service(module_args: Sequence[str], config: Path, address: str, log_dir: Path,
-                  name: str, env: dict[str, str] | None = None,
-                  wait: bool = True) -> ServiceProcess:
+def start_service(
+    module_args: Sequence[str],
+    config: Path,
+    address: str,
+    log_dir: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> ServiceProcess:
     """Starts ``python -m services.<...>`` with the config and waits until it is healthy."""
     log_path = log_dir / f"{name}.log"
     full_env = {**os.environ, "HI_CONFIG": str(config), "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", *module_args, "--config", str(config)],
-            cwd=REPO, env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     service = ServiceProcess(name, address, proc, log_path)
     if wait:

@@ -6,9 +6,9 @@ import random
 
 import grpc
 import pytest
+
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-
 from services.common.errors import ServiceError
 from services.common.settings import ProviderEndpointSettings, SimEndpointSettings
 from services.providers.adapter import ProviderAdapter, build_adapter

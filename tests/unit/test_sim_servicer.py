@@ -9,8 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
-from hybridinference.provider.v1 import provider_pb2
 
+from hybridinference.provider.v1 import provider_pb2
 from services.common.errors import ServiceError
 from services.common.settings import ProviderEndpointSettings, SimEndpointSettings
 from services.providers.adapter import ProviderAdapter
