@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common.edge_settings import TlsSettings
 from services.common.logs import configure_logging
 from services.common.metrics import RpcMetricsInterceptor, configured_metrics_port, serve_metrics
-from services.common.settings import ConfigError, MeshSettings, load_settings
+from services.common.settings import CONFIG_ENV, ConfigError, MeshSettings, load_settings
 from services.common.tls import TlsConfigError, server_credentials
 from services.common.tracing import Tracing, setup_tracing
 
@@ -46,6 +47,11 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # A peer on the same host that restarts (or starts a moment after us) is back within
+    # milliseconds; gRPC's default reconnect backoff (1 s growing to 120 s) would keep failing
+    # requests long after it is listening again.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
 
@@ -175,6 +181,10 @@ def main(
     except ConfigError as error:
         print(f"{name}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    if args.config is not None:
+        # This process serves from that file: whatever reloads it later (the router's hot
+        # reload) finds it where a file given by environment would be.
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     configure_logging(name, settings.log_level)
     host, port, grace = select(settings, args)
     if args.port is not None:

@@ -10,6 +10,7 @@ YAML file (``--config`` or ``HI_CONFIG``) over the defaults below.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -393,7 +394,7 @@ class MeshSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = os.environ.get(CONFIG_ENV)
+        path = _yaml_path.get()
         if path:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)
@@ -411,15 +412,30 @@ def _format_errors(error: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+# The YAML file of the load in progress; passed this way because pydantic-settings builds its
+# sources in a classmethod. (The environment is not used for this: a loader that set HI_CONFIG
+# would leak one caller's file into every later load in the process.)
+_yaml_path: contextvars.ContextVar[str | None] = contextvars.ContextVar("yaml_path", default=None)
+
+
+def config_path_from(explicit: str | None) -> str | None:
+    """The config file in use: the explicit one (``--config``), else ``$HI_CONFIG``, else none."""
+    return explicit if explicit is not None else (os.environ.get(CONFIG_ENV) or None)
+
+
 def load_settings(config_path: str | None = None, **overrides: Any) -> MeshSettings:
-    """Loads and validates the mesh configuration, raising ConfigError with readable reasons."""
-    if config_path is not None:
-        if not Path(config_path).is_file():
-            raise ConfigError(f"config file not found: {config_path}")
-        os.environ[CONFIG_ENV] = config_path
-    elif (env_path := os.environ.get(CONFIG_ENV)) and not Path(env_path).is_file():
-        raise ConfigError(f"config file not found: {env_path} (from {CONFIG_ENV})")
+    """Loads and validates the mesh configuration, raising ConfigError with readable reasons.
+
+    ``config_path`` defaults to ``$HI_CONFIG``; without either, the built-in defaults apply.
+    """
+    path = config_path_from(config_path)
+    if path is not None and not Path(path).is_file():
+        origin = "" if config_path is not None else f" (from {CONFIG_ENV})"
+        raise ConfigError(f"config file not found: {path}{origin}")
+    token = _yaml_path.set(path)
     try:
         return MeshSettings(**overrides)
     except ValidationError as error:
         raise ConfigError(_format_errors(error)) from None
+    finally:
+        _yaml_path.reset(token)

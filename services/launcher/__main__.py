@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 
-from services.common.settings import CONFIG_ENV, ConfigError, load_settings
+from services.common.settings import CONFIG_ENV, ConfigError, config_path_from, load_settings
 from services.launcher import plan, supervisor
 
 
@@ -48,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print("launcher: cannot start:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    # load_settings put --config into the environment; children get it as an absolute path.
-    config_path = os.environ.get(CONFIG_ENV)
+    # Children get the file in use as an absolute path.
+    config_path = config_path_from(args.config)
     config = Path(config_path).resolve() if config_path else None
     cwd = Path.cwd()
     options = supervisor.Options(
