@@ -46,7 +46,11 @@ class Mesh:
 
 
 def mesh_config(tmp: Path, extra_models: bool = True) -> dict[str, Any]:
-    """Free ports everywhere; a normal, a slow and a mid-stream-dying simulated endpoint."""
+    """Free ports everywhere; a normal, a slow and a mid-stream-dying simulated endpoint.
+
+    /metrics is off (port 0) so test meshes never contend for the default metrics ports;
+    tests that scrape set their own free ones.
+    """
     envoy_port = free_port()
     config: dict[str, Any] = {
         "log_level": "INFO",
@@ -56,12 +60,22 @@ def mesh_config(tmp: Path, extra_models: bool = True) -> dict[str, Any]:
             # Several Envoys on one host need distinct shared-memory ids.
             "base_id": envoy_port,
         },
-        "gateway": {"port": free_port(), "grace_period_s": 3},
-        "router": {"port": free_port(), "grace_period_s": 3, "health_interval_s": 0.5},
-        "logger": {"port": free_port(), "sqlite_path": str(tmp / "requests.db")},
+        "gateway": {"port": free_port(), "grace_period_s": 3, "metrics_port": 0},
+        "router": {
+            "port": free_port(),
+            "grace_period_s": 3,
+            "health_interval_s": 0.5,
+            "metrics_port": 0,
+        },
+        "logger": {
+            "port": free_port(),
+            "sqlite_path": str(tmp / "requests.db"),
+            "metrics_port": 0,
+        },
         "providers": [
             {
                 "name": "sim",
+                "metrics_port": 0,
                 "port": free_port(),
                 "grace_period_s": 3,
                 "endpoints": [
