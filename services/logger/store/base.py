@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from hybridinference.logger.v1 import logger_pb2
 from services.logger.pagination import Cursor, ListFilters, decode_token, encode_token
-from services.logger.rows import Row, record_to_row, row_to_record
+from services.logger.rows import Row, row_to_record
 from services.logger.usage import UsageBucket, UsageQuery
 
 MAX_PAGE_SIZE = 1000
@@ -57,10 +57,10 @@ class RecordStore(abc.ABC):
             return WriteResult(0, 0)
         # The first of several records with one request id wins, as it would across batches;
         # deduplicating here keeps the usage rollup from counting the others.
-        rows: dict[str, Row] = {}
+        unique: dict[str, logger_pb2.RequestRecord] = {}
         for record in records:
-            rows.setdefault(record.request_id, record_to_row(record))
-        inserted = await self._insert(list(rows.values()))
+            unique.setdefault(record.request_id, record)
+        inserted = await self._insert(list(unique.values()))
         return WriteResult(inserted, len(records) - inserted)
 
     async def get(self, request_id: str) -> logger_pb2.RequestRecord | None:
@@ -90,9 +90,10 @@ class RecordStore(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def _insert(self, rows: Sequence[Row]) -> int:
-        """Inserts rows (unique request ids), skipping stored ones, and rolls the inserted ones
-        up into usage_hourly in the same transaction; returns how many were inserted."""
+    async def _insert(self, records: Sequence[logger_pb2.RequestRecord]) -> int:
+        """Inserts the records (unique request ids) as rows, skipping stored ones, and rolls the
+        inserted ones up into usage_hourly in the same transaction; returns how many were
+        inserted. The store converts (record_to_row), so it can overlap that with its I/O."""
 
     @abc.abstractmethod
     async def _fetch_one(self, request_id: str) -> Row | None: ...

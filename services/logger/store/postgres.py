@@ -4,6 +4,10 @@ A batch is one transaction: the rows are streamed with binary COPY into a per-co
 staging table, then one statement moves them into request_log with ``ON CONFLICT DO NOTHING``
 (replays are free) and rolls the newly inserted ones up into usage_hourly. COPY is the fastest
 way into PostgreSQL, and the staging table is what lets COPY be idempotent.
+
+The batch goes in chunks, and the next chunk's records are converted to rows (Python, this
+process) while the server merges the previous one (mostly index maintenance, the largest part of
+a row's cost): on two cores the two overlap instead of adding up.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from hybridinference.logger.v1 import logger_pb2
 from services.logger.pagination import Cursor, ListFilters
-from services.logger.rows import COLUMN_LIST, COLUMNS, Row
+from services.logger.rows import COLUMN_LIST, COLUMNS, Row, record_to_row
 from services.logger.store.base import MigrationError, RecordStore, StoreUnavailable
 from services.logger.store.migrations import Migration, load_migrations
 from services.logger.store.sql import list_query
@@ -50,9 +55,14 @@ _CREATE_STAGE = (
     + ") ON COMMIT DELETE ROWS"
 )
 _TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens")
+# Rows per COPY + merge round within a batch's transaction.
+_CHUNK = 500
+# Empties the staging table as it reads it, so each chunk's merge sees only that chunk.
 _MERGE = f"""
-WITH inserted AS (
-    INSERT INTO request_log ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM {_STAGE}
+WITH staged AS (
+    DELETE FROM {_STAGE} RETURNING {COLUMN_LIST}
+), inserted AS (
+    INSERT INTO request_log ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM staged
     ON CONFLICT (request_id) DO NOTHING
     RETURNING started_at, api_key_id, requested_model, status, cost_usd, {", ".join(_TOKENS)}
 ), rolled AS (
@@ -117,14 +127,12 @@ class PostgresStore(RecordStore):
     async def close(self) -> None:
         await self._pool.close()
 
-    async def _insert(self, rows: Sequence[Row]) -> int:
+    async def _insert(self, records: Sequence[logger_pb2.RequestRecord]) -> int:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.copy_records_to_table(_STAGE, records=rows, columns=COLUMNS)
-                inserted: int = await conn.fetchval(_MERGE)
+                return await _copy_and_merge(conn, records)
         except _TRANSIENT as error:
             raise StoreUnavailable(f"PostgreSQL write failed: {error}") from error
-        return inserted
 
     async def usage(self, query: UsageQuery) -> list[UsageBucket]:
         params: list[object] = [query.start, query.end]
@@ -161,6 +169,27 @@ class PostgresStore(RecordStore):
         except _TRANSIENT as error:
             raise StoreUnavailable(f"PostgreSQL read failed: {error}") from error
         return [Row._make(values) for values in fetched]
+
+
+async def _copy_and_merge(
+    conn: asyncpg.Connection, records: Sequence[logger_pb2.RequestRecord]
+) -> int:
+    """Inside the caller's transaction: stores the records chunk by chunk, converting the next
+    chunk while the server merges the current one; returns how many rows were new."""
+    inserted = 0
+    rows = [record_to_row(record) for record in records[:_CHUNK]]
+    for start in range(_CHUNK, len(records) + _CHUNK, _CHUNK):
+        await conn.copy_records_to_table(_STAGE, records=rows, columns=COLUMNS)
+        merge = asyncio.ensure_future(conn.fetchval(_MERGE))
+        try:
+            # One turn of the loop lets the merge task send its statement before the
+            # conversion below holds the CPU.
+            await asyncio.sleep(0)
+            rows = [record_to_row(record) for record in records[start : start + _CHUNK]]
+        finally:
+            merged: int = await merge
+        inserted += merged
+    return inserted
 
 
 async def _prepare_connection(conn: asyncpg.Connection) -> None:

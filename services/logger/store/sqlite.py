@@ -16,8 +16,9 @@ from typing import Any
 
 import aiosqlite
 
+from hybridinference.logger.v1 import logger_pb2
 from services.logger.pagination import Cursor, ListFilters
-from services.logger.rows import COLUMN_LIST, COLUMNS, Row
+from services.logger.rows import COLUMN_LIST, COLUMNS, Row, record_to_row
 from services.logger.store.base import MigrationError, RecordStore, StoreUnavailable
 from services.logger.store.migrations import Migration, load_migrations, split_statements
 from services.logger.store.sql import list_query
@@ -99,7 +100,8 @@ class SqliteStore(RecordStore):
             await self._writer.close()
         await self._reader.close()
 
-    async def _insert(self, rows: Sequence[Row]) -> int:
+    async def _insert(self, records: Sequence[logger_pb2.RequestRecord]) -> int:
+        rows = [record_to_row(record) for record in records]
         async with self._write_lock:
             try:
                 await self._writer.execute("BEGIN IMMEDIATE")
