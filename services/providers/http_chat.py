@@ -3,7 +3,7 @@
 Used by ``openai_compatible`` (SGLang, TGI, llama.cpp server, Ollama, ...) and, with load from
 ``/metrics``, by ``vllm``. The hot path per network read is: SSE split, ``orjson.loads``, a dict
 lookup or two, one protobuf message per content delta. aiohttp, not httpx: about a third of the
-CPU per request (see ARCHITECTURE.md).
+CPU per request (measured on the development machines).
 
 Timeouts: ``connect_timeout_s`` for the TCP connect; ``first_token_timeout_s`` from sending the
 request to the first content token (covers a queued request upstream); ``idle_timeout_s``

