@@ -2,7 +2,8 @@
 
 The committed file is the single source of the Envoy config (valid as is for the default ports).
 Rendering loads it and replaces only what depends on the settings: the listener address, the admin
-port, the gateway's address and an absolute descriptor path, so Envoy works from any directory.
+port, the gateway's address and an absolute descriptor path, so Envoy works from any directory; with
+tracing on it also adds Envoy's OpenTelemetry tracer (services/launcher/envoy_tracing.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from services.common.settings import MeshSettings, dial_host
+from services.launcher.envoy_tracing import add_tracing
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "deploy" / "envoy" / "envoy.yaml"
@@ -47,8 +49,10 @@ def apply_settings(
         raise ValueError("envoy config: expected exactly one listener")
     listener = listeners[0]
     _socket(listener["address"]).update(address=settings.envoy.host, port_value=settings.envoy.port)
+    hcms: list[dict[str, Any]] = []
     for chain in listener["filter_chains"]:
         hcm = _named(chain["filters"], _HCM, "network filter")["typed_config"]
+        hcms.append(hcm)
         transcoder = _named(hcm["http_filters"], _TRANSCODER, "http filter")["typed_config"]
         transcoder["proto_descriptor"] = str(descriptor.resolve())
 
@@ -59,6 +63,7 @@ def apply_settings(
             _socket(endpoint["endpoint"]["address"]).update(
                 address=dial_host(gateway.host), port_value=gateway.port
             )
+    add_tracing(config, hcms, settings.tracing)
     return config
 
 

@@ -110,3 +110,53 @@ def _transcoder(config: dict[str, Any]) -> dict[str, Any]:
             config_: dict[str, Any] = http_filter["typed_config"]
             return config_
     raise AssertionError("no transcoder")
+
+
+def test_tracing_off_adds_no_tracer() -> None:
+    config = envoy_config.apply_settings(
+        yaml.safe_load(envoy_config.TEMPLATE.read_text()), load_settings(None)
+    )
+    assert "tracing" not in _hcm(config)
+    assert [c["name"] for c in config["static_resources"]["clusters"]] == ["gateway"]
+
+
+def test_tracing_on_renders_a_valid_opentelemetry_tracer(tmp_path: Path) -> None:
+    settings = load_settings(
+        None,
+        envoy={"port": 18124, "admin_port": 19124},
+        tracing={"enabled": True, "otlp_endpoint": "http://collector.local:14317"},
+    )
+    path = envoy_config.render(settings, tmp_path / "run")
+    config = yaml.safe_load(path.read_text())
+    provider = _hcm(config)["tracing"]["provider"]
+    assert provider["name"] == "envoy.tracers.opentelemetry"
+    assert provider["typed_config"]["service_name"] == "envoy"
+    cluster_name = provider["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    endpoint = clusters[cluster_name]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert endpoint["endpoint"]["address"]["socket_address"] == {
+        "address": "collector.local",
+        "port_value": 14317,
+    }
+    # Rendering twice (the launcher re-renders on restart) keeps one collector cluster.
+    again = envoy_config.apply_settings(config, settings)
+    assert [c["name"] for c in again["static_resources"]["clusters"]].count(cluster_name) == 1
+    result = validate(path, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_tracing_to_an_https_collector_is_valid(tmp_path: Path) -> None:
+    settings = load_settings(
+        None, tracing={"enabled": True, "otlp_endpoint": "https://otel.example.com"}
+    )
+    path = envoy_config.render(settings, tmp_path / "run")
+    cluster = yaml.safe_load(path.read_text())["static_resources"]["clusters"][-1]
+    assert cluster["transport_socket"]["typed_config"]["sni"] == "otel.example.com"
+    assert validate(path, cwd=tmp_path).returncode == 0
+
+
+def _hcm(config: dict[str, Any]) -> dict[str, Any]:
+    hcm: dict[str, Any] = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][
+        0
+    ]["typed_config"]
+    return hcm
