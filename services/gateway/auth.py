@@ -73,6 +73,16 @@ def admin_required() -> ServiceError:
     )
 
 
+def admin_auth_disabled() -> ServiceError:
+    # With auth off every caller is anonymous, so no caller can be told apart as an admin: the
+    # admin RPCs stay shut rather than open to anyone who can reach the gateway.
+    return ServiceError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "Admin RPCs need API keys: set gateway.auth.enabled and call with an admin key.",
+        "admin_auth_disabled",
+    )
+
+
 class KeyCache:
     """Active keys by HMAC, swapped whole when the store changes (readers never see a mix)."""
 

@@ -11,12 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.common.settings import MeshSettings
-from services.gateway.auth import Authenticator, KeyCache, Metadata
+from services.gateway.auth import (
+    Authenticator,
+    KeyCache,
+    Metadata,
+    admin_auth_disabled,
+    admin_required,
+)
 from services.gateway.key_refresh import KeyRefresher
 from services.gateway.quota.guard import QuotaGuard, open_counters
 from services.gateway.router_client import Execution
 from services.keys.model import ApiKey
-from services.keys.store import KeyStoreError, open_key_store
+from services.keys.store import KeyStore, KeyStoreError, open_key_store
 from services.keys.tokens import SecretMissing, server_secret
 
 log = logging.getLogger(__name__)
@@ -34,10 +40,12 @@ class Edge:
         authenticator: Authenticator,
         quotas: QuotaGuard | None = None,
         refresher: KeyRefresher | None = None,
+        store: KeyStore | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._quotas = quotas
         self._refresher = refresher
+        self._store = store
 
     @classmethod
     def disabled(cls) -> Edge:
@@ -68,7 +76,7 @@ class Edge:
             fail_open=gateway.quota.failure_mode == "open",
             hold_s=gateway.request_timeout_s + _HOLD_SLACK_S,
         )
-        return cls(Authenticator(cache), quotas, refresher)
+        return cls(Authenticator(cache), quotas, refresher, store)
 
     @property
     def auth_enabled(self) -> bool:
@@ -92,6 +100,25 @@ class Edge:
 
     def authenticate_caller(self, metadata: Metadata) -> ApiKey | None:
         return self._authenticator.authenticate(metadata)
+
+    def authenticate_admin(self, metadata: Metadata) -> ApiKey:
+        """401 without a valid key, 403 for a non-admin key or when auth is off."""
+        if not self._authenticator.enabled:
+            raise admin_auth_disabled()
+        key = self._authenticator.authenticate(metadata)
+        if key is None or not key.admin:
+            raise admin_required()
+        return key
+
+    @property
+    def key_store(self) -> KeyStore | None:
+        """The key table (None with auth off), for the admin RPCs."""
+        return self._store
+
+    async def reload_keys(self) -> None:
+        """Applies a key change at once on this gateway (others follow within their interval)."""
+        if self._refresher is not None:
+            await self._refresher.refresh_once()
 
     async def admit(self, execution: Execution) -> None:
         """After validation: PERMISSION_DENIED for a model the key may not use, then quotas."""

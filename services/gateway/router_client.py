@@ -60,6 +60,15 @@ class RouterClient:
             raise from_rpc_error(error) from None
         return list(reply.models)
 
+    async def list_endpoints(self, timeout_s: float = 5.0) -> list[router_pb2.EndpointState]:
+        try:
+            reply = await self._stub.ListEndpoints(
+                router_pb2.ListEndpointsRequest(), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return list(reply.endpoints)
+
     async def close(self) -> None:
         await self._channel.close()
 

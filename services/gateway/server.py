@@ -6,10 +6,11 @@ from typing import cast
 
 import grpc
 
-from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from hybridinference.gateway.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from hybridinference.openai.v1 import openai_pb2, openai_pb2_grpc
 from services.common.server import Service
 from services.common.settings import MeshSettings
+from services.gateway.admin_servicer import AdminServicer
 from services.gateway.edge import Edge, EdgeStartError
 from services.gateway.metrics import register_shipper_metrics
 from services.gateway.openai_servicer import OpenAIServicer
@@ -29,11 +30,13 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
     guarded = cast(grpc.aio.Server, GuardedRegistration(server))
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(runtime), guarded)
     openai_pb2_grpc.add_OpenAIServiceServicer_to_server(OpenAIServicer(runtime), guarded)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(runtime), guarded)
     return Service(
         name="gateway",
         service_names=[
             gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
             openai_pb2.DESCRIPTOR.services_by_name["OpenAIService"].full_name,
+            admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
         ],
         on_started=[runtime.start],
         cleanups=[runtime.close],
