@@ -6,7 +6,8 @@ caller's W3C ``traceparent``, which Envoy passes through from HTTP clients as me
 channel created afterwards propagates the context to the next hop, and aiohttp requests to
 upstream APIs get client spans; spans go to an OTLP/gRPC collector in batches. Health checks and
 the router's status probes are left out: they run every few seconds per worker and would drown
-the real traces.
+the real traces. Request records, batched to the logger, carry their request's ``traceparent``
+and the logger's storage span links to them (services/common/trace_context.py).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.common import trace_context
 from services.common.telemetry_settings import TracingSettings
 
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 STATUS_PROBE = "/hybridinference.provider.v1.ProviderService/GetStatus"
+# Links per span: a stored batch links each of its records (the SDK's default is 128).
+MAX_LINKS = 4096
 
 
 @dataclass
@@ -51,13 +55,17 @@ def setup_tracing(settings: TracingSettings, service: str) -> Tracing | None:
         service_name,
     )
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from services.common.trace_links import OtelTraceHooks
 
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: f"hybridinference-{service}"}),
         sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+        # A logger batch span links every record of the batch (up to the shippers' batch size).
+        span_limits=SpanLimits(max_links=MAX_LINKS),
     )
     insecure = not settings.otlp_endpoint.startswith("https://")
     exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=insecure)
@@ -68,10 +76,12 @@ def setup_tracing(settings: TracingSettings, service: str) -> Tracing | None:
     # (services/common/server.py's insecure_channel included) carries the trace context.
     GrpcAioInstrumentorClient(filter_=not_probe).instrument()  # type: ignore[no-untyped-call]
     AioHttpClientInstrumentor().instrument()
+    trace_context.install(OtelTraceHooks(f"hybridinference.{service}"))
     log.info("tracing on", extra={"otlp_endpoint": settings.otlp_endpoint})
 
     async def shutdown() -> None:
         # Flushes the spans still batched (the last requests before a drain).
+        trace_context.install(None)
         provider.shutdown()
 
     server_interceptor = aio_server_interceptor(filter_=not_probe)  # type: ignore[no-untyped-call]

@@ -13,6 +13,7 @@ from datetime import UTC
 import grpc
 
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+from services.common import trace_context
 from services.common.errors import FieldViolation, ServiceError, abort, invalid_argument
 from services.logger.capture import CapturePolicy, apply_caps
 from services.logger.decoding import DecodedBatch
@@ -64,7 +65,8 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
                 extra={"rejected": len(rejected), "first_reason": rejected[0][1]},
             )
         try:
-            await self._spool.append(payloads)
+            with trace_context.linked_span("store request records", _links(batch, rejected)):
+                await self._spool.append(payloads)
         except SpoolFull as error:
             self._stats.spool_full += 1
             await abort(context, _spool_full(error))
@@ -160,6 +162,18 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
         self, request: logger_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> logger_pb2.GetStatsResponse:
         return self._stats.to_proto(self._spool)
+
+
+def _links(batch: DecodedBatch, rejected: list[tuple[int, str]]) -> list[tuple[str, str]]:
+    """(traceparent, request_id) of the records being stored; nothing when tracing is off."""
+    if not trace_context.enabled():
+        return []
+    refused = {index for index, _ in rejected}
+    return [
+        (record.traceparent, record.request_id)
+        for index, record in batch.records
+        if index not in refused and record.traceparent
+    ]
 
 
 def _unavailable(error: StoreUnavailable) -> ServiceError:

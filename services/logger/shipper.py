@@ -26,6 +26,7 @@ from typing import cast
 import grpc
 
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+from services.common import trace_context
 from services.common.server import insecure_channel
 from services.logger.decoding import encode_batch
 from services.logger.spool import Spool, SpoolError, SpoolFull
@@ -118,7 +119,13 @@ class RecordShipper:
         self._task = asyncio.create_task(self._run(), name="record-shipper")
 
     def submit(self, record: logger_pb2.RequestRecord) -> None:
-        """Queues the record; never blocks and never raises."""
+        """Queues the record; never blocks and never raises.
+
+        Called in the request's context, so with tracing on the record takes the request's
+        trace context along: the batch that carries it is sent later, from another task.
+        """
+        if trace_context.enabled() and not record.traceparent:
+            record.traceparent = trace_context.current_traceparent()
         if self._closing:
             self.dropped += 1
             return

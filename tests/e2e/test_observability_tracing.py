@@ -1,4 +1,5 @@
-"""One request through Envoy with a W3C traceparent: every service's spans land in one trace."""
+"""One request through Envoy with a W3C traceparent: every service's spans land in one trace,
+and the logger's span storing the request's record links to it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 from tests.support.mesh import Mesh, mesh_config, running_mesh
-from tests.support.otlp import OtlpReceiver, running_receiver
+from tests.support.otlp import OtlpReceiver, ReceivedSpan, running_receiver
 from tests.support.polling import poll
 
 
@@ -49,6 +50,7 @@ def test_http_request_with_traceparent_is_one_trace_across_services(
     )
     assert reply.status_code == 200, reply.text
     services = {
+        "envoy",
         "hybridinference-gateway",
         "hybridinference-router",
         "hybridinference-provider-sim",
@@ -61,10 +63,15 @@ def test_http_request_with_traceparent_is_one_trace_across_services(
     poll(all_services, 30, f"spans of {services} in trace {trace_id}", every_s=0.1)
     spans = receiver.trace(trace_id)
     by_id = {span.span_id: span for span in spans}
+    # Envoy continues the client's context...
+    (envoy,) = [s for s in spans if s.service == "envoy"]
+    assert envoy.parent_span_id == parent
     gateway = [
-        s for s in spans if s.service == "hybridinference-gateway" and s.parent_span_id == parent
+        s
+        for s in spans
+        if s.service == "hybridinference-gateway" and s.parent_span_id == envoy.span_id
     ]
-    # The gateway's server span continues the client's context...
+    # ...the gateway's server span continues Envoy's...
     assert [s.name for s in gateway] == [
         "/hybridinference.openai.v1.OpenAIService/CreateChatCompletion"
     ]
@@ -76,12 +83,30 @@ def test_http_request_with_traceparent_is_one_trace_across_services(
         if "ProviderService/Generate" in s.name and s.service == "hybridinference-provider-sim"
     )
     chain = []
-    span = provider
+    span: ReceivedSpan | None = provider
     while span is not None:
         chain.append(span.service)
         span = by_id.get(span.parent_span_id)
-    assert chain[-1] == "hybridinference-gateway"
+    assert chain[-2:] == ["hybridinference-gateway", "envoy"]
     assert "hybridinference-router" in chain
+    # The record reaches the logger later, in a batch of its own trace; the span storing that
+    # batch links to the request's gateway span (the context current when the record was made).
+    request_spans = {s.span_id for s in spans}
+
+    def linked_store_span() -> ReceivedSpan | None:
+        for span in receiver.spans:
+            if span.service == "hybridinference-logger" and any(
+                link.trace_id == trace_id and link.span_id in request_spans for link in span.links
+            ):
+                return span
+        return None
+
+    store = poll(linked_store_span, 30, f"a logger span linked to trace {trace_id}", every_s=0.1)
+    assert store.name == "store request records"
+    assert store.trace_id != trace_id
+    (link,) = [link for link in store.links if link.trace_id == trace_id]
+    assert by_id[link.span_id].service == "hybridinference-gateway"
+    assert dict(link.attributes)["request_id"]
     # Health checks and status probes are not traced.
     assert not [s for s in receiver.spans if "grpc.health" in s.name or "GetStatus" in s.name]
 

@@ -10,8 +10,16 @@ from dataclasses import dataclass, field
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tests.support.procs import free_port
+
+
+@dataclass(frozen=True)
+class ReceivedLink:
+    trace_id: str
+    span_id: str
+    attributes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,7 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_span_id: str
+    links: tuple[ReceivedLink, ...] = ()
 
 
 @dataclass
@@ -45,6 +54,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore
                             span.trace_id.hex(),
                             span.span_id.hex(),
                             span.parent_span_id.hex(),
+                            tuple(_link(link) for link in span.links),
                         )
                     )
         with self._lock:
@@ -54,6 +64,11 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         with self._lock:
             return [span for span in self.spans if span.trace_id == trace_id]
+
+
+def _link(link: trace_pb2.Span.Link) -> ReceivedLink:
+    attributes = tuple((a.key, a.value.string_value) for a in link.attributes)
+    return ReceivedLink(link.trace_id.hex(), link.span_id.hex(), attributes)
 
 
 @contextmanager

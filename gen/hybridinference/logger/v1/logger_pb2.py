@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from hybridinference.common.v1 import chat_pb2 as hybridinference_dot_common_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&hybridinference/logger/v1/logger.proto\x12\x19hybridinference.logger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$hybridinference/common/v1/chat.proto\"\xbf\x05\n\rRequestRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07surface\x18\x03 \x01(\t\x12\x12\n\napi_key_id\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x17\n\x0frequested_model\x18\x06 \x01(\t\x12\x14\n\x0cserved_model\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x0e\n\x06stream\x18\x0b \x01(\x08\x12\x0e\n\x06status\x18\x0c \x01(\t\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x0f\n\x07ttft_ms\x18\x0e \x01(\x01\x12\x12\n\nlatency_ms\x18\x0f \x01(\x01\x12/\n\x05usage\x18\x10 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x11 \x01(\x01\x12>\n\rfinish_reason\x18\x12 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12;\n\x08sampling\x18\x13 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12H\n\x08metadata\x18\x14 \x03(\x0b\x32\x36.hybridinference.logger.v1.RequestRecord.MetadataEntry\x12\x11\n\tfallbacks\x18\x15 \x01(\x05\x12\x0e\n\x06hedged\x18\x16 \x01(\x08\x12\x0e\n\x06prompt\x18\x17 \x01(\t\x12\x10\n\x08response\x18\x18 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x13WriteRecordsRequest\x12\x39\n\x07records\x18\x01 \x03(\x0b\x32(.hybridinference.logger.v1.RequestRecord\"e\n\x14WriteRecordsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12;\n\x08rejected\x18\x02 \x03(\x0b\x32).hybridinference.logger.v1.RejectedRecord\"/\n\x0eRejectedRecord\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"&\n\x10GetRecordRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"M\n\x11GetRecordResponse\x12\x38\n\x06record\x18\x01 \x01(\x0b\x32(.hybridinference.logger.v1.RequestRecord\"\xde\x01\n\x12ListRecordsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x12\n\napi_key_id\x18\x06 \x01(\t\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x13ListRecordsResponse\x12\x39\n\x07records\x18\x01 \x03(\x0b\x32(.hybridinference.logger.v1.RequestRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x01\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"\xec\x01\n\x0bUsageBucket\x12\'\n\x03\x64\x61y\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08requests\x18\x04 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x03\x12\x15\n\rcached_tokens\x18\x08 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\t \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\n \x01(\x01\"K\n\x10GetUsageResponse\x12\x37\n\x07\x62uckets\x18\x01 \x03(\x0b\x32&.hybridinference.logger.v1.UsageBucket\"\x11\n\x0fGetStatsRequest\"\x9f\x03\n\x10GetStatsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12K\n\x08rejected\x18\x02 \x03(\x0b\x32\x39.hybridinference.logger.v1.GetStatsResponse.RejectedEntry\x12M\n\ttruncated\x18\x03 \x03(\x0b\x32:.hybridinference.logger.v1.GetStatsResponse.TruncatedEntry\x12\x0e\n\x06stored\x18\x04 \x01(\x03\x12\x12\n\nduplicates\x18\x05 \x01(\x03\x12\x16\n\x0estore_failures\x18\x06 \x01(\x03\x12\x15\n\rspool_records\x18\x07 \x01(\x03\x12\x13\n\x0bspool_bytes\x18\x08 \x01(\x03\x12\x12\n\nspool_full\x18\t \x01(\x03\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0eTruncatedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xa0\x04\n\rLoggerService\x12o\n\x0cWriteRecords\x12..hybridinference.logger.v1.WriteRecordsRequest\x1a/.hybridinference.logger.v1.WriteRecordsResponse\x12\x66\n\tGetRecord\x12+.hybridinference.logger.v1.GetRecordRequest\x1a,.hybridinference.logger.v1.GetRecordResponse\x12l\n\x0bListRecords\x12-.hybridinference.logger.v1.ListRecordsRequest\x1a..hybridinference.logger.v1.ListRecordsResponse\x12\x63\n\x08GetUsage\x12*.hybridinference.logger.v1.GetUsageRequest\x1a+.hybridinference.logger.v1.GetUsageResponse\x12\x63\n\x08GetStats\x12*.hybridinference.logger.v1.GetStatsRequest\x1a+.hybridinference.logger.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&hybridinference/logger/v1/logger.proto\x12\x19hybridinference.logger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$hybridinference/common/v1/chat.proto\"\xd4\x05\n\rRequestRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07surface\x18\x03 \x01(\t\x12\x12\n\napi_key_id\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x17\n\x0frequested_model\x18\x06 \x01(\t\x12\x14\n\x0cserved_model\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x0e\n\x06stream\x18\x0b \x01(\x08\x12\x0e\n\x06status\x18\x0c \x01(\t\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x0f\n\x07ttft_ms\x18\x0e \x01(\x01\x12\x12\n\nlatency_ms\x18\x0f \x01(\x01\x12/\n\x05usage\x18\x10 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x11 \x01(\x01\x12>\n\rfinish_reason\x18\x12 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12;\n\x08sampling\x18\x13 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12H\n\x08metadata\x18\x14 \x03(\x0b\x32\x36.hybridinference.logger.v1.RequestRecord.MetadataEntry\x12\x11\n\tfallbacks\x18\x15 \x01(\x05\x12\x0e\n\x06hedged\x18\x16 \x01(\x08\x12\x0e\n\x06prompt\x18\x17 \x01(\t\x12\x10\n\x08response\x18\x18 \x01(\t\x12\x13\n\x0btraceparent\x18\x19 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x13WriteRecordsRequest\x12\x39\n\x07records\x18\x01 \x03(\x0b\x32(.hybridinference.logger.v1.RequestRecord\"e\n\x14WriteRecordsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12;\n\x08rejected\x18\x02 \x03(\x0b\x32).hybridinference.logger.v1.RejectedRecord\"/\n\x0eRejectedRecord\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"&\n\x10GetRecordRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"M\n\x11GetRecordResponse\x12\x38\n\x06record\x18\x01 \x01(\x0b\x32(.hybridinference.logger.v1.RequestRecord\"\xde\x01\n\x12ListRecordsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x12\n\napi_key_id\x18\x06 \x01(\t\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x13ListRecordsResponse\x12\x39\n\x07records\x18\x01 \x03(\x0b\x32(.hybridinference.logger.v1.RequestRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x01\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"\xec\x01\n\x0bUsageBucket\x12\'\n\x03\x64\x61y\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08requests\x18\x04 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x03\x12\x15\n\rcached_tokens\x18\x08 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\t \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\n \x01(\x01\"K\n\x10GetUsageResponse\x12\x37\n\x07\x62uckets\x18\x01 \x03(\x0b\x32&.hybridinference.logger.v1.UsageBucket\"\x11\n\x0fGetStatsRequest\"\x9f\x03\n\x10GetStatsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12K\n\x08rejected\x18\x02 \x03(\x0b\x32\x39.hybridinference.logger.v1.GetStatsResponse.RejectedEntry\x12M\n\ttruncated\x18\x03 \x03(\x0b\x32:.hybridinference.logger.v1.GetStatsResponse.TruncatedEntry\x12\x0e\n\x06stored\x18\x04 \x01(\x03\x12\x12\n\nduplicates\x18\x05 \x01(\x03\x12\x16\n\x0estore_failures\x18\x06 \x01(\x03\x12\x15\n\rspool_records\x18\x07 \x01(\x03\x12\x13\n\x0bspool_bytes\x18\x08 \x01(\x03\x12\x12\n\nspool_full\x18\t \x01(\x03\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0eTruncatedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xa0\x04\n\rLoggerService\x12o\n\x0cWriteRecords\x12..hybridinference.logger.v1.WriteRecordsRequest\x1a/.hybridinference.logger.v1.WriteRecordsResponse\x12\x66\n\tGetRecord\x12+.hybridinference.logger.v1.GetRecordRequest\x1a,.hybridinference.logger.v1.GetRecordResponse\x12l\n\x0bListRecords\x12-.hybridinference.logger.v1.ListRecordsRequest\x1a..hybridinference.logger.v1.ListRecordsResponse\x12\x63\n\x08GetUsage\x12*.hybridinference.logger.v1.GetUsageRequest\x1a+.hybridinference.logger.v1.GetUsageResponse\x12\x63\n\x08GetStats\x12*.hybridinference.logger.v1.GetStatsRequest\x1a+.hybridinference.logger.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,37 +40,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSRESPONSE_TRUNCATEDENTRY']._loaded_options = None
   _globals['_GETSTATSRESPONSE_TRUNCATEDENTRY']._serialized_options = b'8\001'
   _globals['_REQUESTRECORD']._serialized_start=141
-  _globals['_REQUESTRECORD']._serialized_end=844
-  _globals['_REQUESTRECORD_METADATAENTRY']._serialized_start=797
-  _globals['_REQUESTRECORD_METADATAENTRY']._serialized_end=844
-  _globals['_WRITERECORDSREQUEST']._serialized_start=846
-  _globals['_WRITERECORDSREQUEST']._serialized_end=926
-  _globals['_WRITERECORDSRESPONSE']._serialized_start=928
-  _globals['_WRITERECORDSRESPONSE']._serialized_end=1029
-  _globals['_REJECTEDRECORD']._serialized_start=1031
-  _globals['_REJECTEDRECORD']._serialized_end=1078
-  _globals['_GETRECORDREQUEST']._serialized_start=1080
-  _globals['_GETRECORDREQUEST']._serialized_end=1118
-  _globals['_GETRECORDRESPONSE']._serialized_start=1120
-  _globals['_GETRECORDRESPONSE']._serialized_end=1197
-  _globals['_LISTRECORDSREQUEST']._serialized_start=1200
-  _globals['_LISTRECORDSREQUEST']._serialized_end=1422
-  _globals['_LISTRECORDSRESPONSE']._serialized_start=1424
-  _globals['_LISTRECORDSRESPONSE']._serialized_end=1529
-  _globals['_GETUSAGEREQUEST']._serialized_start=1532
-  _globals['_GETUSAGEREQUEST']._serialized_end=1678
-  _globals['_USAGEBUCKET']._serialized_start=1681
-  _globals['_USAGEBUCKET']._serialized_end=1917
-  _globals['_GETUSAGERESPONSE']._serialized_start=1919
-  _globals['_GETUSAGERESPONSE']._serialized_end=1994
-  _globals['_GETSTATSREQUEST']._serialized_start=1996
-  _globals['_GETSTATSREQUEST']._serialized_end=2013
-  _globals['_GETSTATSRESPONSE']._serialized_start=2016
-  _globals['_GETSTATSRESPONSE']._serialized_end=2431
-  _globals['_GETSTATSRESPONSE_REJECTEDENTRY']._serialized_start=2334
-  _globals['_GETSTATSRESPONSE_REJECTEDENTRY']._serialized_end=2381
-  _globals['_GETSTATSRESPONSE_TRUNCATEDENTRY']._serialized_start=2383
-  _globals['_GETSTATSRESPONSE_TRUNCATEDENTRY']._serialized_end=2431
-  _globals['_LOGGERSERVICE']._serialized_start=2434
-  _globals['_LOGGERSERVICE']._serialized_end=2978
+  _globals['_REQUESTRECORD']._serialized_end=865
+  _globals['_REQUESTRECORD_METADATAENTRY']._serialized_start=818
+  _globals['_REQUESTRECORD_METADATAENTRY']._serialized_end=865
+  _globals['_WRITERECORDSREQUEST']._serialized_start=867
+  _globals['_WRITERECORDSREQUEST']._serialized_end=947
+  _globals['_WRITERECORDSRESPONSE']._serialized_start=949
+  _globals['_WRITERECORDSRESPONSE']._serialized_end=1050
+  _globals['_REJECTEDRECORD']._serialized_start=1052
+  _globals['_REJECTEDRECORD']._serialized_end=1099
+  _globals['_GETRECORDREQUEST']._serialized_start=1101
+  _globals['_GETRECORDREQUEST']._serialized_end=1139
+  _globals['_GETRECORDRESPONSE']._serialized_start=1141
+  _globals['_GETRECORDRESPONSE']._serialized_end=1218
+  _globals['_LISTRECORDSREQUEST']._serialized_start=1221
+  _globals['_LISTRECORDSREQUEST']._serialized_end=1443
+  _globals['_LISTRECORDSRESPONSE']._serialized_start=1445
+  _globals['_LISTRECORDSRESPONSE']._serialized_end=1550
+  _globals['_GETUSAGEREQUEST']._serialized_start=1553
+  _globals['_GETUSAGEREQUEST']._serialized_end=1699
+  _globals['_USAGEBUCKET']._serialized_start=1702
+  _globals['_USAGEBUCKET']._serialized_end=1938
+  _globals['_GETUSAGERESPONSE']._serialized_start=1940
+  _globals['_GETUSAGERESPONSE']._serialized_end=2015
+  _globals['_GETSTATSREQUEST']._serialized_start=2017
+  _globals['_GETSTATSREQUEST']._serialized_end=2034
+  _globals['_GETSTATSRESPONSE']._serialized_start=2037
+  _globals['_GETSTATSRESPONSE']._serialized_end=2452
+  _globals['_GETSTATSRESPONSE_REJECTEDENTRY']._serialized_start=2355
+  _globals['_GETSTATSRESPONSE_REJECTEDENTRY']._serialized_end=2402
+  _globals['_GETSTATSRESPONSE_TRUNCATEDENTRY']._serialized_start=2404
+  _globals['_GETSTATSRESPONSE_TRUNCATEDENTRY']._serialized_end=2452
+  _globals['_LOGGERSERVICE']._serialized_start=2455
+  _globals['_LOGGERSERVICE']._serialized_end=2999
 # @@protoc_insertion_point(module_scope)

@@ -70,6 +70,7 @@ class RequestRecord(_message.Message):
     HEDGED_FIELD_NUMBER: _builtins.int
     PROMPT_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Request id assigned by the gateway; unique."""
     surface: _builtins.str
@@ -110,6 +111,10 @@ class RequestRecord(_message.Message):
     """The prompt, only when content capture is on; the logger truncates it to its size cap."""
     response: _builtins.str
     """The response text, only when content capture is on; truncated like prompt."""
+    traceparent: _builtins.str
+    """W3C trace context (`traceparent` header value) of the request, set by the gateway when
+    tracing is on; empty otherwise. Links the logger's storage span to the request's trace.
+    """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the gateway received the request."""
@@ -153,10 +158,11 @@ class RequestRecord(_message.Message):
         hedged: _builtins.bool = ...,
         prompt: _builtins.str = ...,
         response: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempts", b"attempts", "cost_usd", b"cost_usd", "endpoint", b"endpoint", "error", b"error", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "hedged", b"hedged", "latency_ms", b"latency_ms", "metadata", b"metadata", "prompt", b"prompt", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "response", b"response", "sampling", b"sampling", "served_model", b"served_model", "started_at", b"started_at", "status", b"status", "stream", b"stream", "surface", b"surface", "ttft_ms", b"ttft_ms", "usage", b"usage", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempts", b"attempts", "cost_usd", b"cost_usd", "endpoint", b"endpoint", "error", b"error", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "hedged", b"hedged", "latency_ms", b"latency_ms", "metadata", b"metadata", "prompt", b"prompt", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "response", b"response", "sampling", b"sampling", "served_model", b"served_model", "started_at", b"started_at", "status", b"status", "stream", b"stream", "surface", b"surface", "traceparent", b"traceparent", "ttft_ms", b"ttft_ms", "usage", b"usage", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
