@@ -27,9 +27,9 @@ from google.genai import types
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from services.common.errors import ServiceError
-from services.common.settings import ConfigError, ProviderEndpointSettings
+from services.common.settings import ProviderEndpointSettings
 from services.providers import upstream_errors as ue
-from services.providers.keys import KeyPool, key_env_names, read_keys
+from services.providers.keys import KeyPool, required_keys
 from services.providers.sampling import sampling_options
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,7 @@ class GeminiAdapter:
     def __init__(
         self, endpoint: ProviderEndpointSettings, environ: Mapping[str, str] | None = None
     ) -> None:
-        names = key_env_names(endpoint.api_key_env) or ["GEMINI_API_KEY"]
-        keys = read_keys(endpoint.id, names, environ)
-        if not keys:
-            raise ConfigError(f"endpoint {endpoint.id!r}: the gemini kind needs api_key_env")
+        keys = required_keys(endpoint.id, "gemini", endpoint.api_key_env, "GEMINI_API_KEY", environ)
         self.endpoint_id = endpoint.id
         self.model = endpoint.model
         self._settings = endpoint
@@ -157,16 +154,12 @@ class GeminiAdapter:
         )
 
     def _timeout(self, streamed: int) -> ServiceError:
-        if streamed:
-            return ue.upstream_error(
-                ue.IDLE_TIMEOUT,
-                self.endpoint_id,
-                f"no data for {self._settings.idle_timeout_s:g}s",
-            )
-        return ue.upstream_error(
-            ue.FIRST_TOKEN_TIMEOUT,
+        settings = self._settings
+        return ue.timeout_error(
             self.endpoint_id,
-            f"no token within {self._settings.first_token_timeout_s:g}s",
+            bool(streamed),
+            settings.first_token_timeout_s,
+            settings.idle_timeout_s,
         )
 
     def _session(self) -> aiohttp.ClientSession:

@@ -134,7 +134,7 @@ class OpenAICompatibleAdapter:
                     ue.CONNECT_TIMEOUT, self.endpoint_id, self._redact(str(error))
                 ) from None
             except TimeoutError:
-                raise self._first_token_timeout() from None
+                raise self._timeout(streamed=False) from None
             except aiohttp.ClientConnectionError as error:
                 raise ue.upstream_error(
                     ue.CONNECT_FAILED, self.endpoint_id, self._redact(str(error) or repr(error))
@@ -167,11 +167,10 @@ class OpenAICompatibleAdapter:
             dict(response.headers),
         )
 
-    def _first_token_timeout(self) -> ServiceError:
-        return ue.upstream_error(
-            ue.FIRST_TOKEN_TIMEOUT,
-            self.endpoint_id,
-            f"no token within {self._settings.first_token_timeout_s:g}s",
+    def _timeout(self, streamed: bool) -> ServiceError:
+        settings = self._settings
+        return ue.timeout_error(
+            self.endpoint_id, streamed, settings.first_token_timeout_s, settings.idle_timeout_s
         )
 
     # -- the adapter interface --------------------------------------------------------------
@@ -197,13 +196,9 @@ class OpenAICompatibleAdapter:
                         async with asyncio.timeout_at(deadline):
                             chunk = await content.readany()
                 except TimeoutError as error:
-                    if not assembler.deltas and not isinstance(error, aiohttp.ServerTimeoutError):
-                        raise self._first_token_timeout() from None
-                    raise ue.upstream_error(
-                        ue.IDLE_TIMEOUT,
-                        self.endpoint_id,
-                        f"no data for {self._settings.idle_timeout_s:g}s",
-                    ) from None
+                    # aiohttp's read timeout is the idle gap; our deadline is the first token.
+                    idle = bool(assembler.deltas) or isinstance(error, aiohttp.ServerTimeoutError)
+                    raise self._timeout(streamed=idle) from None
                 except aiohttp.ClientError as error:
                     raise self._disconnected(
                         assembler, str(error) or type(error).__name__

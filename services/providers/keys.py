@@ -44,6 +44,21 @@ def read_keys(
     return keys
 
 
+def required_keys(
+    endpoint: str,
+    kind: str,
+    api_key_env: str | Sequence[str],
+    default_env: str,
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Keys for a kind that cannot work without one: the configured variables, else the
+    upstream SDK's usual variable (e.g. OPENAI_API_KEY)."""
+    keys = read_keys(endpoint, key_env_names(api_key_env) or [default_env], environ)
+    if not keys:
+        raise ConfigError(f"endpoint {endpoint!r}: the {kind} kind needs api_key_env")
+    return keys
+
+
 @dataclass
 class _Key:
     value: str

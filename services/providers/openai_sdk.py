@@ -16,9 +16,9 @@ import openai
 
 from hybridinference.provider.v1 import provider_pb2
 from services.common.errors import ServiceError
-from services.common.settings import ConfigError, ProviderEndpointSettings
+from services.common.settings import ProviderEndpointSettings
 from services.providers import upstream_errors as ue
-from services.providers.keys import KeyPool, key_env_names, read_keys
+from services.providers.keys import KeyPool, required_keys
 from services.providers.openai_wire import (
     MalformedChunk,
     StreamAssembler,
@@ -67,10 +67,7 @@ class OpenAIAdapter:
     def __init__(
         self, endpoint: ProviderEndpointSettings, environ: Mapping[str, str] | None = None
     ) -> None:
-        names = key_env_names(endpoint.api_key_env) or ["OPENAI_API_KEY"]
-        keys = read_keys(endpoint.id, names, environ)
-        if not keys:
-            raise ConfigError(f"endpoint {endpoint.id!r}: the openai kind needs api_key_env")
+        keys = required_keys(endpoint.id, "openai", endpoint.api_key_env, "OPENAI_API_KEY", environ)
         self.endpoint_id = endpoint.id
         self.model = endpoint.model
         self._settings = endpoint
@@ -157,10 +154,9 @@ class OpenAIAdapter:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _first_token_timeout(self) -> ServiceError:
-        return ue.upstream_error(
-            ue.FIRST_TOKEN_TIMEOUT,
-            self.endpoint_id,
-            f"no token within {self._settings.first_token_timeout_s:g}s",
+        settings = self._settings
+        return ue.timeout_error(
+            self.endpoint_id, False, settings.first_token_timeout_s, settings.idle_timeout_s
         )
 
     async def generate(

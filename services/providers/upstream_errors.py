@@ -126,6 +126,15 @@ def upstream_error(
     )
 
 
+def timeout_error(
+    endpoint: str, streamed: bool, first_token_s: float, idle_s: float
+) -> ServiceError:
+    """No first token within ``first_token_s``, or (once streaming) no data for ``idle_s``."""
+    if streamed:
+        return upstream_error(IDLE_TIMEOUT, endpoint, f"no data for {idle_s:g}s")
+    return upstream_error(FIRST_TOKEN_TIMEOUT, endpoint, f"no token within {first_token_s:g}s")
+
+
 def http_error(
     endpoint: str, status: int, detail: str, headers: Mapping[str, str] | None = None
 ) -> ServiceError:
