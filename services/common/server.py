@@ -38,6 +38,9 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # gRPC turns SO_REUSEPORT on by default, so a second process could bind a port already in use
+    # and silently take half its connections; a port conflict must fail at startup instead.
+    ("grpc.so_reuseport", 0),
 ]
 
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
@@ -125,9 +128,12 @@ async def serve(
         server,
     )
     tls = service.tls or _section_tls(settings, service.name)
-    bound = _listen(server, f"{host}:{port}", tls)
+    try:
+        bound = _listen(server, f"{host}:{port}", tls)
+    except RuntimeError:  # grpc raises this when the address is taken (see SERVER_OPTIONS)
+        bound = 0
     if bound == 0:
-        raise SystemExit(f"{service.name}: cannot listen on {host}:{port}")
+        raise SystemExit(f"{service.name}: cannot listen on {host}:{port} (address in use?)")
     await server.start()
     for name in ["", *service.service_names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -247,3 +247,21 @@ def test_unknown_worker_name_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unknown worker 'nope'" in result.stderr
     assert "valid workers: sim" in result.stderr
+
+
+def test_second_worker_on_a_taken_port_exits_instead_of_sharing_it(
+    worker: ServiceProcess, tmp_path: Path
+) -> None:
+    """Without SO_REUSEPORT a port conflict fails at startup; the running worker keeps its port."""
+    port = int(worker.address.rsplit(":", 1)[1])
+    config = write_config(tmp_path / "mesh.yaml", mesh_config(port))
+    result = subprocess.run(
+        [sys.executable, "-m", "services.providers", "--worker", "sim", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert worker.proc.poll() is None
