@@ -38,7 +38,11 @@ def targets(settings: MeshSettings) -> list[tuple[str, str]]:
         ("gateway", settings.gateway.dial_address),
         ("router", settings.router.dial_address),
         ("logger", settings.logger.dial_address),
-        *((f"provider:{w.name}", w.dial_address) for w in settings.providers),
+        *(
+            (f"provider:{w.name}", w.dial_address)
+            for w in settings.providers
+            if not w.colocated  # inside the router, checked with it
+        ),
     ]
 
 

@@ -57,7 +57,8 @@ def services(settings: MeshSettings, config: Path | None) -> list[ChildSpec]:
             0,
         )
     ]
-    for worker in settings.providers:
+    # A colocated worker's adapters run inside the router: no process of its own.
+    for worker in (w for w in settings.providers if not w.colocated):
         specs.append(
             _service(
                 f"provider:{worker.name}",
@@ -139,7 +140,7 @@ def port_conflicts(settings: MeshSettings) -> list[str]:
         ("logger", settings.logger.port),
         ("envoy", settings.envoy.port),
         ("envoy admin", settings.envoy.admin_port),
-        *((f"provider:{w.name}", w.port) for w in settings.providers),
+        *((f"provider:{w.name}", w.port) for w in settings.providers if not w.colocated),
     ]
     for name, port in listeners:
         if port == 0:

@@ -57,7 +57,8 @@ def render(
     workers = [
         (dial_address(worker.host, worker.metrics_port), {"worker": worker.name})
         for worker in settings.providers
-        if worker.metrics_port
+        # A colocated worker's metrics are on the router's /metrics.
+        if worker.metrics_port and not worker.colocated
     ]
     if workers:
         jobs.append(_job("providers", workers))

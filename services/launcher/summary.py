@@ -35,7 +35,10 @@ def render(settings: MeshSettings, config: Path | None, cwd: Path, log_dir: Path
         ("envoy admin", f"127.0.0.1:{settings.envoy.admin_port}"),
         ("gateway", settings.gateway.address),
         ("router", settings.router.address),
-        *((f"provider {w.name}", w.address) for w in settings.providers),
+        *(
+            (f"provider {w.name}", "in the router" if w.colocated else w.address)
+            for w in settings.providers
+        ),
         ("logger", settings.logger.address),
     ]
     width = max(len(name) for name, _ in rows)

@@ -18,6 +18,7 @@ from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from services.common.server import insecure_channel
 from services.common.settings import MeshSettings, ModelSettings, ProviderEndpointSettings
 from services.router.breaker import CircuitBreaker, Clock
+from services.router.colocated import Colocate, ColocatedChannel, colocate_worker
 from services.router.retry import RetryBudget
 from services.router.stats import EndpointStats
 
@@ -174,20 +175,36 @@ class EndpointTable:
         connect: Connect = connect_worker,
         clock: Clock = time.monotonic,
         previous: EndpointTable | None = None,
+        colocate: Colocate = colocate_worker,
     ) -> EndpointTable:
         """Builds the table; with ``previous`` (a config reload), workers at the same address
-        keep their channel and endpoints keep their live state (counters, EWMAs, breaker)."""
+        keep their channel and endpoints keep their live state (counters, EWMAs, breaker).
+        A colocated worker is kept only when its settings are unchanged (its adapters live
+        here, built from them)."""
         router = settings.router
         old_workers = previous.workers if previous is not None else {}
         workers: list[Worker] = []
         for worker_settings in settings.providers:
-            address = worker_settings.address
             old = old_workers.get(worker_settings.name)
-            if old is not None and old.address == address and old.kind == worker_settings.kind:
+            channel: Any
+            stub: ProviderStub
+            if worker_settings.colocated:
+                address = f"colocated:{worker_settings.name}"
+                keep = (
+                    old is not None
+                    and isinstance(old.channel, ColocatedChannel)
+                    and old.channel.settings == worker_settings
+                )
+            else:
+                address = worker_settings.address
+                keep = old is not None and old.address == address
+            if old is not None and keep and old.kind == worker_settings.kind:
                 channel, stub = old.channel, old.stub
                 old_endpoints = {e.id: e for e in old.endpoints}
             else:
-                channel, stub = connect(address)
+                channel, stub = (
+                    colocate(worker_settings) if worker_settings.colocated else connect(address)
+                )
                 old_endpoints = {}
             worker = Worker(worker_settings.name, worker_settings.kind, address, stub, channel)
             for e in worker_settings.endpoints:

@@ -44,7 +44,9 @@ class SimMesh:
         workers: dict[str, list[dict[str, Any]]],
         models: list[dict[str, Any]],
         router: dict[str, Any] | None = None,
+        colocated: frozenset[str] = frozenset(),
     ) -> None:
+        """``colocated``: workers hosted inside the router process (no process of their own)."""
         self.tmp = tmp
         self.path = tmp / "mesh.yaml"
         self.ports = {name: free_port() for name in workers}
@@ -59,7 +61,13 @@ class SimMesh:
                 **(router or {}),
             },
             "providers": [
-                {"name": name, "port": self.ports[name], "grace_period_s": 1, "endpoints": eps}
+                {
+                    "name": name,
+                    "port": self.ports[name],
+                    "grace_period_s": 1,
+                    "colocated": name in colocated,
+                    "endpoints": eps,
+                }
                 for name, eps in workers.items()
             ],
             "models": models,
@@ -69,7 +77,8 @@ class SimMesh:
         self.router: ServiceProcess | None = None
         try:
             for name in workers:
-                self.workers[name] = self._start_worker(name)
+                if name not in colocated:
+                    self.workers[name] = self._start_worker(name)
             self.router = start_service(
                 ["services.router"], self.path, self.router_address, tmp, "router"
             )

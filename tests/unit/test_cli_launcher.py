@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from services.common.settings import MeshSettings, load_settings
-from services.launcher import plan, summary
+from services.launcher import plan, prometheus_config, summary
 from services.launcher.__main__ import main
 from tests.support.procs import REPO
 
@@ -37,6 +37,21 @@ def test_start_stages_and_stop_order() -> None:
     assert envoy.health_address is None and "--concurrency" in envoy.argv
     names = [s.name for s in [*specs, envoy]]
     assert plan.stop_order(names) == ["gateway", "router", "provider:sim", "logger", "envoy"]
+
+
+def test_a_colocated_worker_gets_no_process_port_or_scrape_job() -> None:
+    default = load_settings(None).providers[0].model_dump()
+    # Same port as the gateway: unused when colocated, so no conflict.
+    worker = {**default, "colocated": True, "port": 50051}
+    settings = load_settings(None, providers=[worker])
+    assert [s.name for s in plan.services(settings, Path("/etc/mesh.yaml"))] == [
+        "logger",
+        "router",
+        "gateway",
+    ]
+    assert plan.port_conflicts(settings) == []
+    jobs = [job["job_name"] for job in prometheus_config.render(settings)["scrape_configs"]]
+    assert "providers" not in jobs and "router" in jobs
 
 
 def test_port_problems_are_found_before_starting() -> None:
