@@ -1,6 +1,6 @@
 """``make bench``: the mesh end to end against the upstream directly, in the same run.
 
-    .venv/bin/python -m bench.suite [--smoke] [--out bench/results/latest.json] [--seconds 8]
+    .venv/bin/python -m bench.suite [--smoke] [--colocated] [--out bench/results/latest.json]
 
 Starts the fake upstream and the whole mesh (launcher: Envoy, gateway, router, vllm worker,
 logger; metrics, request logging, validation and routing on; auth off), then measures, each
@@ -119,10 +119,14 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
         "smoke": smoke,
+        "layout": "colocated" if args.colocated else "separate",
         "tokens_per_response": TOKENS,
     }
     runs: dict[str, Any] = {}
-    with fake_upstream() as (upstream_url, upstream_proc), running(tmp, upstream_url) as mesh:
+    with (
+        fake_upstream() as (upstream_url, upstream_proc),
+        running(tmp, upstream_url, args.colocated) as mesh,
+    ):
         procs = procstats.mesh_processes(mesh.proc.pid)
         upstream = procstats.Proc(upstream_proc.pid, "fake-upstream")
         meter = procstats.CpuMeter(procs)
@@ -208,6 +212,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of saturation runs")
     parser.add_argument("--c1-requests", type=int, default=2000)
+    parser.add_argument(
+        "--colocated",
+        action="store_true",
+        help="run the vllm worker's adapters inside the router (providers[].colocated)",
+    )
     args = parser.parse_args()
     if not wrk.available():
         print("bench: wrk not found (apt-get install wrk)", file=sys.stderr)

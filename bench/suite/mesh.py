@@ -49,9 +49,10 @@ def upstream_model(model: str) -> str:
     return _UPSTREAM_MODELS[model]
 
 
-def bench_config(tmp: Path, upstream_url: str) -> dict[str, Any]:
+def bench_config(tmp: Path, upstream_url: str, colocated: bool = False) -> dict[str, Any]:
     """The default mesh's features (metrics servers and interceptors, logger, validation,
-    routing, Envoy access log) with a vllm worker instead of the simulator; auth off."""
+    routing, Envoy access log) with a vllm worker instead of the simulator; auth off.
+    ``colocated``: the vllm worker's adapters run inside the router (one Python hop fewer)."""
     envoy_port = free_port()
     return {
         "log_level": "INFO",
@@ -75,6 +76,7 @@ def bench_config(tmp: Path, upstream_url: str) -> dict[str, Any]:
                 "port": free_port(),
                 "metrics_port": free_port(),
                 "grace_period_s": 2,
+                "colocated": colocated,
                 "endpoints": [
                     {"id": f"vllm-{name}", "model": upstream, "base_url": upstream_url}
                     for name, upstream in _UPSTREAM_MODELS.items()
@@ -86,6 +88,6 @@ def bench_config(tmp: Path, upstream_url: str) -> dict[str, Any]:
 
 
 @contextmanager
-def running(tmp: Path, upstream_url: str) -> Iterator[Mesh]:
-    with running_mesh(tmp, bench_config(tmp, upstream_url)) as mesh:
+def running(tmp: Path, upstream_url: str, colocated: bool = False) -> Iterator[Mesh]:
+    with running_mesh(tmp, bench_config(tmp, upstream_url, colocated)) as mesh:
         yield mesh
