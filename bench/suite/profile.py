@@ -1,6 +1,6 @@
 """Where each hop's CPU goes: py-spy samples every Python mesh process under load.
 
-    .venv/bin/python -m bench.suite.profile [--seconds 10] [--stream] [--out DIR]
+    .venv/bin/python -m bench.suite.profile [--seconds 10] [--stream] [--colocated] [--out DIR]
 
 Starts the fake upstream and the mesh like the benchmark, runs wrk at concurrency 32 and, at the
 same time, ``py-spy record`` (collapsed stacks, idle frames dropped) on the gateway, the router,
@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--stream", action="store_true", help="20-chunk streams instead")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--colocated", action="store_true", help="vllm adapters in the router")
     parser.add_argument("--out", type=Path, default=None, help="keep the collapsed stacks here")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(__file__).resolve().parents[2] / ".venv/bin/py-spy")
@@ -67,7 +68,10 @@ def main() -> None:
         tmp = Path(tmp_name)
         out = args.out or tmp
         out.mkdir(parents=True, exist_ok=True)
-        with fake_upstream() as (upstream_url, _), running(tmp, upstream_url) as mesh:
+        with (
+            fake_upstream() as (upstream_url, _),
+            running(tmp, upstream_url, args.colocated) as mesh,
+        ):
             url = f"{mesh.http_url}/v1/chat/completions"
             wrk.run(url, _body(model, args.stream), 8, 300, 3)
             procs = [p for p in procstats.mesh_processes(mesh.proc.pid) if p.name in PROFILED]
