@@ -36,7 +36,7 @@ def targets(settings: MeshSettings) -> list[tuple[str, str]]:
 
     return [
         ("gateway", settings.gateway.dial_address),
-        ("router", settings.router.dial_address),
+        *(() if settings.router.colocated else (("router", settings.router.dial_address),)),
         ("logger", settings.logger.dial_address),
         *(
             (f"provider:{w.name}", w.dial_address)

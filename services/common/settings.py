@@ -249,6 +249,10 @@ class RouterSettings(ServerSettings):
     ewma_alpha: float = Field(default=0.2, gt=0, le=1)
     # Hot reload: re-read the config file on SIGHUP, and when it changes (polled; 0 = off).
     reload_poll_interval_s: float = Field(default=2.0, ge=0)
+    # Run the router inside the gateway process instead of a process of its own: one Python
+    # gRPC hop fewer per request; routing state is then per gateway. The launcher starts no
+    # router process, and port / metrics_port are unused (its metrics are the gateway's).
+    colocated: bool = False
 
 
 class LoggerSettings(ServerSettings):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -34,10 +34,18 @@ def pinned_endpoint_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> 
 
 
 class RouterClient:
-    def __init__(self, address: str, tls: TlsSettings | None = None) -> None:
+    """Calls the router through its gRPC stub, or through a stub of the same shape that serves
+    the calls in this process when the router is colocated (services/router/in_gateway.py)."""
+
+    def __init__(self, stub: Any, channel: grpc.aio.Channel | None = None) -> None:
+        self._stub = stub
+        self._channel = channel
+
+    @classmethod
+    def dial(cls, address: str, tls: TlsSettings | None = None) -> RouterClient:
         # TLS / mTLS when the router's settings section serves it.
-        self._channel = dial(address, tls, CHANNEL_OPTIONS)
-        self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
+        channel = dial(address, tls, CHANNEL_OPTIONS)
+        return cls(router_pb2_grpc.RouterServiceStub(channel), channel)
 
     def route(self, request: router_pb2.RouteRequest, timeout_s: float) -> grpc.aio.UnaryStreamCall:
         return self._stub.Route(
@@ -70,7 +78,8 @@ class RouterClient:
         return list(reply.endpoints)
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
 
 
 @dataclass

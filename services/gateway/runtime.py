@@ -28,6 +28,7 @@ class GatewayRuntime:
         settings: GatewaySettings,
         edge: Edge | None = None,
         router_tls: TlsSettings | None = None,
+        router: RouterClient | None = None,
     ) -> None:
         self.settings = settings
         self.limits = Limits(
@@ -38,7 +39,8 @@ class GatewayRuntime:
         )
         # Authentication, model access and quotas (all off unless gateway.auth.enabled).
         self.edge = edge or Edge.disabled()
-        self.router = RouterClient(settings.router_address, router_tls)
+        # ``router``: a client of a router colocated in this process; else the router service.
+        self.router = router or RouterClient.dial(settings.router_address, router_tls)
         self.shipper = RecordShipper(
             settings.logger_address,
             queue_size=settings.log_queue_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import grpc
@@ -14,9 +15,11 @@ from services.gateway.admin_servicer import AdminServicer
 from services.gateway.edge import Edge, EdgeStartError
 from services.gateway.metrics import register_shipper_metrics
 from services.gateway.openai_servicer import OpenAIServicer
+from services.gateway.router_client import RouterClient
 from services.gateway.runtime import GatewayRuntime
 from services.gateway.typed_servicer import GatewayServicer
 from services.gateway.wire_guard import GuardedRegistration
+from services.router.in_gateway import host_router
 
 
 async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
@@ -24,7 +27,15 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
         edge = await Edge.open(settings)
     except EdgeStartError as error:
         raise SystemExit(f"gateway: {error}") from None
-    runtime = GatewayRuntime(settings.gateway, edge, router_tls=settings.router.tls)
+    started: list[Callable[[], Awaitable[None]]] = []
+    stopped: list[Callable[[], Awaitable[None]]] = []
+    router = None
+    if settings.router.colocated:
+        core, stub = host_router(settings)
+        router = RouterClient(stub)
+        started.append(core.start)
+        stopped.append(core.stop)
+    runtime = GatewayRuntime(settings.gateway, edge, router_tls=settings.router.tls, router=router)
     register_shipper_metrics(runtime.shipper)
     # Public services: undecodable request bytes get INVALID_ARGUMENT, not UNKNOWN.
     guarded = cast(grpc.aio.Server, GuardedRegistration(server))
@@ -38,6 +49,7 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
             openai_pb2.DESCRIPTOR.services_by_name["OpenAIService"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
         ],
-        on_started=[runtime.start],
-        cleanups=[runtime.close],
+        on_started=[runtime.start, *started],
+        # The gateway's calls have drained before a colocated router stops.
+        cleanups=[runtime.close, *stopped],
     )

@@ -70,17 +70,18 @@ def services(settings: MeshSettings, config: Path | None) -> list[ChildSpec]:
                 0,
             )
         )
-    specs.append(
-        _service(
-            "router",
-            ["services.router"],
-            config,
-            settings.router.host,
-            settings.router.port,
-            settings.router.grace_period_s,
-            1,
+    if not settings.router.colocated:  # else it runs inside the gateway
+        specs.append(
+            _service(
+                "router",
+                ["services.router"],
+                config,
+                settings.router.host,
+                settings.router.port,
+                settings.router.grace_period_s,
+                1,
+            )
         )
-    )
     specs.append(
         _service(
             "gateway",
@@ -136,7 +137,7 @@ def port_conflicts(settings: MeshSettings) -> list[str]:
     ports: dict[int, str] = {}
     listeners = [
         ("gateway", settings.gateway.port),
-        ("router", settings.router.port),
+        *((("router", settings.router.port),) if not settings.router.colocated else ()),
         ("logger", settings.logger.port),
         ("envoy", settings.envoy.port),
         ("envoy admin", settings.envoy.admin_port),

@@ -52,7 +52,8 @@ def render(
         ("router", settings.router),
         ("logger", settings.logger),
     ):
-        if section.metrics_port:
+        # A colocated router's metrics are on the gateway's /metrics.
+        if section.metrics_port and not (section is settings.router and settings.router.colocated):
             jobs.append(_job(name, [(dial_address(section.host, section.metrics_port), {})]))
     workers = [
         (dial_address(worker.host, worker.metrics_port), {"worker": worker.name})

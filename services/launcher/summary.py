@@ -34,7 +34,7 @@ def render(settings: MeshSettings, config: Path | None, cwd: Path, log_dir: Path
         ("envoy (HTTP + gRPC)", f"{settings.envoy.host}:{settings.envoy.port}"),
         ("envoy admin", f"127.0.0.1:{settings.envoy.admin_port}"),
         ("gateway", settings.gateway.address),
-        ("router", settings.router.address),
+        ("router", "in the gateway" if settings.router.colocated else settings.router.address),
         *(
             (f"provider {w.name}", "in the router" if w.colocated else w.address)
             for w in settings.providers

@@ -4,6 +4,7 @@ config reloader."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import grpc
 
@@ -20,26 +21,45 @@ from services.router.servicer import RouterServicer
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
+@dataclass
+class RouterCore:
+    """Everything the router runs, whether in its own process or colocated in the gateway."""
+
+    relay: Relay
+    health: HealthMonitor
+    reloader: ConfigReloader
+
+    @classmethod
+    def from_settings(cls, settings: MeshSettings) -> RouterCore:
+        table = EndpointTable.from_settings(settings)
+        health = HealthMonitor(
+            table, settings.router.health_interval_s, settings.router.connect_timeout_s
+        )
+        relay = Relay(table, health, build_strategies(table), settings.router)
+        register_table_metrics(lambda: relay.table)
+        reloader = ConfigReloader(relay, health, settings.router.reload_poll_interval_s)
+        return cls(relay, health, reloader)
+
+    async def start(self) -> None:
+        await self.health.start()
+        await self.reloader.start()
+
+    async def stop(self) -> None:
+        # Stop reloading and probing before closing the channels the probes use; the table in
+        # use now, since a reload may have replaced the first one.
+        await self.reloader.stop()
+        await self.health.stop()
+        await self.relay.table.close()
+
+
 async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
-    table = EndpointTable.from_settings(settings)
-    health = HealthMonitor(
-        table, settings.router.health_interval_s, settings.router.connect_timeout_s
-    )
-    relay = Relay(table, health, build_strategies(table), settings.router)
-    register_table_metrics(lambda: relay.table)
-    reloader = ConfigReloader(relay, health, settings.router.reload_poll_interval_s)
-    router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(relay), server)
-
-    async def close_channels() -> None:
-        # The table in use now: a reload may have replaced the one built above.
-        await relay.table.close()
-
+    core = RouterCore.from_settings(settings)
+    router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(core.relay), server)
     return Service(
         name="router",
         service_names=[SERVICE_NAME],
-        # Stop reloading and probing before closing the channels the probes use.
-        cleanups=[reloader.stop, health.stop, close_channels],
-        on_started=[health.start, reloader.start],
+        cleanups=[core.stop],
+        on_started=[core.start],
     )
 
 
