@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
-from services.logger.store import MigrationError, PostgresStore, StoreUnavailable
+from services.logger.store import (
+    MigrationError,
+    PostgresStore,
+    RecordStore,
+    StoreUnavailable,
+    WriteResult,
+)
+from services.logger.store.migrations import load_migrations
 from services.logger.store.postgres import redact
+from services.logger.usage import UsageQuery
 from tests.integration.logger_pg import pg_database
+from tests.unit.logger_records import BASE_SECONDS, make_record
 from tests.unit.test_logger_store import (
     Backend,
+    migrations,
     store,
     test_absent_usage_and_sampling_stay_absent,
     test_batch_of_many_records,
@@ -24,6 +36,7 @@ from tests.unit.test_logger_store import (
     test_migrations_are_recorded_and_idempotent,
     test_new_fields_round_trip,
     test_page_tokens_are_checked,
+    test_upgrade_drops_the_row_id_and_keeps_rows,
     test_usage_rollup_counts_each_record_once,
     test_write_then_get_round_trips_every_field,
 )
@@ -31,6 +44,7 @@ from tests.unit.test_logger_store import (
 pytestmark = pytest.mark.postgres
 
 __all__ = [
+    "migrations",
     "pg_database",
     "store",
     "test_absent_usage_and_sampling_stay_absent",
@@ -44,6 +58,7 @@ __all__ = [
     "test_migrations_are_recorded_and_idempotent",
     "test_new_fields_round_trip",
     "test_page_tokens_are_checked",
+    "test_upgrade_drops_the_row_id_and_keeps_rows",
     "test_usage_rollup_counts_each_record_once",
     "test_write_then_get_round_trips_every_field",
 ]
@@ -58,7 +73,18 @@ def backend(pg_database: str) -> Backend:
         finally:
             await conn.close()
 
-    return Backend(lambda: PostgresStore.open(pg_database), fetch)
+    async def columns() -> list[str]:
+        rows = await fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'request_log'::regclass "
+            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        )
+        return [str(row[0]) for row in rows]
+
+    def open_at(version: str) -> Awaitable[RecordStore]:
+        older = [m for m in load_migrations("postgres") if m.name[:4] <= version]
+        return PostgresStore.open(pg_database, older)
+
+    return Backend(lambda: PostgresStore.open(pg_database), fetch, columns, open_at)
 
 
 async def test_schema_uses_jsonb_and_indexes(backend: Backend) -> None:
@@ -111,3 +137,29 @@ async def test_unreachable_database_is_a_clear_error() -> None:
 def test_redact_hides_the_password() -> None:
     assert redact("postgresql://u:secret@h:5432/d") == "postgresql://u:***@h:5432/d"
     assert redact("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+async def test_replays_are_merged_and_fresh_batches_copied_directly(pg_database: str) -> None:
+    store = await PostgresStore.open(pg_database)
+    try:
+        assert await store.write_batch([make_record(i) for i in range(10)]) == WriteResult(10, 0)
+        assert store._direct
+        # Five of these are stored: the direct COPY fails as a whole and the merge takes over.
+        mixed = [make_record(i) for i in range(5, 15)]
+        assert await store.write_batch(mixed) == WriteResult(5, 5)
+        assert not store._direct
+        assert await store.write_batch(mixed) == WriteResult(0, 10)
+        # Merged without a duplicate: the next batch goes straight into request_log again.
+        assert await store.write_batch([make_record(i) for i in range(15, 20)]) == WriteResult(5, 0)
+        assert store._direct
+        start = datetime.fromtimestamp(BASE_SECONDS, UTC)
+        usage = await store.usage(UsageQuery.covering(start, start + timedelta(days=1)))
+        assert sum(b.totals.requests for b in usage) == 20
+        assert sum(b.totals.prompt_tokens for b in usage) == sum(10 + i for i in range(20))
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(pg_database)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM request_log") == 20
+    finally:
+        await conn.close()

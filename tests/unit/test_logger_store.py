@@ -14,7 +14,9 @@ import pytest
 
 from hybridinference.logger.v1 import logger_pb2
 from services.logger.pagination import InvalidPageToken, ListFilters
+from services.logger.rows import COLUMNS
 from services.logger.store import MigrationError, RecordStore, SqliteStore
+from services.logger.store.migrations import load_migrations
 from services.logger.usage import UsageQuery
 from tests.unit.logger_records import BASE_SECONDS, make_record
 
@@ -23,6 +25,15 @@ from tests.unit.logger_records import BASE_SECONDS, make_record
 class Backend:
     open: Callable[[], Awaitable[RecordStore]]
     fetch: Callable[[str], Awaitable[list[tuple[Any, ...]]]]
+    # request_log's column names in table order.
+    columns: Callable[[], Awaitable[list[str]]]
+    # Opens the store with only the migrations up to and including the given version prefix.
+    open_at: Callable[[str], Awaitable[RecordStore]]
+
+
+@pytest.fixture
+def migrations(backend: Backend) -> Callable[[str], Awaitable[RecordStore]]:
+    return backend.open_at
 
 
 @pytest.fixture
@@ -33,7 +44,14 @@ def backend(tmp_path: Path) -> Backend:
         with sqlite3.connect(path) as db:
             return list(db.execute(sql).fetchall())
 
-    return Backend(lambda: SqliteStore.open(str(path)), fetch)
+    async def columns() -> list[str]:
+        return [str(row[1]) for row in await fetch("PRAGMA table_info(request_log)")]
+
+    def open_at(version: str) -> Awaitable[RecordStore]:
+        older = [m for m in load_migrations("sqlite") if m.name[:4] <= version]
+        return SqliteStore.open(str(path), older)
+
+    return Backend(lambda: SqliteStore.open(str(path)), fetch, columns, open_at)
 
 
 @pytest.fixture
@@ -48,7 +66,35 @@ async def test_migrations_are_recorded_and_idempotent(backend: Backend) -> None:
         opened = await backend.open()
         await opened.close()
     rows = await backend.fetch("SELECT version, name FROM schema_version")
-    assert rows == [(1, "0001_request_log"), (2, "0002_capture_and_usage")]
+    assert rows == [
+        (1, "0001_request_log"),
+        (2, "0002_capture_and_usage"),
+        (3, "0003_drop_row_id"),
+    ]
+
+
+async def test_upgrade_drops_the_row_id_and_keeps_rows(
+    backend: Backend, migrations: Callable[[str], Awaitable[RecordStore]]
+) -> None:
+    """A database at 0002 with rows in it: 0003 drops the unused id column, keeps every row
+    (and the usage already rolled up), and both dialects end with the same columns."""
+    older = await migrations("0002")
+    records = [make_record(i) for i in range(30)]
+    await older.write_batch(records)
+    await older.close()
+    opened = await backend.open()
+    try:
+        for record in records:
+            assert await opened.get(record.request_id) == record
+        assert (await opened.write_batch(records)).inserted == 0
+        start = datetime.fromtimestamp(BASE_SECONDS, UTC)
+        usage = await opened.usage(UsageQuery.covering(start, start + timedelta(days=1)))
+        assert sum(b.totals.requests for b in usage) == 30
+    finally:
+        await opened.close()
+    versions = await backend.fetch("SELECT version FROM schema_version ORDER BY version")
+    assert versions == [(1,), (2,), (3,)]
+    assert await backend.columns() == [*COLUMNS[:23], "received_at", *COLUMNS[23:]]
 
 
 async def test_write_then_get_round_trips_every_field(store: RecordStore) -> None:

@@ -1,13 +1,16 @@
 """The PostgreSQL request-log store (asyncpg pool), used when logger.database_url is set.
 
-A batch is one transaction: the rows are streamed with binary COPY into a per-connection temporary
-staging table, then one statement moves them into request_log with ``ON CONFLICT DO NOTHING``
-(replays are free) and rolls the newly inserted ones up into usage_hourly. COPY is the fastest
-way into PostgreSQL, and the staging table is what lets COPY be idempotent.
+A batch is one transaction. Normally its rows are streamed with binary COPY straight into
+request_log, and one statement rolls them up into usage_hourly from arrays of the few columns the
+rollup needs. COPY has no ON CONFLICT: a batch holding a request id that is already stored (a
+replay) fails with a unique violation, is rolled back as a whole, and is written again through the
+merge path: COPY into a per-connection temporary staging table, then one statement that moves the
+rows into request_log with ``ON CONFLICT DO NOTHING`` and rolls up only the newly inserted ones.
+Replays come in runs (a spool replayed after an outage or a crash), so after a conflict the store
+keeps merging until a batch comes through without duplicates.
 
-The batch goes in chunks, and the next chunk's records are converted to rows (Python, this
-process) while the server merges the previous one (mostly index maintenance, the largest part of
-a row's cost): on two cores the two overlap instead of adding up.
+A direct COPY goes in slices, and the next slice's records are converted to rows (Python, this
+process) while the server stores the previous one: on two cores the two overlap.
 """
 
 from __future__ import annotations
@@ -55,23 +58,20 @@ _CREATE_STAGE = (
     + ") ON COMMIT DELETE ROWS"
 )
 _TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens")
-# Rows per COPY + merge round within a batch's transaction.
-_CHUNK = 500
-# Empties the staging table as it reads it, so each chunk's merge sees only that chunk.
-_MERGE = f"""
-WITH staged AS (
-    DELETE FROM {_STAGE} RETURNING {COLUMN_LIST}
-), inserted AS (
-    INSERT INTO request_log ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM staged
-    ON CONFLICT (request_id) DO NOTHING
-    RETURNING started_at, api_key_id, requested_model, status, cost_usd, {", ".join(_TOKENS)}
-), rolled AS (
+# What the rollup reads of each new row, in this order.
+_ROLLUP_COLUMNS = ("started_at", "api_key_id", "requested_model", "status", "cost_usd", *_TOKENS)
+_ROLLUP_INDEXES = tuple(COLUMNS.index(name) for name in _ROLLUP_COLUMNS)
+
+
+def _rollup(source: str) -> str:
+    """Adds the rows of ``source`` (a relation with _ROLLUP_COLUMNS) to usage_hourly."""
+    return f"""
     INSERT INTO usage_hourly AS u (hour, api_key_id, model, requests, errors, cost_usd,
                                    {", ".join(_TOKENS)})
     SELECT date_trunc('hour', started_at, 'UTC'), api_key_id, requested_model, count(*),
            count(*) FILTER (WHERE status <> 'OK'), sum(cost_usd),
            {", ".join(f"coalesce(sum({t}), 0)" for t in _TOKENS)}
-    FROM inserted
+    FROM {source}
     GROUP BY 1, 2, 3
     -- One lock order for every writer, so concurrent loggers cannot deadlock on the rollup.
     ORDER BY 1, 2, 3
@@ -80,7 +80,28 @@ WITH staged AS (
         errors = u.errors + EXCLUDED.errors,
         cost_usd = u.cost_usd + EXCLUDED.cost_usd,
         {", ".join(f"{t} = u.{t} + EXCLUDED.{t}" for t in _TOKENS)}
+    """
+
+
+# After a direct COPY every row is new: the rollup reads the columns it needs as arrays.
+_ROLLUP_ARRAYS = _rollup(
+    "unnest("
+    + ", ".join(
+        f"${i}::{_TYPES.get(name, 'text')}[]" for i, name in enumerate(_ROLLUP_COLUMNS, start=1)
+    )
+    + f") AS r({', '.join(_ROLLUP_COLUMNS)})"
 )
+# Rows per COPY in a direct write: the next slice is converted while the server stores one.
+_SLICE = 500
+# Empties the staging table as it reads it; rolls up only the rows that were not stored yet.
+_MERGE = f"""
+WITH staged AS (
+    DELETE FROM {_STAGE} RETURNING {COLUMN_LIST}
+), inserted AS (
+    INSERT INTO request_log ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM staged
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING {", ".join(_ROLLUP_COLUMNS)}
+), rolled AS ({_rollup("inserted")})
 SELECT count(*) FROM inserted
 """
 _USAGE_COLUMNS = ("requests", "errors", *_TOKENS, "cost_usd")
@@ -104,6 +125,8 @@ def redact(dsn: str) -> str:
 class PostgresStore(RecordStore):
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        # False while batches hold already-stored rows (replays): they go through the merge.
+        self._direct = True
 
     @classmethod
     async def open(cls, dsn: str, migrations: list[Migration] | None = None) -> PostgresStore:
@@ -128,11 +151,26 @@ class PostgresStore(RecordStore):
         await self._pool.close()
 
     async def _insert(self, records: Sequence[logger_pb2.RequestRecord]) -> int:
+        rows: list[Row] = []
+        if self._direct:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await _copy_direct(conn, records, rows)
+                return len(rows)
+            except asyncpg.UniqueViolationError:
+                # Rolled back: the batch holds rows already stored. Merge from now on.
+                self._direct = False
+            except _TRANSIENT as error:
+                raise StoreUnavailable(f"PostgreSQL write failed: {error}") from error
+        rows += map(record_to_row, records[len(rows) :])
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                return await _copy_and_merge(conn, records)
+                inserted = await _copy_and_merge(conn, rows)
         except _TRANSIENT as error:
             raise StoreUnavailable(f"PostgreSQL write failed: {error}") from error
+        # A batch without duplicates: the replays are over, back to the direct COPY.
+        self._direct = inserted == len(rows)
+        return inserted
 
     async def usage(self, query: UsageQuery) -> list[UsageBucket]:
         params: list[object] = [query.start, query.end]
@@ -171,24 +209,37 @@ class PostgresStore(RecordStore):
         return [Row._make(values) for values in fetched]
 
 
-async def _copy_and_merge(
-    conn: asyncpg.Connection, records: Sequence[logger_pb2.RequestRecord]
-) -> int:
-    """Inside the caller's transaction: stores the records chunk by chunk, converting the next
-    chunk while the server merges the current one; returns how many rows were new."""
-    inserted = 0
-    rows = [record_to_row(record) for record in records[:_CHUNK]]
-    for start in range(_CHUNK, len(records) + _CHUNK, _CHUNK):
-        await conn.copy_records_to_table(_STAGE, records=rows, columns=COLUMNS)
-        merge = asyncio.ensure_future(conn.fetchval(_MERGE))
+async def _copy_direct(
+    conn: asyncpg.Connection, records: Sequence[logger_pb2.RequestRecord], rows: list[Row]
+) -> None:
+    """Inside the caller's transaction: COPY into request_log, then the rollup of every row.
+    Raises UniqueViolationError when a row's request id is already stored.
+
+    Appends to ``rows`` as it converts, slice by slice, converting the next slice while the
+    server stores the previous one; the caller keeps what was converted if the COPY fails."""
+    rows += map(record_to_row, records[:_SLICE])
+    copied = 0
+    while copied < len(records):
+        copy = asyncio.ensure_future(
+            conn.copy_records_to_table("request_log", records=rows[copied:], columns=COLUMNS)
+        )
+        copied = len(rows)
         try:
-            # One turn of the loop lets the merge task send its statement before the
+            # One turn of the loop lets the COPY task encode and send its rows before the
             # conversion below holds the CPU.
             await asyncio.sleep(0)
-            rows = [record_to_row(record) for record in records[start : start + _CHUNK]]
+            rows += map(record_to_row, records[copied : copied + _SLICE])
         finally:
-            merged: int = await merge
-        inserted += merged
+            await copy
+    columns = list(zip(*rows, strict=True))
+    await conn.execute(_ROLLUP_ARRAYS, *(columns[index] for index in _ROLLUP_INDEXES))
+
+
+async def _copy_and_merge(conn: asyncpg.Connection, rows: Sequence[Row]) -> int:
+    """Inside the caller's transaction: stores the rows not stored yet, rolls them up; returns
+    how many were new."""
+    await conn.copy_records_to_table(_STAGE, records=rows, columns=COLUMNS)
+    inserted: int = await conn.fetchval(_MERGE)
     return inserted
 
 
