@@ -67,11 +67,14 @@ lint: $(STAMP) $(BUF)
 	$(BUF) lint
 
 # The benchmark suite (bench/suite): the whole mesh against a fast fake upstream and the same
-# upstream directly, in one run; writes bench/results/latest.json and prints a table. Needs wrk
-# (Debian package). `make bench BENCH_ARGS=--smoke` runs a handful of requests per phase.
+# upstream directly, in one run, for each layout (separate processes; the vllm worker inside the
+# router; router and worker inside the gateway); writes bench/results/latest*.json and prints a
+# table each. Needs wrk (Debian package). `make bench BENCH_ARGS=--smoke` runs a handful of
+# requests per phase; `make bench LAYOUTS=separate` runs one layout.
+LAYOUTS ?= separate worker-in-router one-process
 .PHONY: bench
 bench: $(STAMP)
-	$(PY) -m bench.suite $(BENCH_ARGS)
+	@for layout in $(LAYOUTS); do $(PY) -m bench.suite --layout $$layout $(BENCH_ARGS) || exit 1; done
 
 # Prometheus config, recording/alert rules and their unit tests, Alertmanager config (Debian's
 # prometheus and prometheus-alertmanager packages; .ci/run installs them).

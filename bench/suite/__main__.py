@@ -1,6 +1,6 @@
 """``make bench``: the mesh end to end against the upstream directly, in the same run.
 
-    .venv/bin/python -m bench.suite [--smoke] [--colocated] [--out bench/results/latest.json]
+    .venv/bin/python -m bench.suite [--smoke] [--layout L] [--out bench/results/latest.json]
 
 Starts the fake upstream and the whole mesh (launcher: Envoy, gateway, router, vllm worker,
 logger; metrics, request logging, validation and routing on; auth off), then measures, each
@@ -35,10 +35,24 @@ from typing import Any
 import orjson
 
 from bench.suite import grpc_load, procstats, report, stream_probe, wrk
-from bench.suite.mesh import FAST_MODEL, STREAM_MODEL, fake_upstream, running, upstream_model
+from bench.suite.mesh import (
+    FAST_MODEL,
+    LAYOUTS,
+    STREAM_MODEL,
+    fake_upstream,
+    running,
+    upstream_model,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = REPO / "bench" / "results" / "latest.json"
+RESULTS = REPO / "bench" / "results"
+
+
+def default_out(layout: str) -> Path:
+    """latest.json for the default (separate) mesh, latest-<layout>.json for the others."""
+    return RESULTS / ("latest.json" if layout == "separate" else f"latest-{layout}.json")
+
+
 TOKENS = 20
 
 
@@ -119,13 +133,13 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
         "smoke": smoke,
-        "layout": "colocated" if args.colocated else "separate",
+        "layout": args.layout,
         "tokens_per_response": TOKENS,
     }
     runs: dict[str, Any] = {}
     with (
         fake_upstream() as (upstream_url, upstream_proc),
-        running(tmp, upstream_url, args.colocated) as mesh,
+        running(tmp, upstream_url, args.layout) as mesh,
     ):
         procs = procstats.mesh_processes(mesh.proc.pid)
         upstream = procstats.Proc(upstream_proc.pid, "fake-upstream")
@@ -209,13 +223,16 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks it runs")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: bench/results/latest*.json"
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of saturation runs")
     parser.add_argument("--c1-requests", type=int, default=2000)
     parser.add_argument(
-        "--colocated",
-        action="store_true",
-        help="run the vllm worker's adapters inside the router (providers[].colocated)",
+        "--layout",
+        choices=LAYOUTS,
+        default="separate",
+        help="separate processes; the vllm worker inside the router; or both in the gateway",
     )
     args = parser.parse_args()
     if not wrk.available():
@@ -225,10 +242,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hi-bench-") as tmp:
         result = measure(args, Path(tmp))
     result["elapsed_s"] = round(time.monotonic() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out: Path = args.out or default_out(args.layout)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(report.table(result))
-    print(f"\nwritten: {args.out}")
+    print(f"\nwritten: {out}")
     return 0
 
 

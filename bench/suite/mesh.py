@@ -49,10 +49,16 @@ def upstream_model(model: str) -> str:
     return _UPSTREAM_MODELS[model]
 
 
-def bench_config(tmp: Path, upstream_url: str, colocated: bool = False) -> dict[str, Any]:
+# Where the router and the vllm worker run: each in its own process (the default mesh), the
+# worker's adapters inside the router, or both inside the gateway (one Python process on the
+# data path). See README "Colocated workers".
+LAYOUTS = ("separate", "worker-in-router", "one-process")
+
+
+def bench_config(tmp: Path, upstream_url: str, layout: str = "separate") -> dict[str, Any]:
     """The default mesh's features (metrics servers and interceptors, logger, validation,
     routing, Envoy access log) with a vllm worker instead of the simulator; auth off.
-    ``colocated``: the vllm worker's adapters run inside the router (one Python hop fewer)."""
+    ``layout``: one of LAYOUTS."""
     envoy_port = free_port()
     return {
         "log_level": "INFO",
@@ -63,7 +69,12 @@ def bench_config(tmp: Path, upstream_url: str, colocated: bool = False) -> dict[
             "grace_period_s": 2,
             "log_spool_dir": str(tmp / "spool" / "gateway-{port}"),
         },
-        "router": {"port": free_port(), "metrics_port": free_port(), "grace_period_s": 2},
+        "router": {
+            "port": free_port(),
+            "metrics_port": free_port(),
+            "grace_period_s": 2,
+            "colocated": layout == "one-process",
+        },
         "logger": {
             "port": free_port(),
             "metrics_port": free_port(),
@@ -76,7 +87,7 @@ def bench_config(tmp: Path, upstream_url: str, colocated: bool = False) -> dict[
                 "port": free_port(),
                 "metrics_port": free_port(),
                 "grace_period_s": 2,
-                "colocated": colocated,
+                "colocated": layout != "separate",
                 "endpoints": [
                     {"id": f"vllm-{name}", "model": upstream, "base_url": upstream_url}
                     for name, upstream in _UPSTREAM_MODELS.items()
@@ -88,6 +99,6 @@ def bench_config(tmp: Path, upstream_url: str, colocated: bool = False) -> dict[
 
 
 @contextmanager
-def running(tmp: Path, upstream_url: str, colocated: bool = False) -> Iterator[Mesh]:
-    with running_mesh(tmp, bench_config(tmp, upstream_url, colocated)) as mesh:
+def running(tmp: Path, upstream_url: str, layout: str = "separate") -> Iterator[Mesh]:
+    with running_mesh(tmp, bench_config(tmp, upstream_url, layout)) as mesh:
         yield mesh

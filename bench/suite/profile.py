@@ -1,6 +1,6 @@
 """Where each hop's CPU goes: py-spy samples every Python mesh process under load.
 
-    .venv/bin/python -m bench.suite.profile [--seconds 10] [--stream] [--colocated] [--out DIR]
+    .venv/bin/python -m bench.suite.profile [--seconds 10] [--stream] [--layout L] [--out DIR]
 
 Starts the fake upstream and the mesh like the benchmark, runs wrk at concurrency 32 and, at the
 same time, ``py-spy record`` (collapsed stacks, idle frames dropped) on the gateway, the router,
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.suite import procstats, wrk
 from bench.suite.__main__ import _body
-from bench.suite.mesh import FAST_MODEL, STREAM_MODEL, fake_upstream, running
+from bench.suite.mesh import FAST_MODEL, LAYOUTS, STREAM_MODEL, fake_upstream, running
 
 PROFILED = ("gateway", "router", "provider:vllm", "logger")
 
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--stream", action="store_true", help="20-chunk streams instead")
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--colocated", action="store_true", help="vllm adapters in the router")
+    parser.add_argument("--layout", choices=LAYOUTS, default="separate")
     parser.add_argument("--out", type=Path, default=None, help="keep the collapsed stacks here")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(__file__).resolve().parents[2] / ".venv/bin/py-spy")
@@ -70,7 +70,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         with (
             fake_upstream() as (upstream_url, _),
-            running(tmp, upstream_url, args.colocated) as mesh,
+            running(tmp, upstream_url, args.layout) as mesh,
         ):
             url = f"{mesh.http_url}/v1/chat/completions"
             wrk.run(url, _body(model, args.stream), 8, 300, 3)

@@ -35,6 +35,7 @@ def _verdict(value: float, must: float | None, aim: float | None, lower: bool) -
 
 def table(result: dict[str, Any]) -> str:
     lines = [
+        f"layout: {result.get('layout', 'separate')}",
         f"{'measure':<40} {'value':>10}  {'must':>7} {'aim':>7}  verdict",
         "-" * 78,
     ]

@@ -23,17 +23,22 @@ REQUIRED_KEYS = {
     "date",
     "machine",
 }
-MESH_PROCESSES = {"envoy", "gateway", "router", "provider:vllm", "logger"}
+# The Python processes each layout runs (besides the launcher).
+MESH_PROCESSES = {
+    "separate": {"envoy", "gateway", "router", "provider:vllm", "logger"},
+    "one-process": {"envoy", "gateway", "logger"},
+}
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(
     shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)"
 )
-def test_bench_smoke_writes_valid_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", sorted(MESH_PROCESSES))
+def test_bench_smoke_writes_valid_json(tmp_path: Path, layout: str) -> None:
     out = tmp_path / "latest.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.suite", "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "bench.suite", "--smoke", "--layout", layout, "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -42,8 +47,8 @@ def test_bench_smoke_writes_valid_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result.keys() >= REQUIRED_KEYS
-    assert result["smoke"] is True
-    assert result["rss_mb"].keys() >= MESH_PROCESSES
+    assert result["smoke"] is True and result["layout"] == layout
+    assert result["rss_mb"].keys() - {"launcher", "fake-upstream"} == MESH_PROCESSES[layout]
     assert all(value > 0 for value in result["rss_mb"].values())
     assert result["rps_nonstream"] > 0 and result["rps_stream"] > 0
     assert result["cpu_ms_per_request"] > 0
