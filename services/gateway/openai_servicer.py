@@ -26,7 +26,12 @@ from services.gateway import openai_format as fmt
 from services.gateway.chat_call import ChatCall
 from services.gateway.edge import visible_models
 from services.gateway.openai_request import parse_chat_completion
-from services.gateway.request_ids import HEADER, request_id_from
+from services.gateway.request_ids import (
+    HEADER,
+    check_request_id,
+    echo_request_id,
+    request_id_from,
+)
 from services.gateway.router_client import (
     Execution,
     pinned_endpoint_from,
@@ -71,6 +76,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         runtime = self._runtime
         streaming = False
         try:
+            check_request_id(context.invocation_metadata())
             # Key first (401), then the body (400), then model access (403) and quotas (429).
             runtime.edge.authenticate(execution, context.invocation_metadata())
             execution.call = parse_chat_completion(
@@ -84,7 +90,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             async with contextlib.aclosing(events):
                 # Wait for the first event so routing failures still get a real HTTP status.
                 first = await anext(events, None)
-                await context.send_initial_metadata(((HEADER, request_id),))
+                await echo_request_id(context, request_id)
                 streaming = True
                 async for frame in self._frames(first, events, execution):
                     yield _body(frame, fmt.SSE)
@@ -113,7 +119,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         selection, completion = execution.selection, execution.completion
         if selection is None or completion is None:
             raise ServiceError(grpc.StatusCode.INTERNAL, "the router ended the stream early")
-        await context.send_initial_metadata(((HEADER, execution.request_id),))
+        await echo_request_id(context, execution.request_id)
         return _body(
             fmt.chat_completion(
                 execution.request_id,
@@ -160,7 +166,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             routes = visible_models(key, await self._runtime.router.list_models())
         except ServiceError as error:
             return await _error_reply(context, request_id, error)
-        await context.send_initial_metadata(((HEADER, request_id),))
+        await echo_request_id(context, request_id)
         models = [(route.name, route.owned_by) for route in routes]
         return _body(fmt.model_list(models, self._created))
 
@@ -180,5 +186,5 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
                 )
         except ServiceError as error:
             return await _error_reply(context, request_id, error)
-        await context.send_initial_metadata(((HEADER, request_id),))
+        await echo_request_id(context, request_id)
         return _body(fmt.model_json(route.name, route.owned_by, self._created))

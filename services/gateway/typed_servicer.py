@@ -12,7 +12,12 @@ from services.common.errors import ServiceError, abort
 from services.common.logs import bind_request_id
 from services.gateway.chat_call import ChatCall
 from services.gateway.edge import visible_models
-from services.gateway.request_ids import HEADER, request_id_from
+from services.gateway.request_ids import (
+    HEADER,
+    check_request_id,
+    echo_request_id,
+    request_id_from,
+)
 from services.gateway.router_client import (
     Execution,
     pinned_endpoint_from,
@@ -70,8 +75,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
     async def _admit(self, execution: Execution, context: grpc.aio.ServicerContext) -> None:
-        """Key (401), then the request (400), then model access (403) and quotas (429)."""
+        """Request id and key (400, 401), then the request (400), then model access (403) and
+        quotas (429)."""
         edge = self._runtime.edge
+        check_request_id(context.invocation_metadata())
         edge.authenticate(execution, context.invocation_metadata())
         self._validate(execution.call)
         await edge.admit(execution)
@@ -87,7 +94,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 self._runtime.router, execution, self._runtime.timeout(context)
             )
             # As a header too: HTTP/JSON clients through Envoy do not see unary trailers.
-            await context.send_initial_metadata(((HEADER, execution.request_id),))
+            await echo_request_id(context, execution.request_id)
             reply.content = routed.content
             if execution.selection is not None:
                 reply.model = execution.selection.served_model
@@ -112,7 +119,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     if first:
                         # Sent once routing succeeded, so a failure before it is a
                         # trailers-only response that Envoy maps to an HTTP error status.
-                        await context.send_initial_metadata(((HEADER, execution.request_id),))
+                        await echo_request_id(context, execution.request_id)
                         first = False
                     if event.HasField("selection"):
                         model = event.selection.served_model

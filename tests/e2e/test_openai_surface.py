@@ -119,6 +119,23 @@ def test_client_request_id_is_echoed(http: httpx.Client, mesh: Mesh) -> None:
     assert orjson.loads(reply.content)["id"] == "chatcmpl-my-req-42"
 
 
+def test_generated_request_id_is_in_the_response_and_the_body(
+    http: httpx.Client, mesh: Mesh
+) -> None:
+    reply = post(http, mesh, {"model": "hi-sim", "messages": HELLO})
+    assert reply.status_code == 200
+    assert orjson.loads(reply.content)["id"] == f"chatcmpl-{reply.headers['x-request-id']}"
+    assert reply.headers.get_list("x-request-id") == [reply.headers["x-request-id"]]
+
+
+def test_request_id_unsafe_to_log_is_refused(http: httpx.Client, mesh: Mesh) -> None:
+    for unsafe in ("x" * 129, "id with spaces"):
+        reply = post(http, mesh, {"model": "hi-sim", "messages": HELLO}, **{"x-request-id": unsafe})
+        assert reply.status_code == 400
+        error = orjson.loads(reply.content)["error"]
+        assert error["param"] == "x-request-id" and "1-128 characters" in error["message"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param", "code"),
     [

@@ -33,6 +33,23 @@ def test_grpc_stream_through_envoy(stub: gateway_pb2_grpc.GatewayServiceStub) ->
     assert dict(call.trailing_metadata())["x-request-id"] == final.id
 
 
+def test_grpc_request_id_unsafe_to_log_is_invalid_argument(
+    stub: gateway_pb2_grpc.GatewayServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Chat(
+            gateway_pb2.ChatRequest(model="hi-sim", messages=HELLO),
+            metadata=(("x-request-id", "no spaces allowed"),),
+            timeout=10,
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    status = rpc_status.from_call(raised.value)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad) for d in status.details if d.Is(bad.DESCRIPTOR))
+    assert [v.field for v in bad.field_violations] == ["x-request-id"]
+
+
 def test_grpc_unary_equals_stream(stub: gateway_pb2_grpc.GatewayServiceStub) -> None:
     reply = stub.Chat(gateway_pb2.ChatRequest(model="hi-sim", messages=HELLO))
     events = list(stub.ChatStream(gateway_pb2.ChatStreamRequest(model="hi-sim", messages=HELLO)))
