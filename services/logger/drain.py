@@ -1,9 +1,13 @@
 """Moves acknowledged records from the spool into the database, in batches, at least once.
 
-A batch leaves the spool only after the store committed it; a failed write is retried with capped
-backoff, for as long as the database is away, while the servicer keeps acknowledging new records
-into the spool. A crash between commit and cursor update replays the batch: the store's
-idempotent insert makes that harmless.
+A batch leaves the spool only after the store committed it and every batch before it; a failed
+write is retried with capped backoff, for as long as the database is away, while the servicer
+keeps acknowledging new records into the spool. A crash between commit and cursor update replays
+the batch: the store's idempotent insert makes that harmless.
+
+Two batches are written at once (two connections): while the database stores one, this process
+decodes and converts the next, so the server's core and this one work at the same time instead of
+taking turns.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 
 from google.protobuf.message import DecodeError
 
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 
 class SpoolDrainer:
     backoff_initial_s: float = 0.05
+    # Batches written concurrently.
+    _depth: int = 2
 
     def __init__(
         self,
@@ -67,19 +74,41 @@ class SpoolDrainer:
 
     async def _run(self) -> None:
         delay = self.backoff_initial_s
-        while True:
-            batch = self._spool.read(self._batch_size)
-            if not batch.payloads:
-                self._caught_up.set()
-                await self._spool.wait_for_data()
-                self._caught_up.clear()
-                continue
-            while not await self._write(batch):
+        # Batches being written, oldest first; each leaves the spool once it and every batch
+        # before it are committed.
+        in_flight: deque[tuple[SpoolBatch, asyncio.Task[bool]]] = deque()
+        try:
+            while True:
+                while len(in_flight) < self._depth:
+                    batch = self._spool.read(
+                        self._batch_size, in_flight[-1][0].end if in_flight else None
+                    )
+                    if not batch.payloads:
+                        break
+                    in_flight.append((batch, asyncio.create_task(self._write(batch))))
+                if not in_flight:
+                    self._caught_up.set()
+                    await self._spool.wait_for_data()
+                    self._caught_up.clear()
+                    continue
+                batch, task = in_flight.popleft()
+                if await task:
+                    self._spool.commit(batch)
+                    delay = self.backoff_initial_s
+                    continue
+                # The later batches are let finish and read again after the pause: whatever
+                # they stored is skipped as a replay.
+                for _, later in in_flight:
+                    await later
+                in_flight.clear()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
-            delay = self.backoff_initial_s
+        finally:
+            for _, task in in_flight:
+                task.cancel()
 
     async def _write(self, batch: SpoolBatch) -> bool:
+        """Stores the batch; False when the database is unavailable (stays spooled)."""
         records: list[logger_pb2.RequestRecord] = []
         for payload in batch.payloads:
             try:
@@ -101,7 +130,6 @@ class SpoolDrainer:
                 )
             return False
         logger_metrics.note_batch_written(time.perf_counter() - started)
-        self._spool.commit(batch)
         self._stats.stored += result.inserted
         self._stats.duplicates += result.duplicates
         if self._failing:

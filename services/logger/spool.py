@@ -277,10 +277,11 @@ class Spool:
         """Returns once unconsumed frames may exist (immediately if they do)."""
         await self._has_data.wait()
 
-    def read(self, max_records: int) -> SpoolBatch:
-        """Up to ``max_records`` durable frames from the cursor; consumes nothing."""
+    def read(self, max_records: int, start: Position | None = None) -> SpoolBatch:
+        """Up to ``max_records`` durable frames from the cursor, or from ``start`` (the end of a
+        batch read but not committed yet, to read ahead of it); consumes nothing."""
         payloads: list[bytes] = []
-        position = self._cursor
+        position = self._cursor if start is None or start < self._cursor else start
         while len(payloads) < max_records:
             limit = self._readable_end(position.segment)
             if position.offset < limit:

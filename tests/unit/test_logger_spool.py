@@ -37,6 +37,27 @@ async def test_append_read_commit(tmp_path: Path) -> None:
     spool.close()
 
 
+async def test_read_ahead_of_uncommitted_batches(tmp_path: Path) -> None:
+    # Small segments: the read-ahead crosses segment boundaries.
+    spool = Spool.open(tmp_path / "s", max_bytes=1 << 20, segment_bytes=200)
+    for start in range(0, 30, 5):
+        await spool.append(_payloads(start, 5))
+    first = spool.read(8)
+    second = spool.read(8, first.end)
+    third = spool.read(100, second.end)
+    assert first.payloads + second.payloads + third.payloads == _payloads(0, 30)
+    assert not spool.read(8, third.end).payloads
+    # Nothing was consumed; commits in order move the cursor batch by batch.
+    assert spool.pending_records == 30
+    spool.commit(first)
+    spool.commit(second)
+    assert spool.pending_records == 14
+    assert spool.read(100).payloads == third.payloads
+    spool.commit(third)
+    assert spool.pending_records == 0 and not spool.read(8).payloads
+    spool.close()
+
+
 async def test_unconsumed_records_survive_reopen(tmp_path: Path) -> None:
     spool = Spool.open(tmp_path / "s", max_bytes=1 << 20, segment_bytes=200)
     await spool.append(_payloads(0, 30))

@@ -18,7 +18,7 @@ from services.logger.servicer import LoggerServicer
 from services.logger.spool import Spool
 from services.logger.stats import LoggerStats
 from services.logger.store import SqliteStore, StoreUnavailable
-from services.logger.validation import check_record, partition
+from services.logger.validation import _plainly_valid, check_record, partition
 from tests.support.async_polling import until
 from tests.unit.logger_records import make_record
 
@@ -74,6 +74,9 @@ def test_invalid_records_are_rejected_with_a_reason(
 ) -> None:
     found = check_record(record)
     assert found is not None and reason in found
+    # The fast path never lets through what the detailed checks refuse (the record size is
+    # checked before either).
+    assert reason == "bytes, more than" or not _plainly_valid(record)
 
 
 def test_partition_keeps_batch_positions() -> None:
