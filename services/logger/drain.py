@@ -17,11 +17,13 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import cast
 
 from google.protobuf.message import DecodeError
 
 from hybridinference.logger.v1 import logger_pb2
 from services.logger import metrics as logger_metrics
+from services.logger.rows import Row
 from services.logger.spool import Spool, SpoolBatch
 from services.logger.stats import LoggerStats
 from services.logger.store import RecordStore, StoreUnavailable
@@ -109,16 +111,13 @@ class SpoolDrainer:
 
     async def _write(self, batch: SpoolBatch) -> bool:
         """Stores the batch; False when the database is unavailable (stays spooled)."""
-        records: list[logger_pb2.RequestRecord] = []
-        for payload in batch.payloads:
-            try:
-                records.append(logger_pb2.RequestRecord.FromString(payload))
-            except DecodeError:
-                # Only validated records are spooled, so this is disk damage the CRC missed.
-                self._stats.rejected["spool:undecodable"] += 1
         started = time.perf_counter()
         try:
-            result = await self._store.write_batch(records)
+            if None not in batch.attached:
+                # The servicer's rows of these records (Spool.append): nothing to decode.
+                result = await self._store.write_rows(cast(list[Row], batch.attached))
+            else:
+                result = await self._store.write_batch(self._decode(batch))
         except StoreUnavailable as error:
             self._stats.store_failures += 1
             logger_metrics.note_store_down()
@@ -139,3 +138,13 @@ class SpoolDrainer:
                 extra={"spooled": self._spool.pending_records},
             )
         return True
+
+    def _decode(self, batch: SpoolBatch) -> list[logger_pb2.RequestRecord]:
+        records: list[logger_pb2.RequestRecord] = []
+        for payload in batch.payloads:
+            try:
+                records.append(logger_pb2.RequestRecord.FromString(payload))
+            except DecodeError:
+                # Only validated records are spooled, so this is disk damage the CRC missed.
+                self._stats.rejected["spool:undecodable"] += 1
+        return records

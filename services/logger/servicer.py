@@ -18,12 +18,13 @@ from services.common.errors import FieldViolation, ServiceError, abort, invalid_
 from services.logger.capture import CapturePolicy, apply_caps
 from services.logger.decoding import DecodedBatch
 from services.logger.pagination import InvalidPageToken, ListFilters
+from services.logger.rows import Row
 from services.logger.spool import Spool, SpoolFull
 from services.logger.stats import LoggerStats, reason_key
 from services.logger.store import RecordStore, StoreUnavailable
 from services.logger.store.base import MAX_PAGE_SIZE
 from services.logger.usage import UsageQuery
-from services.logger.validation import check_record
+from services.logger.validation import admit
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,16 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
         batch = request if isinstance(request, DecodedBatch) else DecodedBatch.of(request)
         rejected = list(batch.malformed)
         payloads: list[bytes] = []
+        rows: list[Row] = []
         for index, record in batch.records:
             for change in apply_caps(record, self._capture):
                 self._stats.truncated[change] += 1
-            reason = check_record(record)
-            if reason is None:
-                payloads.append(record.SerializeToString())
+            admitted = admit(record)
+            if isinstance(admitted, str):
+                rejected.append((index, admitted))
             else:
-                rejected.append((index, reason))
+                payloads.append(record.SerializeToString())
+                rows.append(admitted)
         for _, reason in rejected:
             self._stats.rejected[reason_key(reason)] += 1
         if rejected:
@@ -66,7 +69,8 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
             )
         try:
             with trace_context.linked_span("store request records", _links(batch, rejected)):
-                await self._spool.append(payloads)
+                # The rows ride along in memory, so the drainer need not convert again.
+                await self._spool.append(payloads, rows)
         except SpoolFull as error:
             self._stats.spool_full += 1
             await abort(context, _spool_full(error))

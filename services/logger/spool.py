@@ -22,8 +22,9 @@ import logging
 import os
 import struct
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ _SUFFIX = ".seg"
 _READ_CHUNK = 4 * 1024 * 1024
 # A frame must fit in one read chunk.
 MAX_PAYLOAD_BYTES = _READ_CHUNK - _HEADER.size
+# Frames not yet consumed whose attached objects are kept in memory (see Spool.append).
+ATTACHED_MAX = 20_000
 
 
 class SpoolError(Exception):
@@ -55,6 +58,8 @@ class SpoolBatch:
     payloads: list[bytes]
     # Where the next unread frame starts once this batch is committed.
     end: Position
+    # For each payload, what the writer attached to it in memory (see Spool.append), or None.
+    attached: list[object | None] = field(default_factory=list)
 
 
 def _segment_name(number: int) -> str:
@@ -105,6 +110,8 @@ class Spool:
         self._sync_task: asyncio.Task[None] | None = None
         self._rotate_lock = asyncio.Lock()
         self._has_data = asyncio.Event()
+        # (segment, offset) of a frame -> what the writer attached to it, oldest first.
+        self._attached: OrderedDict[tuple[int, int], object] = OrderedDict()
         # Frames appended and not yet consumed (recounted at open).
         self.pending_records = 0
         # Frames skipped because their checksum did not match (disk corruption).
@@ -212,8 +219,16 @@ class Spool:
         total = sum(self._sizes.get(n, 0) for n in self._segments)
         return total - self._cursor.offset
 
-    async def append(self, payloads: Sequence[bytes]) -> None:
-        """Appends the payloads; returns once they are on disk. Raises SpoolFull."""
+    async def append(
+        self, payloads: Sequence[bytes], attach: Sequence[object] | None = None
+    ) -> None:
+        """Appends the payloads; returns once they are on disk. Raises SpoolFull.
+
+        ``attach`` (one object per payload) is kept in memory and handed to the reader with
+        its payload (SpoolBatch.attached), up to ATTACHED_MAX frames not yet consumed: the
+        logger attaches the row it already made from each record, so the drainer need not
+        decode and convert it again. After a restart, or beyond the limit, the reader gets None
+        and uses the payload."""
         if not payloads:
             return
         if any(len(p) > MAX_PAYLOAD_BYTES for p in payloads):
@@ -230,6 +245,11 @@ class Spool:
         last = self._segments[-1]
         # One write() of whole frames: nothing on this loop can see half of it.
         os.write(self._write_fd, frames)
+        if attach is not None and len(self._attached) + len(payloads) <= ATTACHED_MAX:
+            offset = self._sizes[last]
+            for payload, attached in zip(payloads, attach, strict=True):
+                self._attached[(last, offset)] = attached
+                offset += _HEADER.size + len(payload)
         self._sizes[last] += len(frames)
         self.pending_records += len(payloads)
         target = Position(last, self._sizes[last])
@@ -281,6 +301,7 @@ class Spool:
         """Up to ``max_records`` durable frames from the cursor, or from ``start`` (the end of a
         batch read but not committed yet, to read ahead of it); consumes nothing."""
         payloads: list[bytes] = []
+        attached: list[object | None] = []
         position = self._cursor if start is None or start < self._cursor else start
         while len(payloads) < max_records:
             limit = self._readable_end(position.segment)
@@ -290,6 +311,14 @@ class Spool:
                     data = handle.read(min(limit - position.offset, _READ_CHUNK))
                 found, used, corrupt = _scan(data, max_records - len(payloads))
                 payloads.extend(found)
+                if self._attached:
+                    get = self._attached.get
+                    offset = position.offset
+                    for payload in found:
+                        attached.append(get((position.segment, offset)))
+                        offset += _HEADER.size + len(payload)
+                else:
+                    attached.extend([None] * len(found))
                 position = Position(position.segment, position.offset + used)
                 if corrupt:
                     self.corrupt_frames += 1
@@ -303,7 +332,7 @@ class Spool:
         if not payloads and position == self._cursor:
             # Caught up: the next wait_for_data() blocks until an append.
             self._has_data.clear()
-        return SpoolBatch(payloads, position)
+        return SpoolBatch(payloads, position, attached)
 
     def _readable_end(self, segment: int) -> int:
         size = self._sizes.get(segment, 0)
@@ -317,6 +346,10 @@ class Spool:
             return
         self._cursor = batch.end
         self.pending_records = max(0, self.pending_records - len(batch.payloads))
+        cursor = (batch.end.segment, batch.end.offset)
+        attached = self._attached
+        while attached and next(iter(attached)) < cursor:
+            attached.popitem(last=False)
         for number in [n for n in self._segments[:-1] if n < self._cursor.segment]:
             self._remove_segment(number)
         self._write_cursor()

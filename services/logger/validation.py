@@ -7,7 +7,6 @@ out what PostgreSQL cannot store (NUL in text or JSONB), so both stores accept t
 from __future__ import annotations
 
 import math
-import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Literal
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.logger.v1 import logger_pb2
+from services.logger.rows import Row, record_to_row
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_TEXT_CHARS = 256
@@ -53,9 +53,6 @@ _SAMPLING_FLOATS: tuple[_SamplingFloat, ...] = (
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _FINISH_REASONS = frozenset(chat_pb2.FinishReason.values())
-_short_texts = operator.attrgetter(*_SHORT_TEXT_FIELDS)
-_floats = operator.attrgetter(*_NON_NEGATIVE_FLOATS)
-_usage = operator.attrgetter(*_USAGE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,13 @@ def partition(
 
 
 def check_record(record: logger_pb2.RequestRecord) -> str | None:
-    """The first problem with the record, or None when it can be stored.
+    """The first problem with the record, or None when it can be stored."""
+    admitted = admit(record)
+    return admitted if isinstance(admitted, str) else None
+
+
+def admit(record: logger_pb2.RequestRecord) -> Row | str:
+    """The record's row (services/logger/rows.py) when it can be stored, else the first problem.
 
     Captured prompt and response are capped by the capture policy (services/logger/capture.py)
     before this runs, so they do not count towards MAX_RECORD_BYTES.
@@ -88,9 +91,10 @@ def check_record(record: logger_pb2.RequestRecord) -> str | None:
     size = record.ByteSize() - len(record.prompt.encode()) - len(record.response.encode())
     if size > MAX_RECORD_BYTES:
         return f"record is {size} bytes, more than the limit of {MAX_RECORD_BYTES}"
-    if _plainly_valid(record):
-        return None
-    return (
+    row = _plain_row(record)
+    if row is not None:
+        return row
+    reason = (
         _check_request_id(record.request_id)
         or _check_started_at(record)
         or _check_texts(record)
@@ -98,59 +102,104 @@ def check_record(record: logger_pb2.RequestRecord) -> str | None:
         or _check_metadata(record.metadata)
         or _check_sampling(record)
     )
+    return reason if reason is not None else record_to_row(record)
 
 
-def _plainly_valid(record: logger_pb2.RequestRecord) -> bool:
-    """True when every check below passes; False when one may not, and the checks below then
-    find which. The same rules as those checks, in as few Python operations as possible: this
-    runs for every record the logger accepts, on the core that also stores them."""
+def _plain_row(record: logger_pb2.RequestRecord) -> Row | None:
+    """The record's row when every check below passes; None when one may not, and the checks
+    below then find which. The same rules as those checks, applied to the row the record is
+    stored as: the logger converts each record once, here, and reading a protobuf field costs
+    far more than reading a tuple item, so this reads the record only where the row cannot tell.
+    It may refuse a valid record (the checks below then accept it), never the reverse."""
     r = record
-    request_id = r.request_id
-    if not request_id or len(request_id) > MAX_REQUEST_ID_CHARS or _CONTROL.search(request_id):
-        return False
+    # What the conversion itself needs: a representable time and a known finish reason.
     if not r.HasField("started_at"):
-        return False
+        return None
     stamp = r.started_at
     if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS or not 0 <= stamp.nanos < 1_000_000_000:
-        return False
-    texts = _short_texts(r)
-    error = r.error
+        return None
+    if r.finish_reason not in _FINISH_REASONS:
+        return None
+    row = record_to_row(r)
+    (
+        request_id,
+        _,
+        surface,
+        api_key_id,
+        user,
+        requested_model,
+        served_model,
+        provider,
+        endpoint,
+        attempts,
+        _,
+        status,
+        error,
+        ttft,
+        latency,
+        prompt_tokens,
+        completion_tokens,
+        cached_tokens,
+        total_tokens,
+        cost,
+        _,
+        sampling,
+        metadata,
+        fallbacks,
+        _,
+        prompt,
+        response,
+    ) = row
+    if not request_id or len(request_id) > MAX_REQUEST_ID_CHARS or _CONTROL.search(request_id):
+        return None
+    texts = (surface, api_key_id, user, requested_model, served_model, provider, endpoint, status)
     if max(map(len, texts)) > MAX_TEXT_CHARS or len(error) > MAX_ERROR_CHARS:
-        return False
+        return None
     if "\x00" in "".join(texts) or "\x00" in error:
-        return False
-    if "\x00" in r.prompt or "\x00" in r.response:
-        return False
+        return None
+    if (prompt and "\x00" in prompt) or (response and "\x00" in response):
+        return None
     # NaN fails every comparison, so this also refuses it.
-    ttft, latency, cost = _floats(r)
     if not (0 <= ttft < math.inf and 0 <= latency < math.inf and 0 <= cost < math.inf):
+        return None
+    if attempts < 0 or fallbacks < 0:
+        return None
+    # A record has all four token counts or none.
+    if prompt_tokens is not None and (
+        min(prompt_tokens, completion_tokens or 0, cached_tokens or 0, total_tokens or 0) < 0
+    ):
+        return None
+    # JSON text no longer than the shortest limit holds no longer key or value, nor more
+    # entries than allowed; JSON writes NUL as \u0000. Longer text: the entries are checked.
+    long_or_nul = len(metadata) > MAX_METADATA_KEY_CHARS or "\\u0000" in metadata
+    if metadata != "{}" and long_or_nul and not _plain_metadata(r):
+        return None
+    if sampling is not None:
+        # JSON cannot hold NaN or infinity: orjson wrote them as null.
+        if "null" in sampling:
+            return None
+        if '"stop"' in sampling and not _plain_stop(r):
+            return None
+    return row
+
+
+def _plain_metadata(record: logger_pb2.RequestRecord) -> bool:
+    metadata = record.metadata
+    if len(metadata) > MAX_METADATA_ENTRIES:
         return False
-    if r.attempts < 0 or r.fallbacks < 0 or r.finish_reason not in _FINISH_REASONS:
-        return False
-    if r.HasField("usage") and min(_usage(r.usage)) < 0:
-        return False
-    metadata = r.metadata
-    if metadata:
-        if len(metadata) > MAX_METADATA_ENTRIES:
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
             return False
-        for key, value in metadata.items():
-            if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
-                return False
-            if "\x00" in key or "\x00" in value:
-                return False
-    if r.HasField("sampling"):
-        sampling = r.sampling
-        for name in _SAMPLING_FLOATS:
-            if sampling.HasField(name) and not math.isfinite(getattr(sampling, name)):
-                return False
-        stop = sampling.stop
-        if stop:
-            if len(stop) > MAX_STOP_SEQUENCES:
-                return False
-            for sequence in stop:
-                if len(sequence) > MAX_STOP_CHARS or "\x00" in sequence:
-                    return False
+        if "\x00" in key or "\x00" in value:
+            return False
     return True
+
+
+def _plain_stop(record: logger_pb2.RequestRecord) -> bool:
+    stop = record.sampling.stop
+    if len(stop) > MAX_STOP_SEQUENCES:
+        return False
+    return all(len(sequence) <= MAX_STOP_CHARS and "\x00" not in sequence for sequence in stop)
 
 
 def _check_request_id(request_id: str) -> str | None:

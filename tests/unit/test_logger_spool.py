@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from services.logger import spool as spool_module
 from services.logger.spool import Spool, SpoolError, SpoolFull
 
 
@@ -55,6 +56,41 @@ async def test_read_ahead_of_uncommitted_batches(tmp_path: Path) -> None:
     assert spool.read(100).payloads == third.payloads
     spool.commit(third)
     assert spool.pending_records == 0 and not spool.read(8).payloads
+    spool.close()
+
+
+async def test_attached_objects_come_back_with_their_payloads(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path / "s", max_bytes=1 << 20, segment_bytes=200)
+    await spool.append(_payloads(0, 4), [f"row-{i}" for i in range(4)])
+    await spool.append(_payloads(4, 2))
+    await spool.append(_payloads(6, 3), [f"row-{i}" for i in range(6, 9)])
+    first = spool.read(5)
+    rest = spool.read(100, first.end)
+    assert first.attached == ["row-0", "row-1", "row-2", "row-3", None]
+    assert rest.attached == [None, "row-6", "row-7", "row-8"]
+    spool.commit(first)
+    assert spool.read(100).attached == rest.attached
+    spool.close()
+    # Memory only: after a restart the reader has the payloads alone.
+    spool = Spool.open(tmp_path / "s", max_bytes=1 << 20, segment_bytes=200)
+    again = spool.read(100)
+    assert again.payloads == _payloads(5, 4) and again.attached == [None] * 4
+    spool.close()
+
+
+async def test_attached_objects_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "ATTACHED_MAX", 5)
+    spool = Spool.open(tmp_path / "s", max_bytes=1 << 20)
+    await spool.append(_payloads(0, 3), ["a", "b", "c"])
+    # Would hold 6: kept on disk only.
+    await spool.append(_payloads(3, 3), ["d", "e", "f"])
+    batch = spool.read(2)
+    assert batch.attached == ["a", "b"]
+    spool.commit(batch)
+    await spool.append(_payloads(6, 3), ["g", "h", "i"])
+    assert spool.read(100).attached == ["c", None, None, None, "g", "h", "i"]
     spool.close()
 
 

@@ -18,7 +18,7 @@ from services.logger.servicer import LoggerServicer
 from services.logger.spool import Spool
 from services.logger.stats import LoggerStats
 from services.logger.store import SqliteStore, StoreUnavailable
-from services.logger.validation import _plainly_valid, check_record, partition
+from services.logger.validation import _plain_row, check_record, partition
 from tests.support.async_polling import until
 from tests.unit.logger_records import make_record
 
@@ -76,7 +76,7 @@ def test_invalid_records_are_rejected_with_a_reason(
     assert found is not None and reason in found
     # The fast path never lets through what the detailed checks refuse (the record size is
     # checked before either).
-    assert reason == "bytes, more than" or not _plainly_valid(record)
+    assert reason == "bytes, more than" or _plain_row(record) is None
 
 
 def test_partition_keeps_batch_positions() -> None:
@@ -150,7 +150,7 @@ class _AbortContext:
 
 
 async def test_store_outage_still_acknowledges_and_writes_later(logger: Logger) -> None:
-    real_insert = logger.store._insert
+    real_insert, real_insert_rows = logger.store._insert, logger.store._insert_rows
     calls = 0
 
     async def broken(rows: Any) -> int:
@@ -159,6 +159,7 @@ async def test_store_outage_still_acknowledges_and_writes_later(logger: Logger) 
         raise StoreUnavailable("database went away")
 
     logger.store._insert = broken  # type: ignore[method-assign]
+    logger.store._insert_rows = broken  # type: ignore[method-assign]
     logger.drainer.start()
     reply = await logger.servicer.WriteRecords(
         logger_pb2.WriteRecordsRequest(records=[make_record(i) for i in range(3)]),
@@ -170,6 +171,7 @@ async def test_store_outage_still_acknowledges_and_writes_later(logger: Logger) 
     assert logger.spool.pending_records == 3
     assert logger.stats.store_failures >= 2
     logger.store._insert = real_insert  # type: ignore[method-assign]
+    logger.store._insert_rows = real_insert_rows  # type: ignore[method-assign]
     await _drained(logger)
     assert logger.stats.stored == 3
 

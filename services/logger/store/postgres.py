@@ -158,7 +158,14 @@ class PostgresStore(RecordStore):
         await self._pool.close()
 
     async def _insert(self, records: Sequence[logger_pb2.RequestRecord]) -> int:
-        rows: list[Row] = []
+        return await self._write(records, [])
+
+    async def _insert_rows(self, rows: Sequence[Row]) -> int:
+        return await self._write((), list(rows))
+
+    async def _write(self, records: Sequence[logger_pb2.RequestRecord], rows: list[Row]) -> int:
+        """Stores ``records`` (converted here, into ``rows``), or ``rows`` when there are no
+        records; returns how many were new."""
         if self._direct:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
@@ -222,11 +229,13 @@ async def _copy_direct(
     """Inside the caller's transaction: COPY into request_log, then the rollup of every row.
     Raises UniqueViolationError when a row's request id is already stored.
 
-    Appends to ``rows`` as it converts, slice by slice, converting the next slice while the
-    server stores the previous one; the caller keeps what was converted if the COPY fails."""
-    rows += map(record_to_row, records[:_SLICE])
+    Stores ``rows``, then the records after the first len(rows), appending their rows to
+    ``rows`` as it converts them, slice by slice, the next slice while the server stores the
+    previous one; the caller keeps what was converted if the COPY fails."""
+    total = max(len(rows), len(records))
+    rows += map(record_to_row, records[len(rows) : _SLICE])
     copied = 0
-    while copied < len(records):
+    while copied < total:
         copy = asyncio.ensure_future(
             conn.copy_records_to_table("request_log", records=rows[copied:], columns=COLUMNS)
         )

@@ -101,7 +101,9 @@ class SqliteStore(RecordStore):
         await self._reader.close()
 
     async def _insert(self, records: Sequence[logger_pb2.RequestRecord]) -> int:
-        rows = [record_to_row(record) for record in records]
+        return await self._insert_rows([record_to_row(record) for record in records])
+
+    async def _insert_rows(self, rows: Sequence[Row]) -> int:
         async with self._write_lock:
             try:
                 await self._writer.execute("BEGIN IMMEDIATE")
