@@ -76,10 +76,14 @@ def test_breaker_opens_and_recovers_through_a_probe(failures_mesh: SimMesh) -> N
     assert {served_by(mesh, "flaky-first") for _ in range(6)} == {"flaky", "b"}
 
 
-def test_hedging_cuts_tail_ttft(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "colocated", [frozenset(), frozenset({"w1", "w2"})], ids=["worker-processes", "colocated"]
+)
+def test_hedging_cuts_tail_ttft(tmp_path: Path, colocated: frozenset[str]) -> None:
     tail = {"ttft_ms": 3, "itl_ms": 1, "output_tokens": 2, "tail_rate": 0.06, "tail_ms": 600}
     mesh = SimMesh(
         tmp_path,
+        colocated=colocated,
         workers={"w1": [endpoint("t1", **tail)], "w2": [endpoint("t2", **tail)]},
         models=[
             {"name": "plain", "endpoints": ["t1", "t2"]},
@@ -109,6 +113,12 @@ def test_hedging_cuts_tail_ttft(tmp_path: Path) -> None:
 
         plain_slow, _ = slow_requests("plain", 200)
         hedged_slow, hedges = slow_requests("hedged", 200)
+        # The losing attempts were cancelled, not left running.
+        poll(
+            lambda: all(e.in_flight == 0 for e in mesh.endpoints().values()) or None,
+            5.0,
+            "no attempt left in flight",
+        )
     finally:
         mesh.close()
     assert plain_slow >= 4  # ~12 expected: 6% of 200
