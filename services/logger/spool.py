@@ -35,8 +35,11 @@ _SUFFIX = ".seg"
 _READ_CHUNK = 4 * 1024 * 1024
 # A frame must fit in one read chunk.
 MAX_PAYLOAD_BYTES = _READ_CHUNK - _HEADER.size
-# Frames not yet consumed whose attached objects are kept in memory (see Spool.append).
-ATTACHED_MAX = 20_000
+# Memory the objects attached to frames not yet consumed may take (see Spool.append), estimated
+# as the payload's size plus _ATTACHED_OVERHEAD per frame (a logger row of a 200-byte record
+# takes about 1.2 KB).
+ATTACHED_MAX_BYTES = 128 << 20
+_ATTACHED_OVERHEAD = 1024
 
 
 class SpoolError(Exception):
@@ -110,8 +113,10 @@ class Spool:
         self._sync_task: asyncio.Task[None] | None = None
         self._rotate_lock = asyncio.Lock()
         self._has_data = asyncio.Event()
-        # (segment, offset) of a frame -> what the writer attached to it, oldest first.
-        self._attached: OrderedDict[tuple[int, int], object] = OrderedDict()
+        # (segment, offset) of a frame -> (what the writer attached to it, its estimated
+        # size), oldest first; and the sum of those sizes.
+        self._attached: OrderedDict[tuple[int, int], tuple[object, int]] = OrderedDict()
+        self._attached_bytes = 0
         # Frames appended and not yet consumed (recounted at open).
         self.pending_records = 0
         # Frames skipped because their checksum did not match (disk corruption).
@@ -225,7 +230,7 @@ class Spool:
         """Appends the payloads; returns once they are on disk. Raises SpoolFull.
 
         ``attach`` (one object per payload) is kept in memory and handed to the reader with
-        its payload (SpoolBatch.attached), up to ATTACHED_MAX frames not yet consumed: the
+        its payload (SpoolBatch.attached), up to ATTACHED_MAX_BYTES not yet consumed: the
         logger attaches the row it already made from each record, so the drainer need not
         decode and convert it again. After a restart, or beyond the limit, the reader gets None
         and uses the payload."""
@@ -245,11 +250,14 @@ class Spool:
         last = self._segments[-1]
         # One write() of whole frames: nothing on this loop can see half of it.
         os.write(self._write_fd, frames)
-        if attach is not None and len(self._attached) + len(payloads) <= ATTACHED_MAX:
+        cost = len(frames) + _ATTACHED_OVERHEAD * len(payloads)
+        if attach is not None and self._attached_bytes + cost <= ATTACHED_MAX_BYTES:
+            self._attached_bytes += cost
             offset = self._sizes[last]
             for payload, attached in zip(payloads, attach, strict=True):
-                self._attached[(last, offset)] = attached
-                offset += _HEADER.size + len(payload)
+                size = _HEADER.size + len(payload)
+                self._attached[(last, offset)] = (attached, size + _ATTACHED_OVERHEAD)
+                offset += size
         self._sizes[last] += len(frames)
         self.pending_records += len(payloads)
         target = Position(last, self._sizes[last])
@@ -315,7 +323,8 @@ class Spool:
                     get = self._attached.get
                     offset = position.offset
                     for payload in found:
-                        attached.append(get((position.segment, offset)))
+                        entry = get((position.segment, offset))
+                        attached.append(entry[0] if entry is not None else None)
                         offset += _HEADER.size + len(payload)
                 else:
                     attached.extend([None] * len(found))
@@ -349,7 +358,7 @@ class Spool:
         cursor = (batch.end.segment, batch.end.offset)
         attached = self._attached
         while attached and next(iter(attached)) < cursor:
-            attached.popitem(last=False)
+            self._attached_bytes -= attached.popitem(last=False)[1][1]
         for number in [n for n in self._segments[:-1] if n < self._cursor.segment]:
             self._remove_segment(number)
         self._write_cursor()

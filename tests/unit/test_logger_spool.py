@@ -81,7 +81,8 @@ async def test_attached_objects_come_back_with_their_payloads(tmp_path: Path) ->
 async def test_attached_objects_are_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "ATTACHED_MAX", 5)
+    # Room for five of these frames (each is 8 + 36 bytes, plus the per-frame estimate).
+    monkeypatch.setattr(spool_module, "ATTACHED_MAX_BYTES", 5 * (8 + 36 + 1024))
     spool = Spool.open(tmp_path / "s", max_bytes=1 << 20)
     await spool.append(_payloads(0, 3), ["a", "b", "c"])
     # Would hold 6: kept on disk only.
