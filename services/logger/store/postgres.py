@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -255,10 +255,14 @@ def _rollup_columns(rows: Sequence[Row]) -> list[list[Any]]:
 
     Summed here rather than by the server: a batch has few groups, and sending each row's nine
     rollup values as arrays cost this process more than adding them up."""
-    groups: dict[tuple[datetime, str, str], list[Any]] = {}
+    # Keyed by the UTC hour as a number (hours since 0001-01-01): datetime.replace on an aware
+    # datetime costs about a microsecond, and this runs once per row.
+    groups: dict[tuple[int, str, str], list[Any]] = {}
     for row in rows:
-        hour = row.started_at.replace(minute=0, second=0, microsecond=0)
-        key = (hour, row.api_key_id, row.requested_model)
+        started = (
+            row.started_at.astimezone(UTC) if row.started_at.tzinfo is not UTC else row.started_at
+        )
+        key = (started.toordinal() * 24 + started.hour, row.api_key_id, row.requested_model)
         totals = groups.get(key)
         if totals is None:
             totals = groups[key] = [0, 0, 0.0, 0, 0, 0, 0]
@@ -273,8 +277,10 @@ def _rollup_columns(rows: Sequence[Row]) -> list[list[Any]]:
             totals[5] += row.cached_tokens or 0
             totals[6] += row.total_tokens or 0
     columns: list[list[Any]] = [[] for _ in range(3 + 7)]
-    for key, totals in groups.items():
-        for column, value in zip(columns, (*key, *totals), strict=True):
+    for (hours, api_key_id, model), totals in groups.items():
+        day, hour = divmod(hours, 24)
+        start = datetime.fromordinal(day).replace(hour=hour, tzinfo=UTC)
+        for column, value in zip(columns, (start, api_key_id, model, *totals), strict=True):
             column.append(value)
     return columns
 
