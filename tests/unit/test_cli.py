@@ -106,6 +106,10 @@ def test_status_tables_and_targets() -> None:
     settings = load_settings(None)
     names = [name for name, _ in status.targets(settings)]
     assert names == ["gateway", "router", "logger", "provider:sim"]
+    worker = {**settings.providers[0].model_dump(), "colocated": True}
+    colocated = load_settings(None, router={"colocated": True}, providers=[worker])
+    # Colocated services have no process to probe: they answer inside the gateway.
+    assert [name for name, _ in status.targets(colocated)] == ["gateway", "logger"]
     checks = [status.Check("router", "127.0.0.1:50052", False, "UNAVAILABLE")]
     assert "DOWN" in status.services_table(checks)
     endpoint = router_pb2.EndpointState(
