@@ -176,10 +176,9 @@ class PostgresStore(RecordStore):
                 self._direct = False
             except _TRANSIENT as error:
                 raise StoreUnavailable(f"PostgreSQL write failed: {error}") from error
-        rows += map(record_to_row, records[len(rows) :])
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                inserted = await _copy_and_merge(conn, rows)
+                inserted = await _copy_and_merge(conn, records, rows)
         except _TRANSIENT as error:
             raise StoreUnavailable(f"PostgreSQL write failed: {error}") from error
         # A batch without duplicates: the replays are over, back to the direct COPY.
@@ -227,9 +226,18 @@ async def _copy_direct(
     conn: asyncpg.Connection, records: Sequence[logger_pb2.RequestRecord], rows: list[Row]
 ) -> None:
     """Inside the caller's transaction: COPY into request_log, then the rollup of every row.
-    Raises UniqueViolationError when a row's request id is already stored.
+    Raises UniqueViolationError when a row's request id is already stored."""
+    await _copy_in_slices(conn, "request_log", records, rows)
+    await conn.execute(_ROLLUP_ARRAYS, *_rollup_columns(rows))
 
-    Stores ``rows``, then the records after the first len(rows), appending their rows to
+
+async def _copy_in_slices(
+    conn: asyncpg.Connection,
+    table: str,
+    records: Sequence[logger_pb2.RequestRecord],
+    rows: list[Row],
+) -> None:
+    """COPYs ``rows``, then the records after the first len(rows), appending their rows to
     ``rows`` as it converts them, slice by slice, the next slice while the server stores the
     previous one; the caller keeps what was converted if the COPY fails."""
     total = max(len(rows), len(records))
@@ -237,7 +245,7 @@ async def _copy_direct(
     copied = 0
     while copied < total:
         copy = asyncio.ensure_future(
-            conn.copy_records_to_table("request_log", records=rows[copied:], columns=COLUMNS)
+            conn.copy_records_to_table(table, records=rows[copied:], columns=COLUMNS)
         )
         copied = len(rows)
         try:
@@ -247,7 +255,6 @@ async def _copy_direct(
             rows += map(record_to_row, records[copied : copied + _SLICE])
         finally:
             await copy
-    await conn.execute(_ROLLUP_ARRAYS, *_rollup_columns(rows))
 
 
 def _rollup_columns(rows: Sequence[Row]) -> list[list[Any]]:
@@ -285,10 +292,12 @@ def _rollup_columns(rows: Sequence[Row]) -> list[list[Any]]:
     return columns
 
 
-async def _copy_and_merge(conn: asyncpg.Connection, rows: Sequence[Row]) -> int:
-    """Inside the caller's transaction: stores the rows not stored yet, rolls them up; returns
-    how many were new."""
-    await conn.copy_records_to_table(_STAGE, records=rows, columns=COLUMNS)
+async def _copy_and_merge(
+    conn: asyncpg.Connection, records: Sequence[logger_pb2.RequestRecord], rows: list[Row]
+) -> int:
+    """Inside the caller's transaction: stores the rows (see _copy_in_slices) not stored yet,
+    rolls them up; returns how many were new."""
+    await _copy_in_slices(conn, _STAGE, records, rows)
     inserted: int = await conn.fetchval(_MERGE)
     return inserted
 
