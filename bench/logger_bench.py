@@ -1,7 +1,7 @@
 """Request-log benchmark against the local PostgreSQL: ``.venv/bin/python bench/logger_bench.py``.
 
-1. store:    PostgresStore.write_batch (binary COPY into a staging table, then one merge with the
-             usage rollup), sustained rows/s in one writer.
+1. store:    PostgresStore.write_batch (convert, binary COPY into request_log, usage rollup; a
+             replay goes through a staging table and a merge), sustained rows/s in one writer.
 2. pipeline: a real logger process; gRPC WriteRecords batches from several clients; rows/s until
              every row is committed in PostgreSQL (includes validation, the fsync'd spool and the
              drainer), and the acknowledgement latency of one batch.

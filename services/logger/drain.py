@@ -6,8 +6,9 @@ keeps acknowledging new records into the spool. A crash between commit and curso
 the batch: the store's idempotent insert makes that harmless.
 
 Two batches are written at once (two connections): while the database stores one, this process
-decodes and converts the next, so the server's core and this one work at the same time instead of
-taking turns.
+reads the next from the spool (its rows come attached from the servicer; only what was not
+attached, e.g. after a restart, is decoded and converted) and acknowledges new records, so the
+server's core and this one work at the same time instead of taking turns.
 """
 
 from __future__ import annotations
