@@ -58,14 +58,6 @@ from services.providers.adapter import ProviderAdapter, build_adapter
 from services.providers.vllm_engine import VllmEngineAdapter
 from tests.support.procs import free_port
 
-# As in tests/vllm/test_vllm_real.py: both modes run with the same vLLM settings.
-VLLM_ENV = {
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "VLLM_NO_USAGE_STATS": "1",
-}
 SERVED = "tiny"
 MAX_MODEL_LEN = 512
 # With greedy decoding the tiny model does not pick EOS within the first 128 tokens of this prompt
@@ -356,16 +348,17 @@ def main() -> None:
     args = parser.parse_args()
 
     load_before = round(os.getloadavg()[0], 2)
-    server_env = {**os.environ, **VLLM_ENV}
-    os.environ.update(VLLM_ENV)
+    # Imported here: tiny_model's torch/transformers imports are untyped (as in tests/vllm).
+    tiny_model = importlib.import_module("tests.vllm.tiny_model")
+    vllm_env: dict[str, str] = tiny_model.VLLM_ENV  # the settings the real-vLLM tests use
+    server_env = {**os.environ, **vllm_env}
+    os.environ.update(vllm_env)
     # The in-process engine's logs would interleave with the progress lines.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     with stdout_to_stderr(), tempfile.TemporaryDirectory(prefix="hi-vllm-bench-") as tmp:
         # Imported up front: importing it first inside the adapter's engine() leaves that frame,
         # and with it the AsyncLLM, referenced until interpreter exit, where its __del__ fails.
         importlib.import_module("vllm.v1.engine.async_llm")
-        # Imported here: tiny_model's torch/transformers imports are untyped (as in tests/vllm).
-        tiny_model = importlib.import_module("tests.vllm.tiny_model")
         model_dir: Path = tiny_model.build(Path(tmp) / "tiny-llama")
         log = Path(tmp) / "vllm-server.log"
         started = time.perf_counter()

@@ -4,9 +4,10 @@
         --duration 10 [--stream] [--tokens 20]
 
 Each process runs ``concurrency`` callers on one channel (uvloop) until its share of
-``requests`` is done or ``duration`` seconds passed, and prints one JSON line: completed calls,
-errors, elapsed seconds and the latencies in milliseconds. ``run`` starts the processes and
-merges their results; their CPU time is measured so it can be kept apart from the mesh's.
+``requests`` is done or ``duration`` seconds passed, and writes one JSON object (to ``--out``,
+or stdout): completed calls, errors, elapsed seconds and the latencies in milliseconds. ``run``
+starts the processes and merges their results; their CPU time is measured so it can be kept
+apart from the mesh's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,20 +111,20 @@ def run(
     ]  # fmt: skip
     if stream:
         argv_base.append("--stream")
-    procs = [
-        subprocess.Popen(argv_base, cwd=REPO, stdout=subprocess.PIPE) for _ in range(processes)
-    ]
     results: list[dict[str, object]] = []
     cpu = 0.0
-    for proc in procs:
-        assert proc.stdout is not None
-        output = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        cpu += usage.ru_utime + usage.ru_stime
-        if proc.returncode != 0:
-            raise RuntimeError(f"grpc_load worker failed ({proc.returncode})")
-        results.append(json.loads(output))
+    # Results go through files: a worker's stdout can be non-blocking (the event loop's doing),
+    # and one that printed into a full pipe the parent was not reading yet lost its tail.
+    with tempfile.TemporaryDirectory(prefix="hi-grpc-load-") as tmp:
+        outs = [Path(tmp) / f"worker-{index}.json" for index in range(processes)]
+        procs = [subprocess.Popen([*argv_base, "--out", str(out)], cwd=REPO) for out in outs]
+        for proc, out in zip(procs, outs, strict=True):
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            cpu += usage.ru_utime + usage.ru_stime
+            if proc.returncode != 0:
+                raise RuntimeError(f"grpc_load worker failed ({proc.returncode})")
+            results.append(json.loads(out.read_text()))
     latencies = [float(x) for r in results for x in r["latencies_ms"]]  # type: ignore[attr-defined]
     return GrpcResult(
         requests=len(latencies),
@@ -142,8 +144,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--stream", action="store_true")
-    result = uvloop.run(_worker(parser.parse_args()))
-    print(json.dumps(result))
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    args = parser.parse_args()
+    result = json.dumps(uvloop.run(_worker(args)))
+    if args.out is None:
+        print(result)
+    else:
+        args.out.write_text(result)
 
 
 if __name__ == "__main__":

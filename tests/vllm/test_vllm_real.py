@@ -26,15 +26,8 @@ from services.providers.vllm_metrics import parse_samples
 from tests.support.mesh import Mesh, mesh_config, running_mesh
 from tests.support.polling import poll
 from tests.support.procs import free_port
-from tests.vllm.tiny_model import build
+from tests.vllm.tiny_model import VLLM_ENV, build
 
-VLLM_ENV = {
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "VLLM_NO_USAGE_STATS": "1",
-}
 SERVED = "tiny"
 
 

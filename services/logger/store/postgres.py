@@ -62,6 +62,17 @@ _TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens"
 # What the rollup reads of each new row, in this order.
 _ROLLUP_COLUMNS = ("started_at", "api_key_id", "requested_model", "status", "cost_usd", *_TOKENS)
 
+# Ends both rollup statements: adds a batch's groups to the hourly rows they belong to.
+_ADD_TO_ROLLUP = f"""
+-- One lock order for every writer, so concurrent loggers cannot deadlock on the rollup.
+ORDER BY 1, 2, 3
+ON CONFLICT (hour, api_key_id, model) DO UPDATE SET
+    requests = u.requests + EXCLUDED.requests,
+    errors = u.errors + EXCLUDED.errors,
+    cost_usd = u.cost_usd + EXCLUDED.cost_usd,
+    {", ".join(f"{t} = u.{t} + EXCLUDED.{t}" for t in _TOKENS)}
+"""
+
 
 def _rollup(source: str) -> str:
     """Adds the rows of ``source`` (a relation with _ROLLUP_COLUMNS) to usage_hourly."""
@@ -73,13 +84,7 @@ def _rollup(source: str) -> str:
            {", ".join(f"coalesce(sum({t}), 0)" for t in _TOKENS)}
     FROM {source}
     GROUP BY 1, 2, 3
-    -- One lock order for every writer, so concurrent loggers cannot deadlock on the rollup.
-    ORDER BY 1, 2, 3
-    ON CONFLICT (hour, api_key_id, model) DO UPDATE SET
-        requests = u.requests + EXCLUDED.requests,
-        errors = u.errors + EXCLUDED.errors,
-        cost_usd = u.cost_usd + EXCLUDED.cost_usd,
-        {", ".join(f"{t} = u.{t} + EXCLUDED.{t}" for t in _TOKENS)}
+    {_ADD_TO_ROLLUP}
     """
 
 
@@ -90,13 +95,7 @@ INSERT INTO usage_hourly AS u (hour, api_key_id, model, requests, errors, cost_u
                                {", ".join(_TOKENS)})
 SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::int8[],
                      $6::float8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[])
--- One lock order for every writer, so concurrent loggers cannot deadlock on the rollup.
-ORDER BY 1, 2, 3
-ON CONFLICT (hour, api_key_id, model) DO UPDATE SET
-    requests = u.requests + EXCLUDED.requests,
-    errors = u.errors + EXCLUDED.errors,
-    cost_usd = u.cost_usd + EXCLUDED.cost_usd,
-    {", ".join(f"{t} = u.{t} + EXCLUDED.{t}" for t in _TOKENS)}
+{_ADD_TO_ROLLUP}
 """
 # Rows per COPY in a direct write: the next slice is converted while the server stores one.
 _SLICE = 500
