@@ -54,6 +54,13 @@ def test_a_colocated_worker_gets_no_process_port_or_scrape_job() -> None:
     assert "providers" not in jobs and "router" in jobs
 
 
+def test_one_process_example_config_runs_only_logger_and_gateway() -> None:
+    settings = load_settings(str(REPO / "deploy/config/one-process.yaml"))
+    assert settings.router.colocated and all(w.colocated for w in settings.providers)
+    specs = plan.services(settings, Path("/etc/mesh.yaml"))
+    assert [s.name for s in specs] == ["logger", "gateway"]
+
+
 def test_port_problems_are_found_before_starting() -> None:
     assert plan.port_conflicts(load_settings(None)) == []
     settings = load_settings(None, router={"port": 50051}, envoy={"admin_port": 0})
