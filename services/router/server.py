@@ -47,9 +47,13 @@ class RouterCore:
     async def stop(self) -> None:
         # Stop reloading and probing before closing the channels the probes use; the table in
         # use now, since a reload may have replaced the first one.
-        await self.reloader.stop()
-        await self.health.stop()
-        await self.relay.table.close()
+        try:
+            await self.reloader.stop()
+        finally:
+            try:
+                await self.health.stop()
+            finally:
+                await self.relay.table.close()
 
 
 async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
