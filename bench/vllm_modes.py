@@ -56,7 +56,7 @@ from hybridinference.provider.v1 import provider_pb2
 from services.common.settings import ProviderEndpointSettings, VllmEngineSettings
 from services.providers.adapter import ProviderAdapter, build_adapter
 from services.providers.vllm_engine import VllmEngineAdapter
-from tests.support.procs import free_port
+from tests.support.procs import free_port, stop_process
 
 SERVED = "tiny"
 MAX_MODEL_LEN = 512
@@ -187,19 +187,9 @@ def start_server(
                 raise TimeoutError(f"vLLM server not healthy after {timeout_s}s")
             time.sleep(0.5)
     except BaseException:
-        stop_server(proc)
+        stop_process(proc, signal.SIGINT, timeout_s=30)
         raise
     return proc, url
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def median(values: Sequence[float]) -> float:
@@ -367,7 +357,7 @@ def main() -> None:
         try:
             report = asyncio.run(measure(args, model_dir, url))
         finally:
-            stop_server(proc)
+            stop_process(proc, signal.SIGINT, timeout_s=30)
     report = {
         "benchmark": "vllm_modes",
         "model": "tiny random Llama (tests/vllm/tiny_model.py: 2 layers, hidden 64, float32)",

@@ -3,7 +3,6 @@ router, one vllm provider worker pointed at the fake, logger), every feature on,
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.mesh import Mesh, running_mesh
-from tests.support.procs import REPO, free_port
+from tests.support.procs import REPO, free_port, stop_process
 
 # Model names clients send. "bench" answers at once (the whole stream in one write);
 # "bench-stream" sends each token in its own write, 0.5 ms apart, as an engine does.
@@ -36,12 +35,7 @@ def fake_upstream() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             raise RuntimeError(f"fake upstream did not start: {line!r}")
         yield f"http://127.0.0.1:{int(line.split()[1])}/v1", proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=10)
 
 
 def upstream_model(model: str) -> str:

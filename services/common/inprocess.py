@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
 
 import grpc
@@ -40,9 +40,6 @@ class LocalServicerContext:
             return None
         return max(0.0, self._deadline - asyncio.get_running_loop().time())
 
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ()
-
     async def abort_with_status(self, status: grpc.Status) -> NoReturn:
         raise _Aborted(status)
 
@@ -53,13 +50,16 @@ def _rpc_error(code: grpc.StatusCode, details: str, trailing: Any = ()) -> grpc.
     )
 
 
-def _from_aborted(aborted: _Aborted) -> grpc.aio.AioRpcError:
-    status = aborted.status
-    return _rpc_error(status.code, status.details, status.trailing_metadata)
-
-
-def _deadline_exceeded() -> grpc.aio.AioRpcError:
-    return _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+@contextlib.contextmanager
+def _as_rpc_errors() -> Iterator[None]:
+    """An abort becomes the AioRpcError a remote caller would get; a timeout, DEADLINE_EXCEEDED."""
+    try:
+        yield
+    except _Aborted as aborted:
+        status = aborted.status
+        raise _rpc_error(status.code, status.details, status.trailing_metadata) from None
+    except TimeoutError:
+        raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -83,13 +83,9 @@ class UnaryCall(Generic[Reply]):
 
     @staticmethod
     async def _run(reply: Awaitable[Reply], deadline: float | None) -> Reply:
-        try:
+        with _as_rpc_errors():
             async with asyncio.timeout_at(deadline):
                 return await reply
-        except _Aborted as aborted:
-            raise _from_aborted(aborted) from None
-        except TimeoutError:
-            raise _deadline_exceeded() from None
 
     def __await__(self) -> Generator[Any, None, Reply]:
         return self._task.__await__()
@@ -115,14 +111,10 @@ class StreamCall(Generic[Reply]):
         return self._relaying
 
     async def _relay(self) -> AsyncIterator[Reply]:
-        try:
+        with _as_rpc_errors():
             async with asyncio.timeout_at(self._deadline), contextlib.aclosing(self._events):
                 async for event in self._events:
                     yield event
-        except _Aborted as aborted:
-            raise _from_aborted(aborted) from None
-        except TimeoutError:
-            raise _deadline_exceeded() from None
 
     def cancel(self) -> bool:
         """Stops the servicer's stream now, as cancelling a gRPC call does. A caller that stops

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.procs import REPO, free_port, wait_healthy, write_config
+from tests.support.procs import REPO, free_port, stop_process, wait_healthy, write_config
 
 
 @dataclass
@@ -143,10 +142,4 @@ def running_mesh(tmp: Path, config: dict[str, Any] | None = None) -> Iterator[Me
         print(mesh.logs()[-20000:])
         raise
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout_s=30)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import urllib.parse
 import urllib.request
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 
 from tests.support.polling import poll
-from tests.support.procs import free_port
+from tests.support.procs import free_port, stop_process
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -94,9 +93,4 @@ def running_prometheus(
         poll(ready, 30, "prometheus ready", every_s=0.1)
         yield prometheus
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

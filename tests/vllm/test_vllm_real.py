@@ -25,7 +25,7 @@ from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from services.providers.vllm_metrics import parse_samples
 from tests.support.mesh import Mesh, mesh_config, running_mesh
 from tests.support.polling import poll
-from tests.support.procs import free_port
+from tests.support.procs import free_port, stop_process
 from tests.vllm.tiny_model import VLLM_ENV, build
 
 SERVED = "tiny"
@@ -77,12 +77,7 @@ def vllm_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         poll(server.healthy, timeout_s=600, what="vLLM to serve", every_s=0.5)
         yield server
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGINT, timeout_s=30)
 
 
 @pytest.fixture(scope="session")
