@@ -116,7 +116,10 @@ _RETRY_POLICY: dict[str, Any] = {
             },
         }
     ],
-    "host_selection_retry_max_attempts": 3,
+    # LEAST_REQUEST samples two hosts with replacement, so between idle replicas each pick may
+    # land on the dead one again: enough re-picks that a retry practically always goes elsewhere
+    # (with 3, a test request failed once after one of two routers was killed).
+    "host_selection_retry_max_attempts": 10,
 }
 
 

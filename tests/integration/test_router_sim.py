@@ -84,12 +84,18 @@ def test_hedging_cuts_tail_ttft(tmp_path: Path, colocated: frozenset[str]) -> No
     mesh = SimMesh(
         tmp_path,
         colocated=colocated,
-        workers={"w1": [endpoint("t1", **tail)], "w2": [endpoint("t2", **tail)]},
+        # Each model has endpoints of its own: the plain run's tail samples would otherwise sit
+        # in the TTFT window the hedge delay (p90) is read from, and a run with more than 10%
+        # tails among them (it happens by chance) would postpone every hedge for a while.
+        workers={
+            "w1": [endpoint("t1", **tail), endpoint("h1", **tail)],
+            "w2": [endpoint("t2", **tail), endpoint("h2", **tail)],
+        },
         models=[
             {"name": "plain", "endpoints": ["t1", "t2"]},
             {
                 "name": "hedged",
-                "endpoints": ["t1", "t2"],
+                "endpoints": ["h1", "h2"],
                 "hedging": True,
                 "hedge_min_samples": 10,
                 "hedge_min_delay_ms": 5,
