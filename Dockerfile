@@ -26,7 +26,7 @@ COPY deploy/docker/requirements.py deploy/docker/
 RUN --mount=type=cache,target=/root/.cache/pip \
     python deploy/docker/requirements.py pyproject.toml ${EXTRAS} > /tmp/requirements.txt \
     && pip install --only-binary=:all: -r /tmp/requirements.txt
-# The project itself: services/ and the generated stubs in gen/ (see .dockerignore).
+# The project itself: the package in services/, generated contracts included (see .dockerignore).
 COPY . .
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps . \

@@ -25,7 +25,7 @@ venv: $(STAMP)
 # Runs the whole mesh in the foreground; Ctrl-C stops it (streams drain first).
 # `make up CONFIG=path/to/mesh.yaml` uses another config file.
 up: $(STAMP)
-	$(PY) -m services.launcher --prometheus $(if $(CONFIG),--config $(CONFIG))
+	$(PY) -m hybridinference.launcher --prometheus $(if $(CONFIG),--config $(CONFIG))
 
 # The whole suite. Exit status 5 (nothing collected) is a failure here: it means a broken path
 # or collection, never "all good".
@@ -48,10 +48,13 @@ test-vllm:
 protos: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(PY) scripts/gen_protos.sh
 
+# The generated contracts (services/hybridinference/<area>/v1) and Envoy's descriptor set.
+GENERATED  := services/hybridinference/*/v1 deploy/envoy/hybridinference.pb
+
 # Regenerates in place and fails on any difference from what is committed (incl. new files).
 check-protos: protos
-	git diff --exit-code -- gen deploy/envoy/hybridinference.pb
-	@untracked="$$(git status --porcelain --untracked-files=all -- gen deploy/envoy/hybridinference.pb)"; \
+	git diff --exit-code -- $(GENERATED)
+	@untracked="$$(git status --porcelain --untracked-files=all -- $(GENERATED))"; \
 	if [ -n "$$untracked" ]; then echo "generated files differ from the commit:"; \
 	echo "$$untracked"; echo "run 'make protos' and commit"; exit 1; fi
 

@@ -37,10 +37,10 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hybridinference.common.server import insecure_channel
+from hybridinference.logger.shipper import RecordShipper
+from hybridinference.logger.store import PostgresStore
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
-from services.common.server import insecure_channel
-from services.logger.shipper import RecordShipper
-from services.logger.store import PostgresStore
 from tests.support.async_polling import until
 from tests.support.procs import free_port, start_service, write_config
 from tests.unit.logger_records import make_record
@@ -246,7 +246,9 @@ async def main() -> None:
                 },
             )
             address = f"127.0.0.1:{port}"
-            service = start_service(["services.logger"], config, address, Path(tmp), "logger")
+            service = start_service(
+                ["hybridinference.logger"], config, address, Path(tmp), "logger"
+            )
             results["pipeline"] = await bench_pipeline(
                 dsn, name, service.proc.pid, address, args.rows // 2, 500, 4
             )

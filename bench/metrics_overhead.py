@@ -31,15 +31,15 @@ from prometheus_client import Counter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hybridinference.common.metrics import RpcMetricsInterceptor
 from hybridinference.common.v1 import chat_pb2
+from hybridinference.gateway import metrics as gateway_metrics
+from hybridinference.gateway.chat_call import ChatCall
+from hybridinference.gateway.router_client import Execution
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from hybridinference.router import metrics as router_metrics
+from hybridinference.router.endpoints import Model
 from hybridinference.router.v1 import router_pb2
-from services.common.metrics import RpcMetricsInterceptor
-from services.gateway import metrics as gateway_metrics
-from services.gateway.chat_call import ChatCall
-from services.gateway.router_client import Execution
-from services.router import metrics as router_metrics
-from services.router.endpoints import Model
 from tests.support.mesh import mesh_config
 from tests.support.procs import REPO, free_port, wait_healthy, write_config
 
@@ -140,7 +140,7 @@ def _mesh(tmp: Path, metrics_on: bool) -> tuple[subprocess.Popen[bytes], str]:
         [
             sys.executable,
             "-m",
-            "services.launcher",
+            "hybridinference.launcher",
             "--config",
             str(path),
             "--var-dir",

@@ -12,15 +12,15 @@ import argparse
 import random
 import time
 
+from hybridinference.common.settings import ModelSettings
 from hybridinference.common.v1 import chat_pb2
+from hybridinference.router.breaker import CircuitBreaker
+from hybridinference.router.endpoints import Endpoint, EndpointTable, Model, Worker
+from hybridinference.router.health import HealthMonitor
+from hybridinference.router.relay import Relay
+from hybridinference.router.retry import RetryBudget
+from hybridinference.router.strategies import NAMES, create_strategy
 from hybridinference.router.v1 import router_pb2
-from services.common.settings import ModelSettings
-from services.router.breaker import CircuitBreaker
-from services.router.endpoints import Endpoint, EndpointTable, Model, Worker
-from services.router.health import HealthMonitor
-from services.router.relay import Relay
-from services.router.retry import RetryBudget
-from services.router.strategies import NAMES, create_strategy
 
 
 class _NoStub:

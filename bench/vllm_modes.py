@@ -48,14 +48,14 @@ from pathlib import Path
 from typing import Any
 
 # This checkout first (the vLLM venv's editable install may point at another one).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gen"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hybridinference.common.settings import ProviderEndpointSettings, VllmEngineSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-from services.common.settings import ProviderEndpointSettings, VllmEngineSettings
-from services.providers.adapter import ProviderAdapter, build_adapter
-from services.providers.vllm_engine import VllmEngineAdapter
+from hybridinference.providers.adapter import ProviderAdapter, build_adapter
+from hybridinference.providers.vllm_engine import VllmEngineAdapter
 from tests.support.procs import free_port, stop_process
 
 SERVED = "tiny"

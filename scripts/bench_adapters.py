@@ -28,12 +28,12 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hybridinference.common.settings import ProviderEndpointSettings  # noqa: E402
 from hybridinference.common.v1 import chat_pb2  # noqa: E402
 from hybridinference.provider.v1 import provider_pb2  # noqa: E402
-from services.common.settings import ProviderEndpointSettings  # noqa: E402
-from services.providers.adapter import ProviderAdapter, build_adapter  # noqa: E402
-from services.providers.openai_wire import StreamAssembler  # noqa: E402
-from services.providers.sse import SseParser  # noqa: E402
+from hybridinference.providers.adapter import ProviderAdapter, build_adapter  # noqa: E402
+from hybridinference.providers.openai_wire import StreamAssembler  # noqa: E402
+from hybridinference.providers.sse import SseParser  # noqa: E402
 
 
 class BareAiohttpReader:

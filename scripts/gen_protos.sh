@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Regenerates the Python stubs (gen/) and Envoy's descriptor set from protos/. Deterministic, so CI
+# Regenerates the Python contracts and Envoy's descriptor set from protos/. Deterministic, so CI
 # can regenerate and fail on any drift (`make check-protos`).
+#
+# The generated modules are installed inside the product package: protos/hybridinference/<area>/v1
+# becomes services/hybridinference/<area>/v1 (`hybridinference.<area>.v1`), next to the service code
+# of that area (`hybridinference.gateway` holds the gateway, `hybridinference.gateway.v1` its
+# contract). Only the v1 folders are generated; everything else under services/ is hand-written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-OUT=gen
-rm -rf "$OUT/hybridinference"
-mkdir -p "$OUT" deploy/envoy
+OUT=services
+rm -rf "$OUT"/hybridinference/*/v1
+mkdir -p deploy/envoy
 mapfile -t PROTOS < <(cd protos && find hybridinference -name '*.proto' | LC_ALL=C sort)
 "$PY" -m grpc_tools.protoc \
   -I protos -I third_party/googleapis \
@@ -20,5 +25,9 @@ mapfile -t PROTOS < <(cd protos && find hybridinference -name '*.proto' | LC_ALL
   --include_imports \
   --descriptor_set_out=deploy/envoy/hybridinference.pb \
   "${PROTOS[@]}" google/rpc/error_details.proto google/rpc/status.proto
-find "$OUT/hybridinference" -type d -exec touch {}/__init__.py \;
-touch "$OUT/hybridinference/py.typed"
+for dir in "$OUT"/hybridinference/*/v1; do
+  touch "$dir/__init__.py"
+  # An area with a contract but no service code of its own (openai, provider) still needs to be a
+  # package; the hand-written ones already are.
+  [ -f "$dir/../__init__.py" ] || touch "$dir/../__init__.py"
+done

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """The image's entry point: the first argument names the service, the rest are its arguments.
 
-    IMAGE gateway  [--config F] [--host H] [--port P]     python -m services.gateway
-    IMAGE router   [...]                                   python -m services.router
-    IMAGE logger   [...]                                   python -m services.logger
-    IMAGE provider --worker NAME [...]                     python -m services.providers
+    IMAGE gateway  [--config F] [--host H] [--port P]     python -m hybridinference.gateway
+    IMAGE router   [...]                                   python -m hybridinference.router
+    IMAGE logger   [...]                                   python -m hybridinference.logger
+    IMAGE provider --worker NAME [...]                     python -m hybridinference.providers
     IMAGE cli ARGS                                         the `hybridinference` command
     IMAGE healthcheck HOST:PORT                            exit 0 iff grpc.health.v1 says SERVING
 
@@ -19,11 +19,11 @@ import sys
 
 # Service name → the module that runs it. Compose commands are checked against this table.
 SERVICES: dict[str, str] = {
-    "gateway": "services.gateway",
-    "router": "services.router",
-    "logger": "services.logger",
-    "provider": "services.providers",
-    "cli": "services.cli",
+    "gateway": "hybridinference.gateway",
+    "router": "hybridinference.router",
+    "logger": "hybridinference.logger",
+    "provider": "hybridinference.providers",
+    "cli": "hybridinference.cli",
 }
 
 USAGE = (

@@ -30,7 +30,7 @@ class AuthMesh:
     env: dict[str, str]
 
     def create_key(self, *args: str) -> tuple[str, str]:
-        cli = [sys.executable, "-m", "services.cli", "--config", str(self.mesh.config_path)]
+        cli = [sys.executable, "-m", "hybridinference.cli", "--config", str(self.mesh.config_path)]
         done = subprocess.run(
             [*cli, "keys", "create", f"adm-{uuid.uuid4().hex[:6]}", "--json", *args],
             cwd=REPO,

@@ -25,11 +25,11 @@ import redis
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from hybridinference.common.settings import LoggerSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from hybridinference.keys.store import open_key_store
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
-from services.common.settings import LoggerSettings
-from services.keys.store import open_key_store
 from tests.support.mesh import Mesh, mesh_config, running_mesh
 from tests.support.polling import poll
 from tests.support.procs import REPO, ServiceProcess, free_port, start_service
@@ -47,7 +47,14 @@ class Edge:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "services.cli", "--config", str(self.mesh.config_path), *args],
+            [
+                sys.executable,
+                "-m",
+                "hybridinference.cli",
+                "--config",
+                str(self.mesh.config_path),
+                *args,
+            ],
             cwd=REPO,
             env=self.env,
             capture_output=True,
@@ -80,7 +87,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         with running_mesh(tmp, config) as mesh:
             port = free_port()
             replica = start_service(
-                ["services.gateway", "--port", str(port)],
+                ["hybridinference.gateway", "--port", str(port)],
                 mesh.config_path,
                 f"127.0.0.1:{port}",
                 tmp,

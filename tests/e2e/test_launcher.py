@@ -22,7 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.support.procs import REPO, free_port, write_config
 
 GRACE_S = 2.0
-SERVICES = ["services/logger", "services/providers", "services/router", "services/gateway"]
+SERVICES = [
+    "services/hybridinference/logger",
+    "services/hybridinference/providers",
+    "services/hybridinference/router",
+    "services/hybridinference/gateway",
+]
 
 pytestmark = pytest.mark.skipif(
     not all((REPO / s / "__main__.py").exists() for s in SERVICES),
@@ -127,7 +132,7 @@ def mesh(tmp_path: Path) -> Iterator[Mesh]:
             [
                 sys.executable,
                 "-m",
-                "services.launcher",
+                "hybridinference.launcher",
                 "--config",
                 str(config),
                 "--var-dir",
@@ -179,7 +184,7 @@ def test_serves_through_envoy_and_stops_cleanly(mesh: Mesh) -> None:
     # The CLI streams a reply through Envoy with the same config.
     config = mesh.output.parent / "mesh.yaml"
     chat = subprocess.run(
-        [sys.executable, "-m", "services.cli", "--config", str(config), "chat", "hello"],
+        [sys.executable, "-m", "hybridinference.cli", "--config", str(config), "chat", "hello"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -202,7 +207,9 @@ def test_serves_through_envoy_and_stops_cleanly(mesh: Mesh) -> None:
 def test_a_child_that_dies_stops_the_mesh(mesh: Mesh) -> None:
     children = _descendants(mesh.proc.pid)
     router = [
-        pid for pid in children if b"services.router" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        pid
+        for pid in children
+        if b"hybridinference.router" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(router) == 1
     os.kill(router[0], signal.SIGKILL)

@@ -42,7 +42,7 @@ def test_launcher_starts_prometheus_and_prints_its_url(tmp_path: Path) -> None:
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [
-                *(sys.executable, "-m", "services.launcher", "--prometheus"),
+                *(sys.executable, "-m", "hybridinference.launcher", "--prometheus"),
                 *("--config", str(path), "--var-dir", str(tmp_path / "var")),
             ],
             cwd=REPO,

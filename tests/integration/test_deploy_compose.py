@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from services.common.settings import MeshSettings, load_settings
-from services.launcher import envoy_variants
+from hybridinference.common.settings import MeshSettings, load_settings
+from hybridinference.launcher import envoy_variants
 from tests.integration.test_envoy_config import validate
 from tests.support.procs import REPO, wait_healthy
 
@@ -178,9 +178,9 @@ def test_compose_runs_the_envoy_config_derived_from_the_one_make_up_uses() -> No
 
 def test_derived_envoy_configs_have_not_drifted() -> None:
     """Regenerating from deploy/envoy/envoy.yaml and the mesh configs gives the committed files;
-    when this fails, run `python -m services.launcher.envoy_variants` and commit."""
+    when this fails, run `python -m hybridinference.launcher.envoy_variants` and commit."""
     result = subprocess.run(
-        [sys.executable, "-m", "services.launcher.envoy_variants", "--check"],
+        [sys.executable, "-m", "hybridinference.launcher.envoy_variants", "--check"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -264,7 +264,7 @@ def test_each_image_service_starts_through_the_entry_point(tmp_path: Path) -> No
                     subprocess.Popen(
                         [sys.executable, str(ENTRYPOINT), *svc["command"], "--port", "0"],
                         cwd=workdir,
-                        env={**env, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'gen'}"},
+                        env={**env, "PYTHONPATH": str(REPO / "services")},
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     ),
@@ -334,7 +334,7 @@ def test_compose_prometheus_config_is_derived_and_valid(tmp_path: Path) -> None:
     )
     assert "./prometheus/rules:/etc/prometheus/rules:ro" in prometheus["volumes"]
     drift = subprocess.run(
-        [sys.executable, "-m", "services.launcher.compose_monitoring", "--check"],
+        [sys.executable, "-m", "hybridinference.launcher.compose_monitoring", "--check"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -113,10 +113,10 @@ def test_dockerignore_keeps_what_the_image_needs_and_drops_the_rest() -> None:
     patterns = _ignore_patterns()
     needed_files = [
         "pyproject.toml",
-        "services/gateway/__main__.py",
-        "gen/hybridinference/__init__.py",
+        "services/hybridinference/gateway/__main__.py",
+        "services/hybridinference/gateway/v1/gateway_pb2.py",
         "deploy/docker/entrypoint.py",
-        "services/logger/migrations/sqlite/x.sql",
+        "services/hybridinference/logger/migrations/sqlite/x.sql",
     ]
     for needed in needed_files:
         assert _in_context(needed, patterns), needed
@@ -125,7 +125,7 @@ def test_dockerignore_keeps_what_the_image_needs_and_drops_the_rest() -> None:
         ".git/config",
         "var/requests.db",
         "tests/unit/x.py",
-        "services/gateway/__pycache__/x.pyc",
+        "services/hybridinference/gateway/__pycache__/x.pyc",
         "deploy/envoy/envoy.yaml",
     ]
     for dropped in dropped_files:
@@ -159,7 +159,7 @@ def test_the_package_built_from_the_context_has_every_entry_point(tmp_path: Path
         main = module.replace(".", "/") + "/__main__.py"
         assert main in names, f"{service}: {main} is not in the image's package"
     assert any(n.startswith("hybridinference/gateway/v1/") for n in names), "generated stubs"
-    assert any(n.startswith("services/logger/migrations/") for n in names), "migrations"
+    assert any(n.startswith("hybridinference/logger/migrations/") for n in names), "migrations"
 
 
 def test_image_requirements_are_pinned_and_leave_envoy_out() -> None:

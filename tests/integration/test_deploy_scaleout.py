@@ -1,6 +1,6 @@
 """Scale-out for real: two gateways and two routers behind one Envoy running the derived config.
 
-The config is what services.launcher.envoy_variants derives from deploy/envoy/envoy.yaml (the
+The config is what hybridinference.launcher.envoy_variants derives from deploy/envoy/envoy.yaml (the
 same code as the committed envoy.scaleout.yaml), rendered for free ports. Requests must be spread
 over both replicas of each tier, and a replica that dies must be routed around: no failed
 request, and Envoy's active gRPC health check marks it unhealthy.
@@ -23,9 +23,9 @@ import httpx
 import pytest
 import yaml
 
-from services.common.settings import GatewaySettings, load_settings
-from services.launcher import envoy_config, envoy_variants
-from services.launcher.envoy_variants import HostPort, ScaleOut
+from hybridinference.common.settings import GatewaySettings, load_settings
+from hybridinference.launcher import envoy_config, envoy_variants
+from hybridinference.launcher.envoy_variants import HostPort, ScaleOut
 from tests.integration.test_envoy_config import ENVOY
 from tests.support.procs import (
     REPO,
@@ -146,16 +146,20 @@ def scaled(tmp_path: Path) -> Iterator[ScaledMesh]:
             return service
 
         others = [
-            start(["services.logger"], config["logger"]["port"], "logger"),
-            start(["services.providers", "--worker", "sim"], config["providers"][0]["port"], "sim"),
+            start(["hybridinference.logger"], config["logger"]["port"], "logger"),
+            start(
+                ["hybridinference.providers", "--worker", "sim"],
+                config["providers"][0]["port"],
+                "sim",
+            ),
         ]
         routers = [
-            start(["services.router"], ports["r1"], "router1"),
-            start(["services.router", "--port", str(ports["r2"])], ports["r2"], "router2"),
+            start(["hybridinference.router"], ports["r1"], "router1"),
+            start(["hybridinference.router", "--port", str(ports["r2"])], ports["r2"], "router2"),
         ]
         gateways = [
-            start(["services.gateway"], ports["g1"], "gateway1"),
-            start(["services.gateway", "--port", str(ports["g2"])], ports["g2"], "gateway2"),
+            start(["hybridinference.gateway"], ports["g1"], "gateway1"),
+            start(["hybridinference.gateway", "--port", str(ports["g2"])], ports["g2"], "gateway2"),
         ]
         for service in [*others, *routers, *gateways]:
             try:

@@ -150,16 +150,20 @@ def tls_mesh(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     }
     path = write_config(tmp / "mesh.yaml", config)
     worker = start_service(
-        ["services.providers", "--worker", "sim"], path, f"127.0.0.1:{worker_port}", tmp, "sim"
+        ["hybridinference.providers", "--worker", "sim"],
+        path,
+        f"127.0.0.1:{worker_port}",
+        tmp,
+        "sim",
     )
     router = start_service(
-        ["services.router"], path, f"127.0.0.1:{router_port}", tmp, "router", wait=False
+        ["hybridinference.router"], path, f"127.0.0.1:{router_port}", tmp, "router", wait=False
     )
     gateway: ServiceProcess | None = None
     try:
         wait_tls_healthy(router.address, certs, router)
         gateway = start_service(
-            ["services.gateway"], path, f"127.0.0.1:{gateway_port}", tmp, "gateway"
+            ["hybridinference.gateway"], path, f"127.0.0.1:{gateway_port}", tmp, "gateway"
         )
         yield TlsMesh(router, gateway)
     finally:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from services.common.settings import load_settings
-from services.launcher import envoy_config
+from hybridinference.common.settings import load_settings
+from hybridinference.launcher import envoy_config
 from tests.support.procs import REPO
 
 ENVOY = str(Path(sys.executable).parent / "envoy")

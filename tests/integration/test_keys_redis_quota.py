@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from services.common.edge_settings import KeyLimitSettings
-from services.common.errors import ServiceError
-from services.gateway.quota.counters import CountersUnavailable
-from services.gateway.quota.guard import QuotaGuard
-from services.gateway.quota.limits import QuotaLimits
-from services.gateway.quota.redis_counters import RedisCounters
-from services.keys.model import ApiKey
+from hybridinference.common.edge_settings import KeyLimitSettings
+from hybridinference.common.errors import ServiceError
+from hybridinference.gateway.quota.counters import CountersUnavailable
+from hybridinference.gateway.quota.guard import QuotaGuard
+from hybridinference.gateway.quota.limits import QuotaLimits
+from hybridinference.gateway.quota.redis_counters import RedisCounters
+from hybridinference.keys.model import ApiKey
 from tests.support.procs import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

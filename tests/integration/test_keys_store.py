@@ -10,13 +10,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.common.edge_settings import KeyLimitSettings
-from services.common.settings import LoggerSettings
-from services.gateway.auth import KeyCache
-from services.gateway.key_refresh import KeyRefresher
-from services.keys.issue import create_key
-from services.keys.store import KeyStore, open_key_store
-from services.logger.store import open_store
+from hybridinference.common.edge_settings import KeyLimitSettings
+from hybridinference.common.settings import LoggerSettings
+from hybridinference.gateway.auth import KeyCache
+from hybridinference.gateway.key_refresh import KeyRefresher
+from hybridinference.keys.issue import create_key
+from hybridinference.keys.store import KeyStore, open_key_store
+from hybridinference.logger.store import open_store
 from tests.integration.logger_pg import ADMIN_DSN, dsn_for, pg_database
 
 __all__ = ["pg_database"]

@@ -20,10 +20,10 @@ import asyncpg
 import grpc
 import pytest
 
+from hybridinference.common.server import insecure_channel
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
-from services.common.server import insecure_channel
 from tests.integration.logger_pg import pg_database
 from tests.support.async_polling import until
 from tests.support.procs import ServiceProcess, free_port, start_service, write_config
@@ -50,7 +50,7 @@ class Stack:
 
     def start_logger(self) -> None:
         self.services["logger"] = start_service(
-            ["services.logger"],
+            ["hybridinference.logger"],
             self.config,
             f"127.0.0.1:{self.logger_port}",
             self.tmp,
@@ -127,18 +127,18 @@ def stack(tmp_path: Path, pg_database: str) -> Iterator[Stack]:
     stack = Stack(tmp_path, path, pg_database, proxy, ports["logger"], ports["gateway"], {})
     try:
         stack.services["sim"] = start_service(
-            ["services.providers", "--worker", "sim"],
+            ["hybridinference.providers", "--worker", "sim"],
             path,
             f"127.0.0.1:{ports['sim']}",
             tmp_path,
             "sim",
         )
         stack.services["router"] = start_service(
-            ["services.router"], path, f"127.0.0.1:{ports['router']}", tmp_path, "router"
+            ["hybridinference.router"], path, f"127.0.0.1:{ports['router']}", tmp_path, "router"
         )
         stack.start_logger()
         stack.services["gateway"] = start_service(
-            ["services.gateway"], path, f"127.0.0.1:{ports['gateway']}", tmp_path, "gateway"
+            ["hybridinference.gateway"], path, f"127.0.0.1:{ports['gateway']}", tmp_path, "gateway"
         )
         yield stack
     finally:

@@ -9,16 +9,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.logger.store import (
+from hybridinference.logger.store import (
     MigrationError,
     PostgresStore,
     RecordStore,
     StoreUnavailable,
     WriteResult,
 )
-from services.logger.store.migrations import load_migrations
-from services.logger.store.postgres import redact
-from services.logger.usage import UsageQuery
+from hybridinference.logger.store.migrations import load_migrations
+from hybridinference.logger.store.postgres import redact
+from hybridinference.logger.usage import UsageQuery
 from tests.integration.logger_pg import pg_database
 from tests.unit.logger_records import BASE_SECONDS, make_record
 from tests.unit.test_logger_store import (

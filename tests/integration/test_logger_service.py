@@ -12,12 +12,12 @@ import grpc
 import orjson
 import pytest
 
+from hybridinference.cli.__main__ import main as cli_main
+from hybridinference.common.errors import from_rpc_error
+from hybridinference.common.server import insecure_channel
+from hybridinference.logger.decoding import encode_batch
+from hybridinference.logger.shipper import RecordShipper
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
-from services.cli.__main__ import main as cli_main
-from services.common.errors import from_rpc_error
-from services.common.server import insecure_channel
-from services.logger.decoding import encode_batch
-from services.logger.shipper import RecordShipper
 from tests.integration.logger_pg import pg_database
 from tests.support.async_polling import until
 from tests.support.procs import ServiceProcess, free_port, start_service, write_config
@@ -31,7 +31,9 @@ N = 600
 def _start_logger(tmp_path: Path, logger: dict[str, object]) -> ServiceProcess:
     port = free_port()
     config = write_config(tmp_path / "mesh.yaml", {"logger": {"port": port, **logger}})
-    return start_service(["services.logger"], config, f"127.0.0.1:{port}", tmp_path, "logger")
+    return start_service(
+        ["hybridinference.logger"], config, f"127.0.0.1:{port}", tmp_path, "logger"
+    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -233,7 +235,9 @@ async def test_shipper_delivers_once_the_logger_comes_back(tmp_path: Path) -> No
     config = write_config(
         tmp_path / "mesh.yaml", {"logger": {"port": port, "sqlite_path": str(tmp_path / "r.db")}}
     )
-    service = start_service(["services.logger"], config, f"127.0.0.1:{port}", tmp_path, "logger")
+    service = start_service(
+        ["hybridinference.logger"], config, f"127.0.0.1:{port}", tmp_path, "logger"
+    )
     try:
         await shipper.close(timeout_s=15)
         assert (shipper.sent, shipper.dropped, shipper.abandoned) == (50, 0, 0)
@@ -262,7 +266,7 @@ def test_failed_migration_stops_the_logger(tmp_path: Path) -> None:
         tmp_path / "mesh.yaml", {"logger": {"port": port, "sqlite_path": str(path)}}
     )
     service = start_service(
-        ["services.logger"], config, f"127.0.0.1:{port}", tmp_path, "logger", wait=False
+        ["hybridinference.logger"], config, f"127.0.0.1:{port}", tmp_path, "logger", wait=False
     )
     try:
         code = service.proc.wait(timeout=20)

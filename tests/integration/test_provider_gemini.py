@@ -9,11 +9,11 @@ from typing import Any
 import grpc
 import pytest
 
+from hybridinference.common.errors import ServiceError
+from hybridinference.common.settings import ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-from services.common.errors import ServiceError
-from services.common.settings import ProviderEndpointSettings
-from services.providers.adapter import ProviderAdapter, build_adapter
+from hybridinference.providers.adapter import ProviderAdapter, build_adapter
 from tests.fakes.gemini_api import GeminiFake
 
 KEY = "AIza-test-secret-0001"

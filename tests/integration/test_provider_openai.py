@@ -10,11 +10,11 @@ from typing import Any
 import grpc
 import pytest
 
+from hybridinference.common.errors import ServiceError
+from hybridinference.common.settings import ConfigError, ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-from services.common.errors import ServiceError
-from services.common.settings import ConfigError, ProviderEndpointSettings
-from services.providers.adapter import ProviderAdapter, build_adapter
+from hybridinference.providers.adapter import ProviderAdapter, build_adapter
 from tests.fakes.openai_api import OpenAIFake
 
 KINDS = ["openai", "openai_compatible", "vllm"]

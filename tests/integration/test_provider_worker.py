@@ -14,10 +14,10 @@ from typing import Any
 import grpc
 import pytest
 
+from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
-from services.common.errors import from_rpc_error
-from services.providers.sim import count_prompt_tokens, sim_tokens
+from hybridinference.providers.sim import count_prompt_tokens, sim_tokens
 from tests.support.procs import REPO, ServiceProcess, free_port, start_service, write_config
 
 MESSAGES = [chat_pb2.ChatMessage(role="user", content="hello provider worker")]
@@ -59,7 +59,11 @@ def start_worker(tmp: Path, grace_s: float = 10.0) -> ServiceProcess:
     port = free_port()
     config = write_config(tmp / "mesh.yaml", mesh_config(port, grace_s))
     return start_service(
-        ["services.providers", "--worker", "sim"], config, f"127.0.0.1:{port}", tmp, "providers-sim"
+        ["hybridinference.providers", "--worker", "sim"],
+        config,
+        f"127.0.0.1:{port}",
+        tmp,
+        "providers-sim",
     )
 
 
@@ -238,7 +242,15 @@ async def test_sigterm_lets_inflight_stream_finish(tmp_path: Path) -> None:
 def test_unknown_worker_name_exits_2(tmp_path: Path) -> None:
     config = write_config(tmp_path / "mesh.yaml", mesh_config(free_port()))
     result = subprocess.run(
-        [sys.executable, "-m", "services.providers", "--worker", "nope", "--config", str(config)],
+        [
+            sys.executable,
+            "-m",
+            "hybridinference.providers",
+            "--worker",
+            "nope",
+            "--config",
+            str(config),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -256,7 +268,15 @@ def test_second_worker_on_a_taken_port_exits_instead_of_sharing_it(
     port = int(worker.address.rsplit(":", 1)[1])
     config = write_config(tmp_path / "mesh.yaml", mesh_config(port))
     result = subprocess.run(
-        [sys.executable, "-m", "services.providers", "--worker", "sim", "--config", str(config)],
+        [
+            sys.executable,
+            "-m",
+            "hybridinference.providers",
+            "--worker",
+            "sim",
+            "--config",
+            str(config),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
-from services.common.errors import from_rpc_error
 from tests.fakes.openai_api import OpenAIFake
 from tests.support.procs import ServiceProcess, free_port, start_service, write_config
 
@@ -51,7 +51,7 @@ def worker(fake: OpenAIFake, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     }
     path = write_config(tmp / "mesh.yaml", config)
     service = start_service(
-        ["services.providers", "--worker", "compat"],
+        ["hybridinference.providers", "--worker", "compat"],
         path,
         f"127.0.0.1:{port}",
         tmp,

@@ -11,10 +11,10 @@ from typing import Any
 import grpc
 import pytest
 
+from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
-from services.common.errors import from_rpc_error
 from tests.support.procs import ServiceProcess, free_port, start_service, write_config
 
 FAST = {"ttft_ms": 5, "itl_ms": 2, "output_tokens": 8}
@@ -80,13 +80,21 @@ class Mesh:
         ports = free_port(), free_port(), free_port()
         config = write_config(tmp / "mesh.yaml", mesh_config(*ports))
         self.w1 = start_service(
-            ["services.providers", "--worker", "w1"], config, f"127.0.0.1:{ports[0]}", tmp, "w1"
+            ["hybridinference.providers", "--worker", "w1"],
+            config,
+            f"127.0.0.1:{ports[0]}",
+            tmp,
+            "w1",
         )
         self.w2 = start_service(
-            ["services.providers", "--worker", "w2"], config, f"127.0.0.1:{ports[1]}", tmp, "w2"
+            ["hybridinference.providers", "--worker", "w2"],
+            config,
+            f"127.0.0.1:{ports[1]}",
+            tmp,
+            "w2",
         )
         self.router = start_service(
-            ["services.router"], config, f"127.0.0.1:{ports[2]}", tmp, "router"
+            ["hybridinference.router"], config, f"127.0.0.1:{ports[2]}", tmp, "router"
         )
         self.channel = grpc.insecure_channel(self.router.address)
         self.stub = router_pb2_grpc.RouterServiceStub(self.channel)

@@ -54,14 +54,14 @@ class Router:
         self.path = tmp / "mesh.yaml"
         self.write([{"name": "m", "endpoints": ["fast"]}, {"name": "slow", "endpoints": ["slow"]}])
         self.worker = start_service(
-            ["services.providers", "--worker", "w"],
+            ["hybridinference.providers", "--worker", "w"],
             self.path,
             f"127.0.0.1:{self.ports[0]}",
             tmp,
             "w",
         )
         self.router = start_service(
-            ["services.router"], self.path, f"127.0.0.1:{self.ports[1]}", tmp, "router"
+            ["hybridinference.router"], self.path, f"127.0.0.1:{self.ports[1]}", tmp, "router"
         )
         self.channel = grpc.insecure_channel(self.router.address)
         self.stub = router_pb2_grpc.RouterServiceStub(self.channel)

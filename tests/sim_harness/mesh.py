@@ -80,7 +80,7 @@ class SimMesh:
                 if name not in colocated:
                     self.workers[name] = self._start_worker(name)
             self.router = start_service(
-                ["services.router"], self.path, self.router_address, tmp, "router"
+                ["hybridinference.router"], self.path, self.router_address, tmp, "router"
             )
         except BaseException:
             self.close()
@@ -94,7 +94,7 @@ class SimMesh:
 
     def _start_worker(self, name: str) -> ServiceProcess:
         return start_service(
-            ["services.providers", "--worker", name],
+            ["hybridinference.providers", "--worker", name],
             self.path,
             f"127.0.0.1:{self.ports[name]}",
             self.tmp,

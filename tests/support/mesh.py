@@ -122,7 +122,7 @@ def running_mesh(tmp: Path, config: dict[str, Any] | None = None) -> Iterator[Me
             [
                 sys.executable,
                 "-m",
-                "services.launcher",
+                "hybridinference.launcher",
                 "--config",
                 str(config_path),
                 "--var-dir",

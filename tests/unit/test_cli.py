@@ -6,14 +6,14 @@ import argparse
 
 import pytest
 
+from hybridinference.cli import chat, logs, models, rpc, status
+from hybridinference.cli.__main__ import build_parser, main
+from hybridinference.cli.table import format_table
+from hybridinference.common.settings import load_settings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2
 from hybridinference.logger.v1 import logger_pb2
 from hybridinference.router.v1 import router_pb2
-from services.cli import chat, logs, models, rpc, status
-from services.cli.__main__ import build_parser, main
-from services.cli.table import format_table
-from services.common.settings import load_settings
 
 
 def parse(*argv: str) -> argparse.Namespace:

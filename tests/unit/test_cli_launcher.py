@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.common.settings import MeshSettings, load_settings
-from services.launcher import plan, prometheus_config, summary
-from services.launcher.__main__ import main
+from hybridinference.common.settings import MeshSettings, load_settings
+from hybridinference.launcher import plan, prometheus_config, summary
+from hybridinference.launcher.__main__ import main
 from tests.support.procs import REPO
 
 
@@ -25,7 +25,7 @@ def test_start_stages_and_stop_order() -> None:
     provider = specs[1]
     assert provider.argv[1:] == [
         "-m",
-        "services.providers",
+        "hybridinference.providers",
         "--worker",
         "sim",
         "--config",

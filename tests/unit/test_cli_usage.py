@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from hybridinference.cli import logs, rpc, usage
+from hybridinference.cli.__main__ import build_parser
+from hybridinference.cli.times import parse_time
 from hybridinference.logger.v1 import logger_pb2
-from services.cli import logs, rpc, usage
-from services.cli.__main__ import build_parser
-from services.cli.times import parse_time
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 
-from services.common.edge_settings import KeyLimitSettings
-from services.common.errors import ServiceError
-from services.gateway.admin_servicer import key_info
-from services.gateway.auth import Authenticator, KeyCache
-from services.gateway.edge import Edge
-from services.keys.model import ApiKey
-from services.keys.tokens import hash_key
+from hybridinference.common.edge_settings import KeyLimitSettings
+from hybridinference.common.errors import ServiceError
+from hybridinference.gateway.admin_servicer import key_info
+from hybridinference.gateway.auth import Authenticator, KeyCache
+from hybridinference.gateway.edge import Edge
+from hybridinference.keys.model import ApiKey
+from hybridinference.keys.tokens import hash_key
 
 SECRET = b"unit-test-secret-0123456789"
 

@@ -9,15 +9,15 @@ import grpc
 import orjson
 import pytest
 
-from services.common.edge_settings import KeyLimitSettings
-from services.common.errors import ServiceError
-from services.gateway.auth import Authenticator, KeyCache, presented_key
-from services.gateway.chat_call import ChatCall
-from services.gateway.edge import Edge, visible_models
-from services.gateway.records import build_record
-from services.gateway.router_client import Execution
-from services.keys.model import ApiKey
-from services.keys.tokens import SecretMissing, hash_key, new_key, server_secret
+from hybridinference.common.edge_settings import KeyLimitSettings
+from hybridinference.common.errors import ServiceError
+from hybridinference.gateway.auth import Authenticator, KeyCache, presented_key
+from hybridinference.gateway.chat_call import ChatCall
+from hybridinference.gateway.edge import Edge, visible_models
+from hybridinference.gateway.records import build_record
+from hybridinference.gateway.router_client import Execution
+from hybridinference.keys.model import ApiKey
+from hybridinference.keys.tokens import SecretMissing, hash_key, new_key, server_secret
 
 SECRET = b"unit-test-secret-0123456789"
 

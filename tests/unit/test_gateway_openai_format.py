@@ -7,10 +7,10 @@ import orjson
 from openai.types import Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from hybridinference.common.errors import ServiceError
 from hybridinference.common.v1 import chat_pb2
+from hybridinference.gateway import openai_format as fmt
 from hybridinference.router.v1 import router_pb2
-from services.common.errors import ServiceError
-from services.gateway import openai_format as fmt
 
 COMPLETION = router_pb2.Completion(
     usage=chat_pb2.Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5),

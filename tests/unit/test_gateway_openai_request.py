@@ -6,9 +6,9 @@ import grpc
 import orjson
 import pytest
 
-from services.common.errors import ServiceError
-from services.gateway.openai_request import parse_chat_completion
-from services.gateway.validation import Limits
+from hybridinference.common.errors import ServiceError
+from hybridinference.gateway.openai_request import parse_chat_completion
+from hybridinference.gateway.validation import Limits
 
 LIMITS = Limits(max_messages=8, max_message_chars=1000, max_tokens_cap=512)
 MAX_BODY = 64 * 1024

@@ -11,14 +11,14 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from services.common.edge_settings import KeyLimitSettings
-from services.common.errors import ServiceError, from_rpc_error
-from services.gateway.quota.counters import Counters, CountersUnavailable
-from services.gateway.quota.guard import QuotaGuard
-from services.gateway.quota.limits import QuotaLimits, Refusal, quota_exceeded
-from services.gateway.quota.memory import MemoryCounters
-from services.gateway.quota.windows import windows_at
-from services.keys.model import ApiKey
+from hybridinference.common.edge_settings import KeyLimitSettings
+from hybridinference.common.errors import ServiceError, from_rpc_error
+from hybridinference.gateway.quota.counters import Counters, CountersUnavailable
+from hybridinference.gateway.quota.guard import QuotaGuard
+from hybridinference.gateway.quota.limits import QuotaLimits, Refusal, quota_exceeded
+from hybridinference.gateway.quota.memory import MemoryCounters
+from hybridinference.gateway.quota.windows import windows_at
+from hybridinference.keys.model import ApiKey
 
 # 2026-03-31 23:59:30 UTC: the last half-minute of a day and of a month.
 NOW = float(timegm((2026, 3, 31, 23, 59, 30)))

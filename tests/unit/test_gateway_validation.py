@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hybridinference.common.v1 import chat_pb2
-from services.gateway.validation import Limits, check_chat
+from hybridinference.gateway.validation import Limits, check_chat
 
 LIMITS = Limits(max_messages=4, max_message_chars=100, max_tokens_cap=64)
 HELLO = [chat_pb2.ChatMessage(role="user", content="hi")]

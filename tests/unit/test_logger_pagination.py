@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.logger.pagination import (
+from hybridinference.logger.pagination import (
     Cursor,
     InvalidPageToken,
     ListFilters,
     decode_token,
     encode_token,
 )
-from services.logger.store.migrations import split_statements
+from hybridinference.logger.store.migrations import split_statements
 
 
 def test_token_round_trip() -> None:

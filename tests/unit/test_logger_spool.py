@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.logger import spool as spool_module
-from services.logger.spool import Spool, SpoolError, SpoolFull
+from hybridinference.logger import spool as spool_module
+from hybridinference.logger.spool import Spool, SpoolError, SpoolFull
 
 
 def _payloads(start: int, count: int) -> list[bytes]:

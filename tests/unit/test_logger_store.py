@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from hybridinference.logger.pagination import InvalidPageToken, ListFilters
+from hybridinference.logger.rows import COLUMNS
+from hybridinference.logger.store import MigrationError, RecordStore, SqliteStore
+from hybridinference.logger.store.migrations import load_migrations
+from hybridinference.logger.usage import UsageQuery
 from hybridinference.logger.v1 import logger_pb2
-from services.logger.pagination import InvalidPageToken, ListFilters
-from services.logger.rows import COLUMNS
-from services.logger.store import MigrationError, RecordStore, SqliteStore
-from services.logger.store.migrations import load_migrations
-from services.logger.usage import UsageQuery
 from tests.unit.logger_records import BASE_SECONDS, make_record
 
 

@@ -11,14 +11,14 @@ from typing import Any
 import grpc
 import pytest
 
+from hybridinference.logger.capture import CapturePolicy
+from hybridinference.logger.drain import SpoolDrainer
+from hybridinference.logger.servicer import LoggerServicer
+from hybridinference.logger.spool import Spool
+from hybridinference.logger.stats import LoggerStats
+from hybridinference.logger.store import SqliteStore, StoreUnavailable
 from hybridinference.logger.v1 import logger_pb2
-from services.logger.capture import CapturePolicy
-from services.logger.drain import SpoolDrainer
-from services.logger.servicer import LoggerServicer
-from services.logger.spool import Spool
-from services.logger.stats import LoggerStats
-from services.logger.store import SqliteStore, StoreUnavailable
-from services.logger.validation import _plain_row, check_record, partition
+from hybridinference.logger.validation import _plain_row, check_record, partition
 from tests.support.async_polling import until
 from tests.unit.logger_records import make_record
 

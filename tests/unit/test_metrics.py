@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from services.common.metrics import (
+from hybridinference.common.metrics import (
     LabelCache,
     LabelGuard,
     RpcMetricsInterceptor,
@@ -22,7 +22,7 @@ from services.common.metrics import (
     serve_metrics,
     unregister_collector,
 )
-from services.common.settings import MeshSettings, ProviderWorkerSettings
+from hybridinference.common.settings import MeshSettings, ProviderWorkerSettings
 
 HEALTH = "grpc.health.v1.Health"
 

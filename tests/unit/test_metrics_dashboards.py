@@ -12,11 +12,11 @@ from types import ModuleType
 import yaml
 from prometheus_client import REGISTRY
 
-import services.gateway.metrics
-import services.logger.metrics
-import services.providers.metrics
-import services.router.metrics  # noqa: F401 - registers the router's metric families
-from services.common import metrics as common_metrics
+import hybridinference.gateway.metrics
+import hybridinference.logger.metrics
+import hybridinference.providers.metrics
+import hybridinference.router.metrics  # noqa: F401 - registers the router's metric families
+from hybridinference.common import metrics as common_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy" / "grafana"

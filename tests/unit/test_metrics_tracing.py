@@ -9,11 +9,11 @@ from tests.support.procs import REPO
 
 OFF = """
 import sys
-from services.common import server
-from services.common.telemetry_settings import TracingSettings
-from services.common.tracing import setup_tracing
-from services.common import trace_context
-from services.logger import servicer, shipper
+from hybridinference.common import server
+from hybridinference.common.telemetry_settings import TracingSettings
+from hybridinference.common.tracing import setup_tracing
+from hybridinference.common import trace_context
+from hybridinference.logger import servicer, shipper
 assert setup_tracing(TracingSettings(), "gateway") is None
 assert not trace_context.enabled() and trace_context.current_traceparent() == ""
 link = ("00-" + "1" * 32 + "-" + "2" * 16 + "-01", "request-id")
@@ -25,8 +25,8 @@ assert not loaded, loaded
 
 ON = """
 import asyncio
-from services.common.telemetry_settings import TracingSettings
-from services.common.tracing import setup_tracing
+from hybridinference.common.telemetry_settings import TracingSettings
+from hybridinference.common.tracing import setup_tracing
 tracing = setup_tracing(TracingSettings(enabled=True, otlp_endpoint="http://127.0.0.1:9"), "router")
 assert tracing is not None and len(tracing.server_interceptors) == 1
 from opentelemetry import trace
@@ -38,9 +38,9 @@ LINKS = """
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from services.common import trace_context
-from services.common.telemetry_settings import TracingSettings
-from services.common.tracing import setup_tracing
+from hybridinference.common import trace_context
+from hybridinference.common.telemetry_settings import TracingSettings
+from hybridinference.common.tracing import setup_tracing
 tracing = setup_tracing(TracingSettings(enabled=True, otlp_endpoint="http://127.0.0.1:9"), "logger")
 exporter = InMemorySpanExporter()
 trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))

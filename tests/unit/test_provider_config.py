@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.settings import ConfigError, load_settings
-from services.providers.adapter import build_adapter
+from hybridinference.common.settings import ConfigError, load_settings
+from hybridinference.providers.adapter import build_adapter
 from tests.support.procs import REPO
 
 EXAMPLE = REPO / "deploy/config/providers.example.yaml"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from hybridinference.common.settings import ConfigError
 from hybridinference.common.v1 import chat_pb2
-from services.common.settings import ConfigError
-from services.providers import upstream_errors as ue
-from services.providers.keys import KeyPool, key_env_names, read_keys
-from services.providers.openai_wire import MalformedChunk, StreamAssembler
-from services.providers.sse import SseParser
-from services.providers.vllm_metrics import HitRateWindow, parse_load
+from hybridinference.providers import upstream_errors as ue
+from hybridinference.providers.keys import KeyPool, key_env_names, read_keys
+from hybridinference.providers.openai_wire import MalformedChunk, StreamAssembler
+from hybridinference.providers.sse import SseParser
+from hybridinference.providers.vllm_metrics import HitRateWindow, parse_load
 
 
 def test_sse_events_across_arbitrary_read_boundaries() -> None:

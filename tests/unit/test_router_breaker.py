@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.router.breaker import CircuitBreaker, CircuitState
+from hybridinference.router.breaker import CircuitBreaker, CircuitState
 
 
 class FakeClock:

@@ -9,12 +9,12 @@ from typing import Any
 import grpc
 import pytest
 
+from hybridinference.common.errors import from_rpc_error
+from hybridinference.common.settings import MeshSettings, ProviderWorkerSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-from services.common.errors import from_rpc_error
-from services.common.settings import MeshSettings, ProviderWorkerSettings
-from services.router.colocated import ColocatedChannel, ColocatedStub, colocate_worker
-from services.router.endpoints import EndpointTable
+from hybridinference.router.colocated import ColocatedChannel, ColocatedStub, colocate_worker
+from hybridinference.router.endpoints import EndpointTable
 
 FAST = {"ttft_ms": 1, "itl_ms": 0, "output_tokens": 5}
 SLOW = {"ttft_ms": 1, "itl_ms": 50, "output_tokens": 40}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.common.settings import load_settings
-from services.router.endpoints import EndpointTable, ProviderStub
+from hybridinference.common.settings import load_settings
+from hybridinference.router.endpoints import EndpointTable, ProviderStub
 from tests.unit.test_router_fakes import FakeStub
 
 

@@ -11,16 +11,16 @@ from typing import Any
 
 import grpc
 
+from hybridinference.common.errors import ServiceError
+from hybridinference.common.settings import ModelSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-from services.common.errors import ServiceError
-from services.common.settings import ModelSettings
-from services.router.breaker import CircuitBreaker, Clock
-from services.router.endpoints import Endpoint, EndpointTable, Model, Worker
-from services.router.health import HealthMonitor
-from services.router.relay import Relay
-from services.router.retry import RetryBudget
-from services.router.strategies import create_strategy
+from hybridinference.router.breaker import CircuitBreaker, Clock
+from hybridinference.router.endpoints import Endpoint, EndpointTable, Model, Worker
+from hybridinference.router.health import HealthMonitor
+from hybridinference.router.relay import Relay
+from hybridinference.router.retry import RetryBudget
+from hybridinference.router.strategies import create_strategy
 
 
 def rpc_error(

@@ -7,7 +7,7 @@ import asyncio
 import grpc
 
 from hybridinference.provider.v1 import provider_pb2
-from services.router.health import filter_healthy
+from hybridinference.router.health import filter_healthy
 from tests.unit.test_router_fakes import make_relay, make_table, rpc_error
 
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from hybridinference.common.v1 import chat_pb2
+from hybridinference.gateway.chat_call import ChatCall
+from hybridinference.gateway.router_client import Execution, pinned_endpoint_from, stream_route
 from hybridinference.router.v1 import router_pb2
-from services.gateway.chat_call import ChatCall
-from services.gateway.router_client import Execution, pinned_endpoint_from, stream_route
 
 
 def test_header_is_read_trimmed_and_optional() -> None:

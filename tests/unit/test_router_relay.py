@@ -7,10 +7,10 @@ import asyncio
 import grpc
 import pytest
 
+from hybridinference.common.errors import FieldViolation, ServiceError, invalid_argument
 from hybridinference.common.v1 import chat_pb2
+from hybridinference.router.relay import Relay
 from hybridinference.router.v1 import router_pb2
-from services.common.errors import FieldViolation, ServiceError, invalid_argument
-from services.router.relay import Relay
 from tests.unit.test_router_fakes import Script, make_relay, make_table, rpc_error, tokens
 
 NO_DEADLINE = lambda: None  # noqa: E731

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from services.common.settings import ConfigError, MeshSettings
-from services.router.endpoints import EndpointTable
-from services.router.health import HealthMonitor
-from services.router.relay import Relay
-from services.router.reload import ConfigReloader, build_strategies
+from hybridinference.common.settings import ConfigError, MeshSettings
+from hybridinference.router.endpoints import EndpointTable
+from hybridinference.router.health import HealthMonitor
+from hybridinference.router.relay import Relay
+from hybridinference.router.reload import ConfigReloader, build_strategies
 from tests.unit.test_router_fakes import FakeStub
 from tests.unit.test_router_relay import collect, request
 

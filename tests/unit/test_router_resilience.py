@@ -8,9 +8,9 @@ import asyncio
 import grpc
 import pytest
 
+from hybridinference.common.errors import ServiceError
+from hybridinference.router.breaker import CircuitState
 from hybridinference.router.v1 import router_pb2
-from services.common.errors import ServiceError
-from services.router.breaker import CircuitState
 from tests.unit.test_router_breaker import FakeClock
 from tests.unit.test_router_fakes import Script, Sleeps, make_relay, make_table, rpc_error, tokens
 from tests.unit.test_router_relay import collect, collect_until_error, request

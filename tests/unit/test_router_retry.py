@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.router.retry import Backoff, RetryBudget
-from services.router.stats import WINDOW, EndpointStats, Ewma, LatencyWindow
+from hybridinference.router.retry import Backoff, RetryBudget
+from hybridinference.router.stats import WINDOW, EndpointStats, Ewma, LatencyWindow
 
 
 def test_budget_allows_burst_then_ratio_of_requests() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from hybridinference.router.strategies import RoundRobin, create_strategy
 from hybridinference.router.v1 import router_pb2
-from services.router.strategies import RoundRobin, create_strategy
 from tests.unit.test_router_fakes import make_table
 
 
@@ -50,10 +50,10 @@ import random  # noqa: E402
 from collections import Counter  # noqa: E402
 from typing import Any  # noqa: E402
 
+from hybridinference.common.settings import ModelSettings  # noqa: E402
 from hybridinference.common.v1 import chat_pb2  # noqa: E402
-from services.common.settings import ModelSettings  # noqa: E402
-from services.router.endpoints import Endpoint  # noqa: E402
-from services.router.strategies import NAMES, Strategy  # noqa: E402
+from hybridinference.router.endpoints import Endpoint  # noqa: E402
+from hybridinference.router.strategies import NAMES, Strategy  # noqa: E402
 
 
 def policy(name: str, ids: list[str], rng_seed: int = 1, **options: Any) -> Strategy:

@@ -7,12 +7,17 @@ import random
 import grpc
 import pytest
 
+from hybridinference.common.errors import ServiceError
+from hybridinference.common.settings import ProviderEndpointSettings, SimEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-from services.common.errors import ServiceError
-from services.common.settings import ProviderEndpointSettings, SimEndpointSettings
-from services.providers.adapter import ProviderAdapter, build_adapter
-from services.providers.sim import SimAdapter, count_prompt_tokens, plan_completion, sim_tokens
+from hybridinference.providers.adapter import ProviderAdapter, build_adapter
+from hybridinference.providers.sim import (
+    SimAdapter,
+    count_prompt_tokens,
+    plan_completion,
+    sim_tokens,
+)
 
 MESSAGES = [
     chat_pb2.ChatMessage(role="system", content="You are terse."),
@@ -193,7 +198,7 @@ async def test_status_and_factory() -> None:
 
 
 def test_factory_rejects_unknown_kind() -> None:
-    from services.common.settings import ConfigError
+    from hybridinference.common.settings import ConfigError
 
     with pytest.raises(ConfigError, match="unknown provider kind 'nope'"):
         build_adapter("nope", ProviderEndpointSettings(id="x", model="m"))

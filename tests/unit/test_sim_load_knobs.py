@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 
+from hybridinference.common.settings import ProviderEndpointSettings, SimEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-from services.common.settings import ProviderEndpointSettings, SimEndpointSettings
-from services.providers.sim import SimAdapter
+from hybridinference.providers.sim import SimAdapter
 
 
 def adapter(**sim: object) -> SimAdapter:

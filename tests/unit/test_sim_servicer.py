@@ -10,12 +10,12 @@ from typing import Any
 import grpc
 import pytest
 
+from hybridinference.common.errors import ServiceError
+from hybridinference.common.settings import ProviderEndpointSettings, SimEndpointSettings
 from hybridinference.provider.v1 import provider_pb2
-from services.common.errors import ServiceError
-from services.common.settings import ProviderEndpointSettings, SimEndpointSettings
-from services.providers.adapter import ProviderAdapter
-from services.providers.servicer import ProviderServicer
-from services.providers.sim import SimAdapter
+from hybridinference.providers.adapter import ProviderAdapter
+from hybridinference.providers.servicer import ProviderServicer
+from hybridinference.providers.sim import SimAdapter
 
 
 class Aborted(Exception):
@@ -135,7 +135,7 @@ async def test_task_cancel_reaches_the_adapter(caplog: pytest.LogCaptureFixture)
     task = asyncio.create_task(drain(servicer, request()))
     await adapter.started.wait()
     assert (await status(servicer)).running == 1
-    with caplog.at_level(logging.INFO, logger="services.providers.servicer"):
+    with caplog.at_level(logging.INFO, logger="hybridinference.providers.servicer"):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -22,7 +22,7 @@ import pytest
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
-from services.providers.vllm_metrics import parse_samples
+from hybridinference.providers.vllm_metrics import parse_samples
 from tests.support.mesh import Mesh, mesh_config, running_mesh
 from tests.support.polling import poll
 from tests.support.procs import free_port, stop_process

@@ -1,0 +1,190 @@
+"""OpenAIService: the OpenAI-compatible surface, written as exact bytes behind google.api.HttpBody.
+
+Envoy passes these bodies through untouched. HTTP status: Envoy's transcoder cannot give an
+HttpBody reply a custom error body *and* a non-200 status, so an error reply is an OpenAI error
+body plus the `x-hybridinference-http-status` response header, which Envoy's front config turns
+into the HTTP status (and removes). Errors after the first streamed byte become an SSE error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from google.api import httpbody_pb2
+
+from hybridinference.common.errors import ServiceError
+from hybridinference.common.logs import bind_request_id
+from hybridinference.gateway import openai_format as fmt
+from hybridinference.gateway.chat_call import ChatCall
+from hybridinference.gateway.edge import visible_models
+from hybridinference.gateway.openai_request import parse_chat_completion
+from hybridinference.gateway.request_ids import (
+    HEADER,
+    check_request_id,
+    echo_request_id,
+    request_id_from,
+)
+from hybridinference.gateway.router_client import (
+    Execution,
+    pinned_endpoint_from,
+    route_unary,
+    stream_route,
+)
+from hybridinference.gateway.runtime import GatewayRuntime
+from hybridinference.openai.v1 import openai_pb2, openai_pb2_grpc
+from hybridinference.router.v1 import router_pb2
+
+SURFACE = "openai"
+HTTP_STATUS_HEADER = "x-hybridinference-http-status"
+
+log = logging.getLogger(__name__)
+
+
+def _body(data: bytes, content_type: str = fmt.JSON) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(content_type=content_type, data=data)
+
+
+async def _error_reply(
+    context: grpc.aio.ServicerContext, request_id: str, error: ServiceError
+) -> httpbody_pb2.HttpBody:
+    headers = [(HEADER, request_id), (HTTP_STATUS_HEADER, str(error.http_status))]
+    if error.retry_after_s is not None:
+        # HTTP clients (the openai SDK among them) honour Retry-After on 429 and 503.
+        headers.append(("retry-after", str(max(1, math.ceil(error.retry_after_s)))))
+    await context.send_initial_metadata(tuple(headers))
+    return _body(error.openai_body())
+
+
+class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
+    def __init__(self, runtime: GatewayRuntime) -> None:
+        self._runtime = runtime
+        self._created = int(time.time())
+
+    async def CreateChatCompletion(
+        self, request: openai_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        request_id = request_id_from(context.invocation_metadata())
+        bind_request_id(request_id)
+        execution = Execution(request_id, ChatCall.unparsed(stream=False), SURFACE)
+        execution.pinned_endpoint = pinned_endpoint_from(context.invocation_metadata())
+        runtime = self._runtime
+        streaming = False
+        try:
+            check_request_id(context.invocation_metadata())
+            # Key first (401), then the body (400), then model access (403) and quotas (429).
+            runtime.edge.authenticate(execution, context.invocation_metadata())
+            execution.call = parse_chat_completion(
+                request.body.data, runtime.limits, runtime.settings.max_body_bytes
+            )
+            await runtime.edge.admit(execution)
+            if not execution.call.stream:
+                yield await self._complete(execution, context)
+                return
+            events = stream_route(runtime.router, execution, runtime.timeout(context))
+            async with contextlib.aclosing(events):
+                # Wait for the first event so routing failures still get a real HTTP status.
+                first = await anext(events, None)
+                await echo_request_id(context, request_id)
+                streaming = True
+                async for frame in self._frames(first, events, execution):
+                    yield _body(frame, fmt.SSE)
+        except ServiceError as error:
+            execution.fail(error)
+            if streaming:
+                yield _body(fmt.error_frame(error) + fmt.DONE_FRAME, fmt.SSE)
+            else:
+                yield await _error_reply(context, request_id, error)
+        except asyncio.CancelledError:
+            execution.fail(ServiceError(grpc.StatusCode.CANCELLED, "client cancelled"))
+            raise
+        except Exception:
+            log.exception("unexpected error")
+            internal = ServiceError(grpc.StatusCode.INTERNAL, "internal error", "internal")
+            execution.fail(internal)
+            if not streaming:
+                yield await _error_reply(context, request_id, internal)
+        finally:
+            runtime.record(execution)
+
+    async def _complete(
+        self, execution: Execution, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        reply = await route_unary(self._runtime.router, execution, self._runtime.timeout(context))
+        selection, completion = execution.selection, execution.completion
+        if selection is None or completion is None:
+            raise ServiceError(grpc.StatusCode.INTERNAL, "the router ended the stream early")
+        await echo_request_id(context, execution.request_id)
+        return _body(
+            fmt.chat_completion(
+                execution.request_id,
+                int(execution.started_at),
+                selection.served_model,
+                reply.content,
+                completion,
+            )
+        )
+
+    async def _frames(
+        self,
+        first: router_pb2.RouteResponse | None,
+        events: AsyncIterator[router_pb2.RouteResponse],
+        execution: Execution,
+    ) -> AsyncIterator[bytes]:
+        if first is None or execution.selection is None:
+            raise ServiceError(grpc.StatusCode.INTERNAL, "the router ended the stream early")
+        writer = fmt.ChunkWriter(
+            execution.request_id,
+            int(execution.started_at),
+            execution.selection.served_model,
+            execution.call.include_usage,
+        )
+        event: router_pb2.RouteResponse | None = first
+        frame = writer.role()
+        while event is not None:
+            if event.delta:
+                frame += writer.content(event.delta)
+            if event.HasField("completion"):
+                frame += writer.finish(event.completion)
+            yield frame
+            frame = b""
+            event = await anext(events, None)
+        if execution.completion is None:
+            raise ServiceError(grpc.StatusCode.INTERNAL, "the router ended the stream early")
+
+    async def ListModels(
+        self, request: openai_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        request_id = request_id_from(context.invocation_metadata())
+        try:
+            key = self._runtime.edge.authenticate_caller(context.invocation_metadata())
+            routes = visible_models(key, await self._runtime.router.list_models())
+        except ServiceError as error:
+            return await _error_reply(context, request_id, error)
+        await echo_request_id(context, request_id)
+        models = [(route.name, route.owned_by) for route in routes]
+        return _body(fmt.model_list(models, self._created))
+
+    async def RetrieveModel(
+        self, request: openai_pb2.RetrieveModelRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        request_id = request_id_from(context.invocation_metadata())
+        try:
+            key = self._runtime.edge.authenticate_caller(context.invocation_metadata())
+            routes = visible_models(key, await self._runtime.router.list_models())
+            route = next((r for r in routes if r.name == request.model), None)
+            if route is None:
+                raise ServiceError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"The model '{request.model}' does not exist",
+                    "model_not_found",
+                )
+        except ServiceError as error:
+            return await _error_reply(context, request_id, error)
+        await echo_request_id(context, request_id)
+        return _body(fmt.model_json(route.name, route.owned_by, self._created))

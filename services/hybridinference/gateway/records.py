@@ -1,0 +1,45 @@
+"""Builds the one request record the gateway sends per request."""
+
+from __future__ import annotations
+
+import time
+
+from google.protobuf import timestamp_pb2
+
+from hybridinference.gateway.router_client import Execution
+from hybridinference.logger.v1 import logger_pb2
+
+
+def build_record(execution: Execution) -> logger_pb2.RequestRecord:
+    call = execution.call
+    started = timestamp_pb2.Timestamp()
+    started.FromNanoseconds(int(execution.started_at * 1e9))
+    record = logger_pb2.RequestRecord(
+        request_id=execution.request_id,
+        started_at=started,
+        surface=execution.surface,
+        user=call.user,
+        requested_model=call.model,
+        stream=call.stream,
+        status=execution.status.name,
+        error=execution.error,
+        ttft_ms=execution.ttft_ms,
+        latency_ms=(time.monotonic() - execution.started_monotonic) * 1000.0,
+        sampling=call.sampling,
+        metadata=call.metadata,
+        # The key's public id, never the key.
+        api_key_id=execution.api_key.id if execution.api_key is not None else "",
+    )
+    if execution.selection is not None:
+        record.served_model = execution.selection.served_model
+        record.provider = execution.selection.provider
+        record.endpoint = execution.selection.endpoint
+        record.attempts = execution.selection.attempts
+        # Every attempt before the one that served moved on to the next candidate.
+        record.fallbacks = max(execution.selection.attempts - 1, 0)
+        record.hedged = execution.selection.hedged
+    if execution.completion is not None:
+        record.usage.CopyFrom(execution.completion.usage)
+        record.cost_usd = execution.completion.cost_usd
+        record.finish_reason = execution.completion.finish_reason
+    return record

@@ -1,0 +1,150 @@
+"""GatewayService: the typed public API (native gRPC, and HTTP/JSON through Envoy)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+
+from hybridinference.common.errors import ServiceError, abort
+from hybridinference.common.logs import bind_request_id
+from hybridinference.gateway.chat_call import ChatCall
+from hybridinference.gateway.edge import visible_models
+from hybridinference.gateway.request_ids import (
+    HEADER,
+    check_request_id,
+    echo_request_id,
+    request_id_from,
+)
+from hybridinference.gateway.router_client import (
+    Execution,
+    pinned_endpoint_from,
+    route_unary,
+    stream_route,
+)
+from hybridinference.gateway.runtime import GatewayRuntime
+from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from hybridinference.gateway.validation import check_chat, raise_if_invalid
+
+SURFACE = "grpc"
+
+
+def _to_call(
+    request: gateway_pb2.ChatRequest | gateway_pb2.ChatStreamRequest, stream: bool
+) -> ChatCall:
+    return ChatCall(
+        model=request.model,
+        messages=list(request.messages),
+        sampling=request.sampling,
+        stream=stream,
+        user=request.user,
+        metadata=dict(request.metadata),
+    )
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, runtime: GatewayRuntime) -> None:
+        self._runtime = runtime
+
+    def _begin(
+        self,
+        request: gateway_pb2.ChatRequest | gateway_pb2.ChatStreamRequest,
+        stream: bool,
+        context: grpc.aio.ServicerContext,
+    ) -> Execution:
+        request_id = request_id_from(context.invocation_metadata())
+        bind_request_id(request_id)
+        # Trailing metadata reaches the client on success and on error alike.
+        context.set_trailing_metadata(((HEADER, request_id),))
+        execution = Execution(request_id, _to_call(request, stream), SURFACE)
+        execution.pinned_endpoint = pinned_endpoint_from(context.invocation_metadata())
+        return execution
+
+    def _validate(self, call: ChatCall) -> None:
+        raise_if_invalid(
+            check_chat(
+                call.model,
+                call.messages,
+                call.sampling,
+                self._runtime.limits,
+                sampling_prefix="sampling.",
+                user=call.user,
+                metadata=call.metadata,
+            )
+        )
+
+    async def _admit(self, execution: Execution, context: grpc.aio.ServicerContext) -> None:
+        """Request id and key (400, 401), then the request (400), then model access (403) and
+        quotas (429)."""
+        edge = self._runtime.edge
+        check_request_id(context.invocation_metadata())
+        edge.authenticate(execution, context.invocation_metadata())
+        self._validate(execution.call)
+        await edge.admit(execution)
+
+    async def Chat(
+        self, request: gateway_pb2.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ChatResponse:
+        execution = self._begin(request, False, context)
+        reply = gateway_pb2.ChatResponse(id=execution.request_id, created=int(execution.started_at))
+        async with self._runtime.guarded(execution, context):
+            await self._admit(execution, context)
+            routed = await route_unary(
+                self._runtime.router, execution, self._runtime.timeout(context)
+            )
+            # As a header too: HTTP/JSON clients through Envoy do not see unary trailers.
+            await echo_request_id(context, execution.request_id)
+            reply.content = routed.content
+            if execution.selection is not None:
+                reply.model = execution.selection.served_model
+                reply.endpoint = execution.selection.endpoint
+            if execution.completion is not None:
+                reply.finish_reason = execution.completion.finish_reason
+                reply.usage.CopyFrom(execution.completion.usage)
+        return reply
+
+    async def ChatStream(
+        self, request: gateway_pb2.ChatStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.ChatStreamResponse]:
+        execution = self._begin(request, True, context)
+        async with self._runtime.guarded(execution, context):
+            await self._admit(execution, context)
+            model = endpoint = ""
+            first = True
+            async with contextlib.aclosing(
+                stream_route(self._runtime.router, execution, self._runtime.timeout(context))
+            ) as events:
+                async for event in events:
+                    if first:
+                        # Sent once routing succeeded, so a failure before it is a
+                        # trailers-only response that Envoy maps to an HTTP error status.
+                        await echo_request_id(context, execution.request_id)
+                        first = False
+                    if event.HasField("selection"):
+                        model = event.selection.served_model
+                        endpoint = event.selection.endpoint
+                    reply = gateway_pb2.ChatStreamResponse(
+                        id=execution.request_id, model=model, delta=event.delta, endpoint=endpoint
+                    )
+                    if event.HasField("completion"):
+                        reply.finish_reason = event.completion.finish_reason
+                        reply.usage.CopyFrom(event.completion.usage)
+                    yield reply
+
+    async def ListModels(
+        self, request: gateway_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListModelsResponse:
+        try:
+            key = self._runtime.edge.authenticate_caller(context.invocation_metadata())
+            routes = visible_models(key, await self._runtime.router.list_models())
+        except ServiceError as error:
+            await abort(context, error)
+        return gateway_pb2.ListModelsResponse(
+            models=[
+                gateway_pb2.Model(
+                    id=route.name, owned_by=route.owned_by, providers=list(route.providers)
+                )
+                for route in routes
+            ]
+        )

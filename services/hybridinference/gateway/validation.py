@@ -1,0 +1,137 @@
+"""Request validation shared by both surfaces: one set of rules, field names per surface.
+
+Each check adds a FieldViolation instead of stopping at the first, so a client sees every problem
+with its request at once (as google.rpc.BadRequest over gRPC, as OpenAI's `param` over HTTP).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hybridinference.common.errors import FieldViolation, ServiceError, invalid_argument
+from hybridinference.common.v1 import chat_pb2
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_FloatField = Literal["temperature", "top_p", "presence_penalty", "frequency_penalty"]
+MAX_STOP_SEQUENCES = 4
+MAX_MODEL_NAME = 256
+MAX_USER_CHARS = 256
+MAX_METADATA_ENTRIES = 16
+MAX_METADATA_CHARS = 512
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_messages: int
+    max_message_chars: int
+    max_tokens_cap: int
+    # Per-model caps (model name → cap) overriding max_tokens_cap.
+    max_tokens_caps: dict[str, int] = field(default_factory=dict)
+
+    def tokens_cap(self, model: str) -> int:
+        return self.max_tokens_caps.get(model, self.max_tokens_cap)
+
+
+def check_chat(
+    model: str,
+    messages: list[chat_pb2.ChatMessage],
+    sampling: chat_pb2.SamplingParams,
+    limits: Limits,
+    sampling_prefix: str,
+    user: str = "",
+    metadata: dict[str, str] | None = None,
+) -> list[FieldViolation]:
+    """Returns every violation; ``sampling_prefix`` names sampling fields as the surface does."""
+    problems: list[FieldViolation] = []
+    if not model:
+        problems.append(FieldViolation("model", "is required"))
+    elif len(model) > MAX_MODEL_NAME:
+        problems.append(FieldViolation("model", f"must be at most {MAX_MODEL_NAME} characters"))
+    problems.extend(_check_messages(messages, limits))
+    problems.extend(_check_sampling(sampling, limits.tokens_cap(model), sampling_prefix))
+    if len(user) > MAX_USER_CHARS:
+        problems.append(FieldViolation("user", f"must be at most {MAX_USER_CHARS} characters"))
+    if metadata:
+        if len(metadata) > MAX_METADATA_ENTRIES:
+            problems.append(
+                FieldViolation("metadata", f"must have at most {MAX_METADATA_ENTRIES} entries")
+            )
+        for key, value in metadata.items():
+            if len(key) > MAX_METADATA_CHARS or len(value) > MAX_METADATA_CHARS:
+                problems.append(
+                    FieldViolation(
+                        f"metadata[{key[:32]}]",
+                        f"keys and values must be at most {MAX_METADATA_CHARS} characters",
+                    )
+                )
+                break
+    return problems
+
+
+def _check_messages(messages: list[chat_pb2.ChatMessage], limits: Limits) -> list[FieldViolation]:
+    if not messages:
+        return [FieldViolation("messages", "must contain at least one message")]
+    if len(messages) > limits.max_messages:
+        return [FieldViolation("messages", f"must contain at most {limits.max_messages} messages")]
+    problems = []
+    for index, message in enumerate(messages):
+        if message.role not in ROLES:
+            problems.append(
+                FieldViolation(
+                    f"messages[{index}].role",
+                    f"must be one of {', '.join(sorted(ROLES))}; got {message.role[:32]!r}",
+                )
+            )
+        if len(message.content) > limits.max_message_chars:
+            problems.append(
+                FieldViolation(
+                    f"messages[{index}].content",
+                    f"must be at most {limits.max_message_chars} characters",
+                )
+            )
+    return problems
+
+
+def _check_sampling(
+    sampling: chat_pb2.SamplingParams, tokens_cap: int, prefix: str
+) -> list[FieldViolation]:
+    problems = []
+    if sampling.HasField("max_tokens") and not 1 <= sampling.max_tokens <= tokens_cap:
+        problems.append(
+            FieldViolation(
+                f"{prefix}max_tokens",
+                f"must be between 1 and {tokens_cap}; got {sampling.max_tokens}",
+            )
+        )
+    ranges: tuple[tuple[_FloatField, float, float], ...] = (
+        ("temperature", 0.0, 2.0),
+        ("top_p", 0.0, 1.0),
+        ("presence_penalty", -2.0, 2.0),
+        ("frequency_penalty", -2.0, 2.0),
+    )
+    for name, low, high in ranges:
+        if sampling.HasField(name):
+            value = getattr(sampling, name)
+            if not (math.isfinite(value) and low <= value <= high):
+                problems.append(
+                    FieldViolation(f"{prefix}{name}", f"must be between {low} and {high}")
+                )
+    if sampling.HasField("top_p") and sampling.top_p == 0:
+        problems.append(FieldViolation(f"{prefix}top_p", "must be greater than 0"))
+    if len(sampling.stop) > MAX_STOP_SEQUENCES:
+        problems.append(
+            FieldViolation(f"{prefix}stop", f"must have at most {MAX_STOP_SEQUENCES} sequences")
+        )
+    if any(not stop for stop in sampling.stop):
+        problems.append(FieldViolation(f"{prefix}stop", "sequences must not be empty"))
+    return problems
+
+
+def raise_if_invalid(problems: list[FieldViolation]) -> None:
+    if problems:
+        raise invalid_argument(problems)
+
+
+__all__ = ["ROLES", "Limits", "ServiceError", "check_chat", "raise_if_invalid"]

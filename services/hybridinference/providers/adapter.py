@@ -1,0 +1,96 @@
+"""The one interface every provider adapter fits, and the factory keyed by the worker's kind.
+
+An adapter speaks to one upstream endpoint (a simulated model, a vLLM server, a cloud API). The
+servicer owns everything that is about calls through this worker (running, completed, cancelled,
+failed counters); the adapter owns what only the upstream knows (health, queue depth, KV cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Protocol, runtime_checkable
+
+from hybridinference.common.settings import ConfigError, ProviderEndpointSettings
+from hybridinference.provider.v1 import provider_pb2
+
+# Worker kinds this build can host; the settings' `kind` Literal must stay a subset of this.
+KINDS: tuple[str, ...] = ("sim", "vllm", "openai", "gemini", "openai_compatible")
+
+
+@runtime_checkable
+class ProviderAdapter(Protocol):
+    """One upstream endpoint.
+
+    Contract for ``generate``:
+      * the first event carries ``model``; the last event carries ``usage`` and ``finish_reason``;
+      * ``usage.completion_tokens`` counts the tokens actually streamed;
+      * errors are raised as ``common.errors.ServiceError`` (UNAVAILABLE for upstream
+        failures, so the router may retry before the first token);
+      * cancelling the consuming task (``asyncio.CancelledError``) or closing the iterator
+        (``aclose``) must stop the upstream generation promptly.
+    """
+
+    @property
+    def endpoint_id(self) -> str:
+        """The endpoint id from the settings."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """Provider kind, as reported in EndpointStatus.provider."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """The upstream's name for the model."""
+        ...
+
+    def generate(
+        self, request: provider_pb2.GenerateRequest
+    ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
+        """Streams one generation (an async generator, so the caller can ``aclose`` it)."""
+        ...
+
+    async def status(self) -> provider_pb2.EndpointStatus:
+        """Health and upstream load: endpoint, provider, model, healthy, detail, waiting,
+        kv_cache_usage. Worker-side counters are filled in by the servicer. An unreachable
+        upstream is reported as ``healthy=False`` with a ``detail``, not raised."""
+        ...
+
+    async def list_models(self) -> list[str]:
+        """Model names the upstream serves."""
+        ...
+
+    async def close(self) -> None:
+        """Releases connections and sessions; called once when the worker stops."""
+        ...
+
+
+def build_adapter(kind: str, endpoint: ProviderEndpointSettings) -> ProviderAdapter:
+    """Builds the adapter of ``kind`` for one endpoint of a worker."""
+    # Imports stay inside the branches so a worker only loads its own upstream SDK.
+    if kind == "sim":
+        from hybridinference.providers.sim import SimAdapter
+
+        return SimAdapter(endpoint)
+    if kind == "vllm":
+        if endpoint.vllm_engine is not None:
+            from hybridinference.providers.vllm_engine import VllmEngineAdapter
+
+            return VllmEngineAdapter(endpoint)
+        from hybridinference.providers.vllm_http import VllmHttpAdapter
+
+        return VllmHttpAdapter(endpoint)
+    if kind == "openai_compatible":
+        from hybridinference.providers.http_chat import OpenAICompatibleAdapter
+
+        return OpenAICompatibleAdapter(endpoint)
+    if kind == "openai":
+        from hybridinference.providers.openai_sdk import OpenAIAdapter
+
+        return OpenAIAdapter(endpoint)
+    if kind == "gemini":
+        from hybridinference.providers.gemini import GeminiAdapter
+
+        return GeminiAdapter(endpoint)
+    raise ConfigError(f"unknown provider kind {kind!r}; known kinds: {', '.join(KINDS)}")
