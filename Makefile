@@ -63,11 +63,18 @@ $(BUF):
 
 buf: $(BUF)
 
+# Contracts may only grow compatibly: buf breaking (FILE rules) against BUF_AGAINST, by default the
+# previous commit (a merge compares with its first parent, the main line before it).
+BUF_AGAINST ?= .git\#ref=HEAD~1
+
 lint: $(STAMP) $(BUF)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(BUF) breaking --against '$(BUF_AGAINST)'
+
 
 # The benchmark suite (bench/suite): the whole mesh against a fast fake upstream and the same
 # upstream directly, in one run, for each layout (separate processes; the vllm worker inside the

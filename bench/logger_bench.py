@@ -41,7 +41,7 @@ from hybridinference.common.server import insecure_channel
 from hybridinference.logger.shipper import RecordShipper
 from hybridinference.logger.store import PostgresStore
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
-from tests.support.async_polling import until
+from tests.support.polling import until
 from tests.support.procs import free_port, start_service, write_config
 from tests.unit.logger_records import make_record
 

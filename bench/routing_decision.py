@@ -54,7 +54,7 @@ def build(endpoint_count: int, rng: random.Random) -> tuple[EndpointTable, list[
     ids = [e.id for e in worker.endpoints]
     models = []
     for name in NAMES:
-        settings = ModelSettings(name=name, endpoints=ids, strategy=name)  # type: ignore[arg-type]
+        settings = ModelSettings(name=name, endpoints=ids, strategy=name)
         models.append(
             Model(name, tuple(worker.endpoints), name, "x", settings, RetryBudget(0.2, 10))
         )

@@ -129,7 +129,7 @@ def run(
     return GrpcResult(
         requests=len(latencies),
         errors=sum(int(r["errors"]) for r in results),  # type: ignore[call-overload]
-        duration_s=max(float(r["elapsed_s"]) for r in results),  # type: ignore[arg-type]
+        duration_s=max(float(r["elapsed_s"]) for r in results),
         latencies_ms=latencies,
         client_cpu_s=cpu,
     )

@@ -14,6 +14,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -22,7 +23,7 @@ from tests.support.mesh import Mesh, mesh_config, running_mesh
 from tests.support.polling import poll
 from tests.support.procs import free_port
 
-HELLO = [{"role": "user", "content": "hello colocated"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello colocated"}]
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +62,13 @@ def test_only_the_gateway_runs_between_envoy_and_the_logger(mesh: Mesh) -> None:
 
 def test_sdk_stream_and_non_stream_agree(mesh: Mesh) -> None:
     client = openai.OpenAI(base_url=f"{mesh.http_url}/v1", api_key="unused", max_retries=0)
-    whole = client.chat.completions.create(model="hi-sim", messages=HELLO)  # type: ignore[arg-type]
+    whole = client.chat.completions.create(model="hi-sim", messages=HELLO)
     assert whole.model == "hi-sim-1" and whole.usage is not None
     assert whole.usage.completion_tokens == 12
     chunks = list(
         client.chat.completions.create(
             model="hi-sim",
-            messages=HELLO,  # type: ignore[arg-type]
+            messages=HELLO,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -112,7 +113,7 @@ def test_deadline_and_cancel_reach_the_adapter(mesh: Mesh) -> None:
         assert time.monotonic() - cancelled_at < 2.0
         with pytest.raises(grpc.RpcError) as late:
             list(stub.ChatStream(request, timeout=0.5))
-    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     poll(lambda: cancelled(mesh, "sim-slow") > before + 1 or None, 2.0, "deadline cancel")
 
 
@@ -130,7 +131,7 @@ def test_each_request_leaves_a_record_with_the_routing_outcome(mesh: Mesh) -> No
                 request = logger_pb2.GetRecordRequest(request_id=reply.id)
                 return stub.GetRecord(request, timeout=5).record
             except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                if error.code() == grpc.StatusCode.NOT_FOUND:
                     return None
                 raise
 

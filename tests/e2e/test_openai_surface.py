@@ -6,10 +6,11 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.mesh import Mesh
 
-HELLO = [{"role": "user", "content": "hello there"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def post(
 
 
 def test_non_stream_completion_with_usage(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model="hi-sim", messages=HELLO)  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="hi-sim", messages=HELLO)
     assert reply.object == "chat.completion"
     assert reply.model == "hi-sim-1"
     content = reply.choices[0].message.content
@@ -47,11 +48,11 @@ def test_non_stream_completion_with_usage(client: openai.OpenAI) -> None:
 
 
 def test_stream_matches_non_stream_and_reports_usage(client: openai.OpenAI) -> None:
-    whole = client.chat.completions.create(model="hi-sim", messages=HELLO)  # type: ignore[arg-type]
+    whole = client.chat.completions.create(model="hi-sim", messages=HELLO)
     stream = client.chat.completions.create(
         model="hi-sim",
         messages=HELLO,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -66,12 +67,12 @@ def test_stream_matches_non_stream_and_reports_usage(client: openai.OpenAI) -> N
 
 
 def test_stream_without_usage_option_has_no_usage(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(model="hi-sim", messages=HELLO, stream=True)  # type: ignore[arg-type]
+    stream = client.chat.completions.create(model="hi-sim", messages=HELLO, stream=True)
     assert all(chunk.usage is None for chunk in stream)
 
 
 def test_max_tokens_gives_length(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model="hi-sim", messages=HELLO, max_tokens=3)  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="hi-sim", messages=HELLO, max_tokens=3)
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage is not None and reply.usage.completion_tokens == 3
 
@@ -86,7 +87,7 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
 
 def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(model="nope", messages=HELLO)  # type: ignore[arg-type]
+        client.chat.completions.create(model="nope", messages=HELLO)
     assert caught.value.code == "model_not_found"
     assert caught.value.param == "model"
     assert "nope" in caught.value.message

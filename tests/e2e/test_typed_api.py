@@ -42,8 +42,8 @@ def test_grpc_request_id_unsafe_to_log_is_invalid_argument(
             metadata=(("x-request-id", "no spaces allowed"),),
             timeout=10,
         )
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    status = rpc_status.from_call(raised.value)  # type: ignore[arg-type]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(raised.value)
     assert status is not None
     bad = error_details_pb2.BadRequest()
     assert any(d.Unpack(bad) for d in status.details if d.Is(bad.DESCRIPTOR))

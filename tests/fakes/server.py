@@ -43,7 +43,7 @@ class ThreadedServer:
         return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
     def call(self, coro: object) -> Future[int]:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def stop(self) -> None:
         if self._runner is not None:

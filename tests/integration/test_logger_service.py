@@ -19,7 +19,7 @@ from hybridinference.logger.decoding import encode_batch
 from hybridinference.logger.shipper import RecordShipper
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from tests.integration.logger_pg import pg_database
-from tests.support.async_polling import until
+from tests.support.polling import until
 from tests.support.procs import ServiceProcess, free_port, start_service, write_config
 from tests.unit.logger_records import make_record
 
@@ -211,8 +211,7 @@ async def test_shipper_never_blocks_when_the_logger_is_down() -> None:
     for i in range(2000):
         shipper.submit(make_record(i))
     assert time.perf_counter() - started < 0.5
-    await asyncio.sleep(0.3)  # let the task fail and back off a few times
-    assert shipper.failed_batches >= 1
+    await until(lambda: shipper.failed_batches >= 1, 10, "a failed delivery")
     assert shipper.dropped >= 2000 - 100 - 10
     started = time.perf_counter()
     await shipper.close(timeout_s=0.5)
@@ -230,8 +229,8 @@ async def test_shipper_delivers_once_the_logger_comes_back(tmp_path: Path) -> No
     await shipper.start()
     for i in range(50):
         shipper.submit(make_record(i))
-    await asyncio.sleep(0.3)
-    assert shipper.failed_batches >= 1 and shipper.sent == 0
+    await until(lambda: shipper.failed_batches >= 1, 10, "a failed delivery")
+    assert shipper.sent == 0
     config = write_config(
         tmp_path / "mesh.yaml", {"logger": {"port": port, "sqlite_path": str(tmp_path / "r.db")}}
     )

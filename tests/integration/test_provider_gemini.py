@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -15,6 +14,7 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
 from tests.fakes.gemini_api import GeminiFake
+from tests.support.polling import until
 
 KEY = "AIza-test-secret-0001"
 
@@ -60,15 +60,6 @@ def request(max_tokens: int | None = None) -> provider_pb2.GenerateRequest:
         ],
         sampling=sampling,
     )
-
-
-async def until(condition: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def collect(adapter: ProviderAdapter, req: provider_pb2.GenerateRequest) -> list[Any]:
@@ -147,7 +138,9 @@ async def test_closing_the_stream_disconnects_the_upstream(fake: GeminiFake) -> 
     try:
         assert (await anext(stream)).delta == " w0"
         await stream.aclose()
-        await until(lambda: fake.state.disconnects > before, "the fake to see the client go away")
+        await until(
+            lambda: fake.state.disconnects > before, 10, "the fake to see the client go away"
+        )
     finally:
         await adapter.close()
 

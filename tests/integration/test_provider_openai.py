@@ -4,7 +4,7 @@ wire-faithful fake OpenAI API on a loopback port."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -16,6 +16,7 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
 from tests.fakes.openai_api import OpenAIFake
+from tests.support.polling import until
 
 KINDS = ["openai", "openai_compatible", "vllm"]
 KEY = "sk-test-secret-key-0001"
@@ -61,15 +62,6 @@ def request(max_tokens: int | None = None, **sampling: Any) -> provider_pb2.Gene
         ],
         sampling=params,
     )
-
-
-async def until(condition: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
-    """Polls without blocking the loop (closing a socket needs the loop to run)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def collect(adapter: ProviderAdapter, req: provider_pb2.GenerateRequest) -> list[Any]:
@@ -199,7 +191,9 @@ async def test_closing_the_stream_disconnects_the_upstream(kind: str, fake: Open
     try:
         assert (await anext(stream)).delta == " w0"
         await stream.aclose()
-        await until(lambda: fake.state.disconnects > before, "the fake to see the client go away")
+        await until(
+            lambda: fake.state.disconnects > before, 10, "the fake to see the client go away"
+        )
     finally:
         await adapter.close()
 
@@ -220,7 +214,9 @@ async def test_cancelling_the_task_disconnects_the_upstream(kind: str, fake: Ope
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await until(lambda: fake.state.disconnects > before, "the fake to see the client go away")
+        await until(
+            lambda: fake.state.disconnects > before, 10, "the fake to see the client go away"
+        )
     finally:
         await adapter.close()
 

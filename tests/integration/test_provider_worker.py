@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from hybridinference.providers.sim import count_prompt_tokens, sim_tokens
+from tests.support.polling import until
 from tests.support.procs import REPO, ServiceProcess, free_port, start_service, write_config
 
 MESSAGES = [chat_pb2.ChatMessage(role="user", content="hello provider worker")]
@@ -103,15 +103,6 @@ async def status_of(
     return status
 
 
-async def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    """Polls an async predicate; the timeout is the requirement, not a sleep."""
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what}")
-        await asyncio.sleep(0.01)
-
-
 async def test_stream_and_usage(stub: provider_pb2_grpc.ProviderServiceAsyncStub) -> None:
     before = await status_of(stub, "fast")
     events = [event async for event in stub.Generate(generate_request("fast"))]
@@ -189,7 +180,7 @@ async def test_client_cancel_cancels_generation(
         status = await status_of(stub, "slow")
         return status.cancelled_total == before.cancelled_total + 1 and status.running == 0
 
-    await wait_for(cancelled, 1.0, "cancelled_total incremented")
+    await until(cancelled, 1.0, "cancelled_total incremented")
 
     async def logged() -> bool:
         return any(
@@ -197,7 +188,7 @@ async def test_client_cancel_cancels_generation(
             for line in worker.logs().splitlines()
         )
 
-    await wait_for(logged, 1.0, "'generation cancelled' logged with the request id")
+    await until(logged, 1.0, "'generation cancelled' logged with the request id")
     assert (await status_of(stub, "slow")).completed_total == before.completed_total
 
 
@@ -214,7 +205,7 @@ async def test_deadline_mid_stream(stub: provider_pb2_grpc.ProviderServiceAsyncS
         status = await status_of(stub, "slow")
         return status.cancelled_total == before.cancelled_total + 1 and status.running == 0
 
-    await wait_for(cancelled, 1.0, "deadline counted as a cancellation")
+    await until(cancelled, 1.0, "deadline counted as a cancellation")
 
 
 async def test_sigterm_lets_inflight_stream_finish(tmp_path: Path) -> None:

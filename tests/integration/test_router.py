@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
+from tests.support.polling import poll
 from tests.support.procs import ServiceProcess, free_port, start_service, write_config
 
 FAST = {"ttft_ms": 5, "itl_ms": 2, "output_tokens": 8}
@@ -135,14 +135,6 @@ def route_error(mesh: Mesh, model: str) -> tuple[list[router_pb2.RouteResponse],
     return got, caught.value
 
 
-def poll(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     running = Mesh(tmp_path_factory.mktemp("router-mesh"))
@@ -247,13 +239,15 @@ def test_client_cancellation_reaches_the_provider(mesh: Mesh) -> None:
         assert first.selection.endpoint == "slow-1"
         next(call)
         call.cancel()
-        poll(lambda: cancelled_total() == before + 1, 1.0, "the worker to count the cancel")
-    poll(lambda: mesh.endpoints()["slow-1"].in_flight == 0, 1.0, "in_flight back to 0")
+        poll(
+            lambda: (cancelled_total() == before + 1) or None, 1.0, "the worker to count the cancel"
+        )
+    poll(lambda: (mesh.endpoints()["slow-1"].in_flight == 0) or None, 1.0, "in_flight back to 0")
 
 
 def test_killed_worker_flips_health_and_traffic_moves(fresh_mesh: Mesh) -> None:
     mesh = fresh_mesh
-    poll(lambda: mesh.endpoints()["ok-2"].healthy, 5.0, "ok-2 healthy after start")
+    poll(lambda: (mesh.endpoints()["ok-2"].healthy) or None, 5.0, "ok-2 healthy after start")
     assert route(mesh, "spread")[0].selection.endpoint == "ok-2"
 
     mesh.w2.stop(signal.SIGKILL)
@@ -263,7 +257,7 @@ def test_killed_worker_flips_health_and_traffic_moves(fresh_mesh: Mesh) -> None:
         responses = route(mesh, "spread")
         assert responses[0].selection.endpoint == "ok-1"
         assert responses[-1].HasField("completion")
-    poll(lambda: not mesh.endpoints()["ok-2"].healthy, 5.0, "ok-2 to turn unhealthy")
+    poll(lambda: (not mesh.endpoints()["ok-2"].healthy) or None, 5.0, "ok-2 to turn unhealthy")
     state = mesh.endpoints()["ok-2"]
     assert state.health_detail
     assert mesh.endpoints()["ok-1"].healthy

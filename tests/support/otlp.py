@@ -33,7 +33,7 @@ class ReceivedSpan:
 
 
 @dataclass
-class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     endpoint: str = ""
     spans: list[ReceivedSpan] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -75,7 +75,7 @@ def _link(link: trace_pb2.Span.Link) -> ReceivedLink:
 def running_receiver() -> Iterator[OtlpReceiver]:
     receiver = OtlpReceiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()

@@ -202,7 +202,7 @@ def test_quota_failure_survives_a_hop() -> None:
     """A peer's QuotaFailure is rebuilt by from_rpc_error (errors.py, the one mapping)."""
     error = quota_exceeded("key_q", Refusal("tokens_per_minute", 10, 12, 5))
 
-    class FakeCall(grpc.aio.AioRpcError):
+    class FakeCall(grpc.aio.AioRpcError):  # type: ignore[misc]
         def __init__(self) -> None:
             status = error.to_status()
             super().__init__(

@@ -18,7 +18,7 @@ def fields(**kwargs: object) -> set[str]:
         "sampling_prefix": "sampling.",
     }
     args.update(kwargs)
-    return {v.field for v in check_chat(**args)}  # type: ignore[arg-type]
+    return {v.field for v in check_chat(**args)}
 
 
 def test_valid_request_has_no_violations() -> None:

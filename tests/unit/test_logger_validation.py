@@ -19,7 +19,7 @@ from hybridinference.logger.stats import LoggerStats
 from hybridinference.logger.store import SqliteStore, StoreUnavailable
 from hybridinference.logger.v1 import logger_pb2
 from hybridinference.logger.validation import _plain_row, check_record, partition
-from tests.support.async_polling import until
+from tests.support.polling import until
 from tests.unit.logger_records import make_record
 
 
@@ -123,7 +123,7 @@ async def test_write_records_stores_valid_and_reports_invalid(logger: Logger) ->
     batch.insert(2, _with(request_id="y" * 200))
     batch.append(make_record(0))  # a replay inside the batch still counts as accepted
     request = logger_pb2.WriteRecordsRequest(records=batch)
-    reply = await logger.servicer.WriteRecords(request, context=None)  # type: ignore[arg-type]
+    reply = await logger.servicer.WriteRecords(request, context=None)
     assert reply.accepted == 6
     assert [(r.index, r.reason) for r in reply.rejected] == [
         (2, "request_id is longer than 128 characters")
@@ -132,7 +132,7 @@ async def test_write_records_stores_valid_and_reports_invalid(logger: Logger) ->
     await _drained(logger)
     listed = await logger.servicer.ListRecords(
         logger_pb2.ListRecordsRequest(),
-        context=None,  # type: ignore[arg-type]
+        context=None,
     )
     assert len(listed.records) == 5
     assert (logger.stats.stored, logger.stats.duplicates) == (5, 1)
@@ -158,12 +158,12 @@ async def test_store_outage_still_acknowledges_and_writes_later(logger: Logger) 
         calls += 1
         raise StoreUnavailable("database went away")
 
-    logger.store._insert = broken  # type: ignore[method-assign]
+    logger.store._insert = broken  # type: ignore[method-assign,assignment]
     logger.store._insert_rows = broken  # type: ignore[method-assign]
     logger.drainer.start()
     reply = await logger.servicer.WriteRecords(
         logger_pb2.WriteRecordsRequest(records=[make_record(i) for i in range(3)]),
-        context=None,  # type: ignore[arg-type]
+        context=None,
     )
     assert reply.accepted == 3
     # The drainer keeps retrying while the records stay spooled.
@@ -182,7 +182,7 @@ async def test_full_spool_is_unavailable_with_retry_info(logger: Logger) -> None
     with pytest.raises(RuntimeError, match="aborted"):
         await logger.servicer.WriteRecords(
             logger_pb2.WriteRecordsRequest(records=big),
-            context,  # type: ignore[arg-type]
+            context,
         )
     assert context.status.code == grpc.StatusCode.UNAVAILABLE
     assert "spool is full" in context.status.details
@@ -193,7 +193,7 @@ async def test_capture_and_long_errors_are_cut_and_counted(logger: Logger) -> No
     record = make_record(1, prompt="secret prompt", response="r", error="e" * 20_000)
     reply = await logger.servicer.WriteRecords(
         logger_pb2.WriteRecordsRequest(records=[record]),
-        context=None,  # type: ignore[arg-type]
+        context=None,
     )
     assert reply.accepted == 1 and not reply.rejected
     assert logger.stats.truncated == {
@@ -211,7 +211,7 @@ async def test_page_size_out_of_range(servicer: LoggerServicer) -> None:
     with pytest.raises(RuntimeError, match="aborted"):
         await servicer.ListRecords(
             logger_pb2.ListRecordsRequest(page_size=5000),
-            context,  # type: ignore[arg-type]
+            context,
         )
     assert context.status.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_size" in context.status.details

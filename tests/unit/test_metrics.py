@@ -23,6 +23,7 @@ from hybridinference.common.metrics import (
     unregister_collector,
 )
 from hybridinference.common.settings import MeshSettings, ProviderWorkerSettings
+from tests.support.polling import until
 
 HEALTH = "grpc.health.v1.Health"
 
@@ -92,7 +93,7 @@ async def test_interceptor_counts_each_outcome_with_its_code() -> None:
                 == 1
             )
             hanging.cancel()
-            await _until(
+            await until(
                 lambda: (
                     _sample(
                         "hi_grpc_server_requests_in_flight",
@@ -100,7 +101,9 @@ async def test_interceptor_counts_each_outcome_with_its_code() -> None:
                         grpc_method="Watch",
                     )
                     == 0
-                )
+                ),
+                5,
+                "the cancelled Watch to leave the in-flight gauge",
             )
     finally:
         await server.stop(None)
@@ -120,14 +123,6 @@ async def test_interceptor_counts_each_outcome_with_its_code() -> None:
         _sample("hi_grpc_server_handling_seconds_count", grpc_service=HEALTH, grpc_method="Watch")
         == watch_count + 2
     )
-
-
-async def _until(condition: object, timeout_s: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def test_label_guard_bounds_values() -> None:

@@ -113,6 +113,7 @@ def test_stream_assembler_counts_chunks_without_usage_and_rejects_garbage() -> N
     assembler = StreamAssembler("m")
     assembler.chunk({"choices": [{"delta": {"content": "a"}, "finish_reason": "stop"}]})
     assert assembler.final().usage.completion_tokens == 1
+    bad: object
     for bad in (
         [],
         {"choices": "x"},

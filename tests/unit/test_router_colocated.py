@@ -15,6 +15,7 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.router.colocated import ColocatedChannel, ColocatedStub, colocate_worker
 from hybridinference.router.endpoints import EndpointTable
+from tests.support.polling import until
 
 FAST = {"ttft_ms": 1, "itl_ms": 0, "output_tokens": 5}
 SLOW = {"ttft_ms": 1, "itl_ms": 50, "output_tokens": 40}
@@ -109,10 +110,7 @@ async def test_cancel_of_a_stream_left_at_an_event_stops_the_generation(
     counters = stub.servicer.counters["slow"]
     assert counters.running == 1
     assert call.cancel()
-    for _ in range(100):
-        if counters.running == 0:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: counters.running == 0, 5, "the generation to stop")
     assert (counters.running, counters.cancelled_total) == (0, 1)
     assert not call.cancel()  # already finished
 
@@ -122,11 +120,11 @@ async def test_cancelling_a_unary_call_cancels_the_generation(
 ) -> None:
     _, stub = colocated
     call = stub.GenerateUnary(provider_pb2.GenerateUnaryRequest(request=generate("slow")))
-    await asyncio.sleep(0.1)
+    counters = stub.servicer.counters["slow"]
+    await until(lambda: counters.running == 1, 5, "the generation to start")
     assert call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    counters = stub.servicer.counters["slow"]
     assert (counters.running, counters.cancelled_total) == (0, 1)
 
 

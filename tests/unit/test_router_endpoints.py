@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from hybridinference.common.settings import load_settings
 from hybridinference.router.endpoints import EndpointTable, ProviderStub
-from tests.unit.test_router_fakes import FakeStub
+from tests.support.router_fakes import FakeStub
 
 
 def test_table_from_settings_connects_once_per_worker() -> None:
@@ -41,7 +41,7 @@ def test_table_from_settings_connects_once_per_worker() -> None:
 
     def connect(address: str) -> tuple[Any, ProviderStub]:
         connected.append(address)
-        return None, FakeStub()
+        return None, cast(ProviderStub, FakeStub())
 
     table = EndpointTable.from_settings(settings, connect)
 

@@ -11,7 +11,7 @@ from hybridinference.common.errors import FieldViolation, ServiceError, invalid_
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.router.relay import Relay
 from hybridinference.router.v1 import router_pb2
-from tests.unit.test_router_fakes import Script, make_relay, make_table, rpc_error, tokens
+from tests.support.router_fakes import Script, make_relay, make_table, rpc_error, tokens
 
 NO_DEADLINE = lambda: None  # noqa: E731
 
@@ -21,14 +21,14 @@ def request(model: str = "m", **fields: object) -> router_pb2.RouteRequest:
         request_id="req-1",
         model=model,
         messages=[chat_pb2.ChatMessage(role="user", content="hi")],
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
 
 
 async def collect(
     relay: Relay, req: router_pb2.RouteRequest, remaining: object = NO_DEADLINE
 ) -> list[router_pb2.RouteResponse]:
-    return [r async for r in relay.route(req, remaining)]  # type: ignore[arg-type]
+    return [r async for r in relay.route(req, remaining)]
 
 
 async def collect_until_error(

@@ -13,7 +13,7 @@ from hybridinference.router.endpoints import EndpointTable
 from hybridinference.router.health import HealthMonitor
 from hybridinference.router.relay import Relay
 from hybridinference.router.reload import ConfigReloader, build_strategies
-from tests.unit.test_router_fakes import FakeStub
+from tests.support.router_fakes import FakeStub
 from tests.unit.test_router_relay import collect, request
 
 
@@ -41,12 +41,14 @@ class Connector:
 
 
 def config(workers: dict[str, tuple[int, list[str]]], models: dict[str, Any]) -> MeshSettings:
-    return MeshSettings(
-        providers=[
-            {"name": name, "port": port, "endpoints": [{"id": i, "model": "up"} for i in ids]}
-            for name, (port, ids) in workers.items()
-        ],
-        models=[{"name": name, **fields} for name, fields in models.items()],
+    return MeshSettings.model_validate(
+        {
+            "providers": [
+                {"name": name, "port": port, "endpoints": [{"id": i, "model": "up"} for i in ids]}
+                for name, (port, ids) in workers.items()
+            ],
+            "models": [{"name": name, **fields} for name, fields in models.items()],
+        }
     )
 
 

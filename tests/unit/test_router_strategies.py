@@ -6,7 +6,7 @@ import pytest
 
 from hybridinference.router.strategies import RoundRobin, create_strategy
 from hybridinference.router.v1 import router_pb2
-from tests.unit.test_router_fakes import make_table
+from tests.support.router_fakes import make_table
 
 
 def test_round_robin_rotates_first_pick_and_keeps_fallback_order() -> None:
@@ -57,7 +57,7 @@ from hybridinference.router.strategies import NAMES, Strategy  # noqa: E402
 
 
 def policy(name: str, ids: list[str], rng_seed: int = 1, **options: Any) -> Strategy:
-    settings = ModelSettings(name="m", endpoints=ids, strategy=name, **options)  # type: ignore[arg-type]
+    settings = ModelSettings(name="m", endpoints=ids, strategy=name, **options)
     return create_strategy(name, settings, random.Random(rng_seed))
 
 

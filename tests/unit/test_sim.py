@@ -38,7 +38,7 @@ def request(
         request_id="req-1",
         endpoint="sim-t",
         messages=MESSAGES if messages is None else messages,
-        sampling=chat_pb2.SamplingParams(**sampling),  # type: ignore[arg-type]
+        sampling=chat_pb2.SamplingParams(**sampling),
     )
 
 

@@ -16,7 +16,7 @@ def adapter(**sim: object) -> SimAdapter:
     settings = ProviderEndpointSettings(
         id="e",
         model="m",
-        sim=SimEndpointSettings(output_tokens=2, itl_ms=0, **sim),  # type: ignore[arg-type]
+        sim=SimEndpointSettings(output_tokens=2, itl_ms=0, **sim),
     )
     return SimAdapter(settings, random.Random(1))
 
