@@ -37,8 +37,8 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hybridinference.common.server import insecure_channel
-from hybridinference.logger.shipper import RecordShipper
+from hybridinference.common.channels import insecure_channel
+from hybridinference.gateway.shipper import RecordShipper
 from hybridinference.logger.store import PostgresStore
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from tests.support.async_polling import until

@@ -20,7 +20,7 @@ import asyncpg
 import grpc
 import pytest
 
-from hybridinference.common.server import insecure_channel
+from hybridinference.common.channels import insecure_channel
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc

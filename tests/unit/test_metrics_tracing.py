@@ -13,7 +13,8 @@ from hybridinference.common import server
 from hybridinference.common.telemetry_settings import TracingSettings
 from hybridinference.common.tracing import setup_tracing
 from hybridinference.common import trace_context
-from hybridinference.logger import servicer, shipper
+from hybridinference.gateway import shipper
+from hybridinference.logger import servicer
 assert setup_tracing(TracingSettings(), "gateway") is None
 assert not trace_context.enabled() and trace_context.current_traceparent() == ""
 link = ("00-" + "1" * 32 + "-" + "2" * 16 + "-01", "request-id")

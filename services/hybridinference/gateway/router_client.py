@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from hybridinference.common.channels import CHANNEL_OPTIONS, dial
 from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.common.errors import ServiceError, from_rpc_error
-from hybridinference.common.server import CHANNEL_OPTIONS
-from hybridinference.common.tls import dial
 from hybridinference.gateway.chat_call import ChatCall
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 

@@ -16,8 +16,8 @@ from hybridinference.gateway import metrics as gateway_metrics
 from hybridinference.gateway.edge import Edge
 from hybridinference.gateway.records import build_record
 from hybridinference.gateway.router_client import Execution, RouterClient
+from hybridinference.gateway.shipper import RecordShipper
 from hybridinference.gateway.validation import Limits
-from hybridinference.logger.shipper import RecordShipper
 
 log = logging.getLogger(__name__)
 

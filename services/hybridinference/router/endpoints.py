@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from hybridinference.common.server import insecure_channel
+from hybridinference.common.channels import insecure_channel
 from hybridinference.common.settings import MeshSettings, ModelSettings, ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc

@@ -2,7 +2,9 @@
 
 The logger appends every accepted batch here before acknowledging it (its write-ahead log) and a
 writer drains it into the database; the gateway's shipper appends here what it cannot deliver and
-replays it later. So both sides share one file format and one recovery rule.
+replays it later. So both sides share one file format and one recovery rule. The spool knows only
+bytes; a reader that keeps objects for frames it has not consumed yet keys them by the frames'
+positions (``append`` returns them, ``SpoolBatch.positions`` hands them back).
 
 Layout: ``<dir>/NNNNNNNNNNNN.seg`` segment files of frames ``[u32 length][u32 crc32][payload]``,
 a ``cursor`` file naming the first frame not yet consumed, and a ``LOCK`` file held with flock so
@@ -22,10 +24,10 @@ import logging
 import os
 import struct
 import zlib
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,6 @@ _SUFFIX = ".seg"
 _READ_CHUNK = 4 * 1024 * 1024
 # A frame must fit in one read chunk.
 MAX_PAYLOAD_BYTES = _READ_CHUNK - _HEADER.size
-# Memory the objects attached to frames not yet consumed may take (see Spool.append), estimated
-# as the payload's size plus _ATTACHED_OVERHEAD per frame (a logger row of a 200-byte record
-# takes about 1.2 KB).
-ATTACHED_MAX_BYTES = 128 << 20
-_ATTACHED_OVERHEAD = 1024
 
 
 class SpoolError(Exception):
@@ -50,8 +47,9 @@ class SpoolFull(Exception):
     """Appending would exceed the spool's size bound; nothing was written."""
 
 
-@dataclass(frozen=True, order=True)
-class Position:
+class Position(NamedTuple):
+    """Where a frame starts (or, as a batch's end, where the next one would)."""
+
     segment: int
     offset: int
 
@@ -61,8 +59,8 @@ class SpoolBatch:
     payloads: list[bytes]
     # Where the next unread frame starts once this batch is committed.
     end: Position
-    # For each payload, what the writer attached to it in memory (see Spool.append), or None.
-    attached: list[object | None] = field(default_factory=list)
+    # Where each payload's frame starts (the key Spool.append returned for it).
+    positions: list[Position] = field(default_factory=list)
 
 
 def _segment_name(number: int) -> str:
@@ -113,10 +111,6 @@ class Spool:
         self._sync_task: asyncio.Task[None] | None = None
         self._rotate_lock = asyncio.Lock()
         self._has_data = asyncio.Event()
-        # (segment, offset) of a frame -> (what the writer attached to it, its estimated
-        # size), oldest first; and the sum of those sizes.
-        self._attached: OrderedDict[tuple[int, int], tuple[object, int]] = OrderedDict()
-        self._attached_bytes = 0
         # Frames appended and not yet consumed (recounted at open).
         self.pending_records = 0
         # Frames skipped because their checksum did not match (disk corruption).
@@ -224,18 +218,12 @@ class Spool:
         total = sum(self._sizes.get(n, 0) for n in self._segments)
         return total - self._cursor.offset
 
-    async def append(
-        self, payloads: Sequence[bytes], attach: Sequence[object] | None = None
-    ) -> None:
-        """Appends the payloads; returns once they are on disk. Raises SpoolFull.
+    async def append(self, payloads: Sequence[bytes]) -> list[Position]:
+        """Appends the payloads; returns, once they are on disk, where each frame starts.
 
-        ``attach`` (one object per payload) is kept in memory and handed to the reader with
-        its payload (SpoolBatch.attached), up to ATTACHED_MAX_BYTES not yet consumed: the
-        logger attaches the row it already made from each record, so the drainer need not
-        decode and convert it again. After a restart, or beyond the limit, the reader gets None
-        and uses the payload."""
+        Raises SpoolFull."""
         if not payloads:
-            return
+            return []
         if any(len(p) > MAX_PAYLOAD_BYTES for p in payloads):
             raise ValueError(f"a spool payload is limited to {MAX_PAYLOAD_BYTES} bytes")
         frames = b"".join(_HEADER.pack(len(p), zlib.crc32(p)) + p for p in payloads)
@@ -250,19 +238,17 @@ class Spool:
         last = self._segments[-1]
         # One write() of whole frames: nothing on this loop can see half of it.
         os.write(self._write_fd, frames)
-        cost = len(frames) + _ATTACHED_OVERHEAD * len(payloads)
-        if attach is not None and self._attached_bytes + cost <= ATTACHED_MAX_BYTES:
-            self._attached_bytes += cost
-            offset = self._sizes[last]
-            for payload, attached in zip(payloads, attach, strict=True):
-                size = _HEADER.size + len(payload)
-                self._attached[(last, offset)] = (attached, size + _ATTACHED_OVERHEAD)
-                offset += size
+        positions: list[Position] = []
+        offset = self._sizes[last]
+        for payload in payloads:
+            positions.append(Position(last, offset))
+            offset += _HEADER.size + len(payload)
         self._sizes[last] += len(frames)
         self.pending_records += len(payloads)
         target = Position(last, self._sizes[last])
         await self._sync_through(target)
         self._has_data.set()
+        return positions
 
     async def _sync_through(self, target: Position) -> None:
         # Group commit: one fsync in a thread covers every append made before it started.
@@ -309,7 +295,7 @@ class Spool:
         """Up to ``max_records`` durable frames from the cursor, or from ``start`` (the end of a
         batch read but not committed yet, to read ahead of it); consumes nothing."""
         payloads: list[bytes] = []
-        attached: list[object | None] = []
+        positions: list[Position] = []
         position = self._cursor if start is None or start < self._cursor else start
         while len(payloads) < max_records:
             limit = self._readable_end(position.segment)
@@ -319,15 +305,10 @@ class Spool:
                     data = handle.read(min(limit - position.offset, _READ_CHUNK))
                 found, used, corrupt = _scan(data, max_records - len(payloads))
                 payloads.extend(found)
-                if self._attached:
-                    get = self._attached.get
-                    offset = position.offset
-                    for payload in found:
-                        entry = get((position.segment, offset))
-                        attached.append(entry[0] if entry is not None else None)
-                        offset += _HEADER.size + len(payload)
-                else:
-                    attached.extend([None] * len(found))
+                offset = position.offset
+                for payload in found:
+                    positions.append(Position(position.segment, offset))
+                    offset += _HEADER.size + len(payload)
                 position = Position(position.segment, position.offset + used)
                 if corrupt:
                     self.corrupt_frames += 1
@@ -341,7 +322,7 @@ class Spool:
         if not payloads and position == self._cursor:
             # Caught up: the next wait_for_data() blocks until an append.
             self._has_data.clear()
-        return SpoolBatch(payloads, position, attached)
+        return SpoolBatch(payloads, position, positions)
 
     def _readable_end(self, segment: int) -> int:
         size = self._sizes.get(segment, 0)
@@ -355,10 +336,6 @@ class Spool:
             return
         self._cursor = batch.end
         self.pending_records = max(0, self.pending_records - len(batch.payloads))
-        cursor = (batch.end.segment, batch.end.offset)
-        attached = self._attached
-        while attached and next(iter(attached)) < cursor:
-            self._attached_bytes -= attached.popitem(last=False)[1][1]
         for number in [n for n in self._segments[:-1] if n < self._cursor.segment]:
             self._remove_segment(number)
         self._write_cursor()

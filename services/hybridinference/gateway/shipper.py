@@ -1,4 +1,5 @@
-"""Ships request records from the gateway to the logger, off the request path.
+"""Ships request records from the gateway to the logger, off the request path (the gateway's client
+of LoggerService; the spool and the batch wire form it uses are common machinery).
 
 ``submit`` only appends to a bounded in-memory queue (dropping, and counting, when it is full), so
 a slow or absent logger can never slow a request down. One background task drains the queue in
@@ -26,9 +27,9 @@ from typing import cast
 import grpc
 
 from hybridinference.common import trace_context
-from hybridinference.common.server import insecure_channel
-from hybridinference.logger.decoding import encode_batch
-from hybridinference.logger.spool import Spool, SpoolError, SpoolFull
+from hybridinference.common.channels import insecure_channel
+from hybridinference.common.record_batch import encode_batch
+from hybridinference.common.spool import Spool, SpoolError, SpoolFull
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 
 log = logging.getLogger(__name__)
