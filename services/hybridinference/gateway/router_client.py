@@ -34,7 +34,8 @@ def pinned_endpoint_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> 
 
 class RouterClient:
     """Calls the router through its gRPC stub, or through a stub of the same shape that serves
-    the calls in this process when the router is colocated (router/in_gateway.py)."""
+    the calls in this process when the router is hosted in the gateway
+    (router/hosted_in_gateway.py)."""
 
     def __init__(self, stub: Any, channel: grpc.aio.Channel | None = None) -> None:
         self._stub = stub

@@ -1,5 +1,6 @@
-"""ColocatedStub: a worker's servicer called in the router's process behaves like the gRPC stub —
-same events, same rich errors as AioRpcError, deadlines, and cancellation reaching the adapter."""
+"""A provider worker hosted in the router: its servicer, called in-process through a stub made from
+the service descriptor, behaves like the gRPC stub — same events, same rich errors as
+AioRpcError, deadlines, and cancellation reaching the adapter."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import grpc
 import pytest
 
 from hybridinference.common.errors import from_rpc_error
+from hybridinference.common.inprocess import InProcessStub
 from hybridinference.common.settings import MeshSettings, ProviderWorkerSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-from hybridinference.router.colocated import ColocatedChannel, ColocatedStub, colocate_worker
+from hybridinference.providers.hosted_in_router import WorkerInRouterChannel, host_worker_in_router
 from hybridinference.router.endpoints import EndpointTable
 
 FAST = {"ttft_ms": 1, "itl_ms": 0, "output_tokens": 5}
@@ -44,7 +46,7 @@ def generate(endpoint: str) -> provider_pb2.GenerateRequest:
 
 @pytest.fixture
 async def colocated() -> Any:
-    channel, stub = colocate_worker(worker_settings())
+    channel, stub = host_worker_in_router(worker_settings())
     try:
         yield channel, stub
     finally:
@@ -52,7 +54,7 @@ async def colocated() -> Any:
 
 
 async def test_stream_and_unary_give_the_same_text(
-    colocated: tuple[ColocatedChannel, ColocatedStub],
+    colocated: tuple[WorkerInRouterChannel, InProcessStub],
 ) -> None:
     _, stub = colocated
     events = [event async for event in stub.Generate(generate("fast"), timeout=5)]
@@ -65,7 +67,7 @@ async def test_stream_and_unary_give_the_same_text(
 
 
 async def test_errors_surface_as_the_rich_status_a_remote_worker_sends(
-    colocated: tuple[ColocatedChannel, ColocatedStub],
+    colocated: tuple[WorkerInRouterChannel, InProcessStub],
 ) -> None:
     _, stub = colocated
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
@@ -81,7 +83,7 @@ async def test_errors_surface_as_the_rich_status_a_remote_worker_sends(
 
 
 async def test_deadline_ends_a_stream_and_a_unary_call_with_deadline_exceeded(
-    colocated: tuple[ColocatedChannel, ColocatedStub],
+    colocated: tuple[WorkerInRouterChannel, InProcessStub],
 ) -> None:
     _, stub = colocated
     with pytest.raises(grpc.aio.AioRpcError) as streamed:
@@ -98,7 +100,7 @@ async def test_deadline_ends_a_stream_and_a_unary_call_with_deadline_exceeded(
 
 
 async def test_cancel_of_a_stream_left_at_an_event_stops_the_generation(
-    colocated: tuple[ColocatedChannel, ColocatedStub],
+    colocated: tuple[WorkerInRouterChannel, InProcessStub],
 ) -> None:
     """The relay stops reading a stream (a hedge that lost) and cancels the call: the adapter
     must stop then, not when the generator is garbage-collected."""
@@ -118,7 +120,7 @@ async def test_cancel_of_a_stream_left_at_an_event_stops_the_generation(
 
 
 async def test_cancelling_a_unary_call_cancels_the_generation(
-    colocated: tuple[ColocatedChannel, ColocatedStub],
+    colocated: tuple[WorkerInRouterChannel, InProcessStub],
 ) -> None:
     _, stub = colocated
     call = stub.GenerateUnary(provider_pb2.GenerateUnaryRequest(request=generate("slow")))
@@ -131,7 +133,7 @@ async def test_cancelling_a_unary_call_cancels_the_generation(
 
 
 async def test_status_reports_every_endpoint(
-    colocated: tuple[ColocatedChannel, ColocatedStub],
+    colocated: tuple[WorkerInRouterChannel, InProcessStub],
 ) -> None:
     channel, stub = colocated
     reply = await stub.GetStatus(provider_pb2.GetStatusRequest(), timeout=1)
@@ -154,7 +156,7 @@ async def test_table_hosts_a_colocated_worker_and_keeps_it_until_its_settings_ch
 
     table = EndpointTable.from_settings(mesh(), connect=no_dial)
     worker = table.workers["local"]
-    assert isinstance(worker.stub, ColocatedStub)
+    assert isinstance(worker.stub, InProcessStub)
     assert worker.address == "colocated:local"
     assert worker.connected()
     same = EndpointTable.from_settings(mesh(), connect=no_dial, previous=table)
@@ -165,3 +167,29 @@ async def test_table_hosts_a_colocated_worker_and_keeps_it_until_its_settings_ch
     assert changed.channels_dropped_since(same) == [same.workers["local"]]
     await same.close()
     await changed.close()
+
+
+def test_the_in_process_stub_has_one_method_per_rpc_of_the_descriptor() -> None:
+    service = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"]
+
+    class Partial:
+        async def GetStatus(self, request: object, context: object) -> None:
+            return None
+
+    with pytest.raises(TypeError, match=r"does not implement .*ProviderService\.Generate"):
+        InProcessStub(Partial(), service)
+    stub = InProcessStub(ProviderServicerLike(), service)
+    assert sorted(m.name for m in service.methods) == sorted(
+        name for name in vars(stub) if name[0].isupper()
+    )
+    with pytest.raises(AttributeError, match="has no RPC 'Route'"):
+        stub.Route()
+
+
+class ProviderServicerLike:
+    """Every ProviderService RPC, from the descriptor (nothing is ever called)."""
+
+    def __getattr__(self, name: str) -> object:
+        if name in provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].methods_by_name:
+            return lambda request, context: None
+        raise AttributeError(name)
