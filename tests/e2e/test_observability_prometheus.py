@@ -11,7 +11,7 @@ import pytest
 from hybridinference.common.settings import load_settings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from hybridinference.launcher.prometheus_config import render
+from hybridinference.render.prometheus_config import render
 from tests.support import prometheus as prom
 from tests.support.mesh import Mesh, mesh_config, running_mesh
 from tests.support.polling import poll

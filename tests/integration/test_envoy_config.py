@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from hybridinference.common.settings import load_settings
-from hybridinference.launcher import envoy_config
+from hybridinference.render import envoy_config
 from tests.support.procs import REPO
 
 ENVOY = str(Path(sys.executable).parent / "envoy")

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from hybridinference.common.settings import MeshSettings, load_settings
-from hybridinference.launcher import plan, prometheus_config, summary
+from hybridinference.launcher import plan, summary
 from hybridinference.launcher.__main__ import main
+from hybridinference.render import prometheus_config
 from tests.support.procs import REPO
 
 

@@ -1,8 +1,8 @@
 # ruff: noqa: E501 - PromQL reads better on one line than split across string literals.
 """Writes the Grafana dashboards (deploy/grafana/dashboards/*.json) from compact definitions.
 
-Run after changing a panel: ``python deploy/grafana/build_dashboards.py``. A test checks that the
-committed JSON is this script's output and that every query names a metric the mesh exports.
+Run after changing a panel: ``python -m hybridinference.render``. A test checks that the
+committed JSON is this module's output and that every query names a metric the mesh exports.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).resolve().parent / "dashboards"
+OUT = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "hi-prometheus"}
 
 # (title, unit, [(legend, expr)]); "stat" panels show one number.
@@ -423,10 +423,3 @@ DASHBOARDS = {"overview": OVERVIEW, "providers": PROVIDERS, "routing": ROUTING, 
 
 def render(board: dict[str, Any]) -> str:
     return json.dumps(board, indent=2, ensure_ascii=False) + "\n"
-
-
-if __name__ == "__main__":
-    OUT.mkdir(exist_ok=True)
-    for name, board in DASHBOARDS.items():
-        (OUT / f"{name}.json").write_text(render(board))
-        print(f"wrote {OUT / name}.json")

@@ -3,7 +3,7 @@
 The committed file is the single source of the Envoy config (valid as is for the default ports).
 Rendering loads it and replaces only what depends on the settings: the listener address, the admin
 port, the gateway's address and an absolute descriptor path, so Envoy works from any directory; with
-tracing on it also adds Envoy's OpenTelemetry tracer (hybridinference/launcher/envoy_tracing.py).
+tracing on it also adds Envoy's OpenTelemetry tracer (hybridinference/render/envoy_tracing.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from hybridinference.common.settings import MeshSettings, dial_host
-from hybridinference.launcher.envoy_tracing import add_tracing
+from hybridinference.render.envoy_tracing import add_tracing
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATE = REPO / "deploy" / "envoy" / "envoy.yaml"

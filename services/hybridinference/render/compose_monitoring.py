@@ -2,25 +2,20 @@
 
 deploy/prometheus/prometheus.yml scrapes the mesh `make up` runs (loopback). In compose, every
 service is reached by its service name, and gateway and router may run as several replicas
-(`--scale`), so this renders launcher.prometheus_config for deploy/config/compose.yaml and
+(`--scale`), so this renders render.prometheus_config for deploy/config/compose.yaml and
 only adapts what compose changes: replicated jobs discover every container through Docker's
 DNS, Alertmanager is the `alertmanager` service, the rules are mounted at /etc/prometheus/rules,
 and Envoy's job is dropped (its admin port stays on loopback inside its container, as the admin
-interface can stop the proxy).
-
-    python -m hybridinference.launcher.compose_monitoring            # rewrite the committed file
-    python -m hybridinference.launcher.compose_monitoring --check    # fail if it drifted
+interface can stop the proxy). `python -m hybridinference.render [--check]` writes (checks) it.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Any
 
 import yaml
 
-from hybridinference.launcher import envoy_variants, prometheus_config
+from hybridinference.render import envoy_variants, prometheus_config
 
 MESH_CONFIG = "deploy/config/compose.yaml"
 TARGET = prometheus_config.REPO / "deploy" / "config" / "prometheus.compose.yml"
@@ -52,24 +47,7 @@ def render() -> dict[str, Any]:
 def text() -> str:
     header = (
         f"# Prometheus for deploy/docker-compose.yml. GENERATED from {MESH_CONFIG} by\n"
-        "# `python -m hybridinference.launcher.compose_monitoring` (prometheus_config.py with the\n"
+        "# `python -m hybridinference.render` (render/prometheus_config.py with the\n"
         "# compose service names); edit those, never this file.\n"
     )
     return header + yaml.safe_dump(render(), sort_keys=False)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hybridinference.launcher.compose_monitoring")
-    parser.add_argument("--check", action="store_true", help="fail if the committed file drifts")
-    args = parser.parse_args(argv)
-    if args.check:
-        if not TARGET.is_file() or TARGET.read_text() != text():
-            print(f"{TARGET} is stale: run python -m hybridinference.launcher.compose_monitoring")
-            return 1
-        return 0
-    TARGET.write_text(text())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

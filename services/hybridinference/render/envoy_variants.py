@@ -5,11 +5,11 @@ Deployments need the same front proxy with more upstreams: several gateway repli
 internal listener that spreads the gateways' streams over several router replicas, each replica
 actively health-checked with grpc.health.v1. This module applies the mesh settings exactly as the
 launcher does and then only adds that scale-out part, so the routes, filters, transcoder and
-limits are the ones `make up` uses. The committed variants are regenerated and compared in tests:
+limits are the ones `make up` uses. The committed variants (VARIANTS) are rewritten and checked
+for drift with every other derived file by `python -m hybridinference.render [--check]`; a host
+renders its own (systemd's ExecStartPre) with
 
-    python -m hybridinference.launcher.envoy_variants            # rewrite deploy/envoy/envoy.*.yaml
-    python -m hybridinference.launcher.envoy_variants --check    # fail if they differ (drift)
-    python -m hybridinference.launcher.envoy_variants --render OUT --config MESH \\
+    python -m hybridinference.render.envoy_variants --render OUT --config MESH \\
         --gateway 127.0.0.1:50051 --gateway 127.0.0.1:50061 \\
         --router-listener 127.0.0.1:50060 --router 127.0.0.1:50052 --router 127.0.0.1:50062
 """
@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from hybridinference.common.settings import MeshSettings, dial_host, load_settings
-from hybridinference.launcher import envoy_config
+from hybridinference.render import envoy_config
 
 ENVOY_DIR = envoy_config.TEMPLATE.parent
 _HCM = "envoy.filters.network.http_connection_manager"
@@ -232,7 +232,7 @@ def render(settings: MeshSettings, scale: ScaleOut, descriptor: Path) -> dict[st
 def dump(config: dict[str, Any], source: str) -> str:
     header = (
         f"# GENERATED from deploy/envoy/envoy.yaml and {source} by\n"
-        "# `python -m hybridinference.launcher.envoy_variants`; edit those, never this file.\n"
+        "# `python -m hybridinference.render`; edit those, never this file.\n"
     )
     return header + yaml.safe_dump(config, sort_keys=False)
 
@@ -310,11 +310,12 @@ VARIANTS: tuple[Variant, ...] = (
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m hybridinference.launcher.envoy_variants",
-        description="Derive scale-out Envoy configs from deploy/envoy/envoy.yaml.",
+        prog="python -m hybridinference.render.envoy_variants",
+        description="Render a scale-out Envoy config from deploy/envoy/envoy.yaml for a host.",
     )
-    parser.add_argument("--check", action="store_true", help="fail if a committed variant drifts")
-    parser.add_argument("--render", metavar="OUT", help="write one config for the given replicas")
+    parser.add_argument(
+        "--render", metavar="OUT", required=True, help="write one config for the given replicas"
+    )
     parser.add_argument("--config", help="mesh YAML (default: $HI_CONFIG or built-in)")
     parser.add_argument("--gateway", action="append", default=[], metavar="HOST:PORT")
     parser.add_argument("--router-listener", metavar="HOST:PORT")
@@ -327,40 +328,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    if args.render:
-        settings = load_settings(args.config)
-        gateways = [HostPort.parse(g) for g in args.gateway] or [
-            HostPort(dial_host(settings.gateway.host), settings.gateway.port)
-        ]
-        scale = ScaleOut(
-            gateways=gateways,
-            router_listener=(
-                HostPort.parse(args.router_listener) if args.router_listener else None
-            ),
-            routers=[HostPort.parse(r) for r in args.router],
-        )
-        config = render(settings, scale, Path(args.descriptor))
-        out = Path(args.render)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(dump(config, args.config or "the built-in settings"))
-        return 0
-    drifted = []
-    for variant in VARIANTS:
-        path = ENVOY_DIR / variant.filename
-        text = variant.text()
-        if args.check:
-            if not path.is_file() or path.read_text() != text:
-                drifted.append(str(path))
-        else:
-            path.write_text(text)
-    if drifted:
-        print(
-            "envoy variants differ from deploy/envoy/envoy.yaml + their mesh configs:\n  "
-            + "\n  ".join(drifted)
-            + "\nrun `python -m hybridinference.launcher.envoy_variants` and commit",
-            file=sys.stderr,
-        )
-        return 1
+    settings = load_settings(args.config)
+    gateways = [HostPort.parse(g) for g in args.gateway] or [
+        HostPort(dial_host(settings.gateway.host), settings.gateway.port)
+    ]
+    scale = ScaleOut(
+        gateways=gateways,
+        router_listener=(HostPort.parse(args.router_listener) if args.router_listener else None),
+        routers=[HostPort.parse(r) for r in args.router],
+    )
+    config = render(settings, scale, Path(args.descriptor))
+    out = Path(args.render)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(dump(config, args.config or "the built-in settings"))
     return 0
 
 
