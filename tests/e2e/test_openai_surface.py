@@ -7,7 +7,7 @@ import openai
 import orjson
 import pytest
 
-from tests.support.mesh import Mesh
+from support.mesh import Mesh
 
 HELLO = [{"role": "user", "content": "hello there"}]
 

@@ -29,8 +29,8 @@ import yaml
 
 from hybridinference.common.settings import MeshSettings, load_settings
 from hybridinference.render import envoy_variants
+from support.procs import REPO, wait_healthy
 from tests.integration.test_envoy_config import validate
-from tests.support.procs import REPO, wait_healthy
 
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"

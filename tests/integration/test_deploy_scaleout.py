@@ -26,8 +26,7 @@ import yaml
 from hybridinference.common.settings import GatewaySettings, load_settings
 from hybridinference.render import envoy_config, envoy_variants
 from hybridinference.render.envoy_variants import HostPort, ScaleOut
-from tests.integration.test_envoy_config import ENVOY
-from tests.support.procs import (
+from support.procs import (
     REPO,
     ServiceProcess,
     free_port,
@@ -35,6 +34,7 @@ from tests.support.procs import (
     wait_healthy,
     write_config,
 )
+from tests.integration.test_envoy_config import ENVOY
 
 
 def _no_metrics(section: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import yaml
 
 from hybridinference.common.settings import load_settings
 from hybridinference.render import envoy_config
-from tests.support.procs import REPO
+from support.procs import REPO
 
 ENVOY = str(Path(sys.executable).parent / "envoy")
 

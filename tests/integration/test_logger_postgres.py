@@ -19,8 +19,8 @@ from hybridinference.logger.store import (
 from hybridinference.logger.store.migrations import load_migrations
 from hybridinference.logger.store.postgres import redact
 from hybridinference.logger.usage import UsageQuery
+from support.logger_records import BASE_SECONDS, make_record
 from tests.integration.logger_pg import pg_database
-from tests.unit.logger_records import BASE_SECONDS, make_record
 from tests.unit.test_logger_store import (
     Backend,
     migrations,

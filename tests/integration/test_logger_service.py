@@ -18,10 +18,10 @@ from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.record_batch import encode_batch
 from hybridinference.gateway.shipper import RecordShipper
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+from support.async_polling import until
+from support.logger_records import make_record
+from support.procs import ServiceProcess, free_port, start_service, write_config
 from tests.integration.logger_pg import pg_database
-from tests.support.async_polling import until
-from tests.support.procs import ServiceProcess, free_port, start_service, write_config
-from tests.unit.logger_records import make_record
 
 __all__ = ["pg_database"]
 

@@ -14,7 +14,7 @@ from hybridinference.common.settings import ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
-from tests.fakes.gemini_api import GeminiFake
+from support.fakes.gemini_api import GeminiFake
 
 KEY = "AIza-test-secret-0001"
 

@@ -15,7 +15,7 @@ from hybridinference.common.settings import ConfigError, ProviderEndpointSetting
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
-from tests.fakes.openai_api import OpenAIFake
+from support.fakes.openai_api import OpenAIFake
 
 KINDS = ["openai", "openai_compatible", "vllm"]
 KEY = "sk-test-secret-key-0001"

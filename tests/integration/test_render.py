@@ -10,7 +10,7 @@ import pytest
 
 from hybridinference.render import __main__ as render_command
 from hybridinference.render import prometheus_config
-from tests.support.procs import REPO
+from support.procs import REPO
 
 
 def test_the_committed_derived_files_are_what_the_sources_render() -> None:

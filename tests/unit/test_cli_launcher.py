@@ -11,7 +11,7 @@ from hybridinference.common.settings import MeshSettings, load_settings
 from hybridinference.launcher import plan, summary
 from hybridinference.launcher.__main__ import main
 from hybridinference.render import prometheus_config
-from tests.support.procs import REPO
+from support.procs import REPO
 
 
 def test_start_stages_and_stop_order() -> None:

@@ -18,7 +18,7 @@ from hybridinference.logger.store import MigrationError, RecordStore, SqliteStor
 from hybridinference.logger.store.migrations import load_migrations
 from hybridinference.logger.usage import UsageQuery
 from hybridinference.logger.v1 import logger_pb2
-from tests.unit.logger_records import BASE_SECONDS, make_record
+from support.logger_records import BASE_SECONDS, make_record
 
 
 @dataclass

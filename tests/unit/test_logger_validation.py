@@ -20,8 +20,8 @@ from hybridinference.logger.stats import LoggerStats
 from hybridinference.logger.store import SqliteStore, StoreUnavailable
 from hybridinference.logger.v1 import logger_pb2
 from hybridinference.logger.validation import _plain_row, check_record, partition
-from tests.support.async_polling import until
-from tests.unit.logger_records import make_record
+from support.async_polling import until
+from support.logger_records import make_record
 
 
 def _with(**changes: Any) -> logger_pb2.RequestRecord:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.support.procs import REPO
+from support.procs import REPO
 
 OFF = """
 import sys

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.support.procs import REPO
+from support.procs import REPO
 
 PACKAGE = REPO / "services" / "hybridinference"
 SERVICES = ("gateway", "router", "providers", "logger")
@@ -59,3 +59,25 @@ def test_the_seams_exist() -> None:
     for seams in SEAMS.values():
         for module in seams:
             assert (REPO / "services" / Path(*module.split("."))).with_suffix(".py").is_file()
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_benchmarks_and_the_shared_harness_import_no_test_modules() -> None:
+    # What both need lives in support/; support needs neither.
+    forbidden = {"bench": {"tests"}, "support": {"tests", "bench"}}
+    crossings = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for folder, names in forbidden.items()
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for name in sorted(_top_level_imports(path) & names)
+    ]
+    assert crossings == []

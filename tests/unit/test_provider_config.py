@@ -6,7 +6,7 @@ import pytest
 
 from hybridinference.common.settings import ConfigError, load_settings
 from hybridinference.providers.adapter import build_adapter
-from tests.support.procs import REPO
+from support.procs import REPO
 
 EXAMPLE = REPO / "deploy/config/providers.example.yaml"
 

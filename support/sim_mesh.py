@@ -16,7 +16,7 @@ import grpc
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
-from tests.support.procs import ServiceProcess, free_port, start_service, write_config
+from support.procs import ServiceProcess, free_port, start_service, write_config
 
 
 def endpoint(

@@ -12,7 +12,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from tests.support.procs import free_port
+from support.procs import free_port
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.procs import REPO, free_port, stop_process, wait_healthy, write_config
+from support.procs import REPO, free_port, stop_process, wait_healthy, write_config
 
 
 @dataclass

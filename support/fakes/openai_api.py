@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes.server import ThreadedServer
+from support.fakes.server import ThreadedServer
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.polling import poll
-from tests.support.procs import free_port, stop_process
+from support.polling import poll
+from support.procs import free_port, stop_process
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 

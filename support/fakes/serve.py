@@ -1,14 +1,14 @@
 """Serves a fake upstream in its own process (benchmarks keep its CPU apart from the adapter's).
 
-python -m tests.fakes.serve openai|gemini   → prints the base URL, serves until stdin closes
+python -m support.fakes.serve openai|gemini   → prints the base URL, serves until stdin closes
 """
 
 from __future__ import annotations
 
 import sys
 
-from tests.fakes.gemini_api import GeminiFake
-from tests.fakes.openai_api import OpenAIFake
+from support.fakes.gemini_api import GeminiFake
+from support.fakes.openai_api import OpenAIFake
 
 
 def main() -> None:

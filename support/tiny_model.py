@@ -4,7 +4,7 @@ A byte-level BPE tokenizer trained here on a few sentences, a chat template, and
 ``LlamaConfig(hidden_size=64, 2 layers, 2 heads)`` (vLLM's CPU attention needs head size >= 32).
 Seeded, so every build gives the same weights. Runs in the vLLM virtualenv (torch, transformers).
 
-    python tests/vllm/tiny_model.py OUT_DIR
+    python support/tiny_model.py OUT_DIR
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ one protobuf event per chunk. Requests run one after another (concurrency 1) aga
     per request = CPU of N one-chunk requests / N
     per chunk   = (CPU of N long requests - CPU of N one-chunk requests) / (N * (chunks - 1))
 
-    .venv/bin/python scripts/bench_adapters.py [--requests 200] [--chunks 64]
+    .venv/bin/python bench/adapters.py [--requests 200] [--chunks 64]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class BareAiohttpReader:
 
 def start_fake(kind: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.serve", kind],
+        [sys.executable, "-m", "support.fakes.serve", kind],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
