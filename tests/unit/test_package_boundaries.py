@@ -46,7 +46,8 @@ def _allowed(service: str, name: str) -> bool:
 def test_services_import_no_other_service_modules() -> None:
     crossings = [
         f"{path.relative_to(REPO)} imports {name}"
-        for service in SERVICES
+        # The key store is shared, and itself imports no service.
+        for service in (*SERVICES, "keys")
         for path in sorted((PACKAGE / service).rglob("*.py"))
         if "v1" not in path.relative_to(PACKAGE).parts
         for name in sorted(_imports(path))
