@@ -101,6 +101,10 @@ class Execution:
     quota_ticket: Ticket | None = None
     # From the x-hybridinference-endpoint header; "" lets the router choose.
     pinned_endpoint: str = ""
+    # logger.capture_content: the reply's text is collected for the record (prompt and
+    # response are stored then; otherwise nothing is collected).
+    capture: bool = False
+    response_parts: list[str] = field(default_factory=list)
 
     def fail(self, error: ServiceError) -> None:
         self.status = error.code
@@ -140,6 +144,8 @@ async def route_unary(
         execution.selection = reply.selection
     if reply.content:
         execution.first_token_monotonic = time.monotonic()
+        if execution.capture:
+            execution.response_parts.append(reply.content)
     if reply.HasField("completion"):
         execution.completion = reply.completion
     return reply
@@ -157,8 +163,11 @@ async def stream_route(
         async for event in stream:
             if event.HasField("selection"):
                 execution.selection = event.selection
-            if event.delta and execution.first_token_monotonic is None:
-                execution.first_token_monotonic = time.monotonic()
+            if event.delta:
+                if execution.first_token_monotonic is None:
+                    execution.first_token_monotonic = time.monotonic()
+                if execution.capture:
+                    execution.response_parts.append(event.delta)
             if event.HasField("completion"):
                 execution.completion = event.completion
             yield event

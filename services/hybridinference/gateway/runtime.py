@@ -29,8 +29,11 @@ class GatewayRuntime:
         edge: Edge | None = None,
         router_tls: TlsSettings | None = None,
         router: RouterClient | None = None,
+        capture_content: bool = False,
     ) -> None:
         self.settings = settings
+        # logger.capture_content: records carry the prompt and the response text.
+        self.capture_content = capture_content
         self.limits = Limits(
             max_messages=settings.max_messages,
             max_message_chars=settings.max_message_chars,

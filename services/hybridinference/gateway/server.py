@@ -35,7 +35,13 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
         router = RouterClient(stub)
         started.append(core.start)
         stopped.append(core.stop)
-    runtime = GatewayRuntime(settings.gateway, edge, router_tls=settings.router.tls, router=router)
+    runtime = GatewayRuntime(
+        settings.gateway,
+        edge,
+        router_tls=settings.router.tls,
+        router=router,
+        capture_content=settings.logger.capture_content,
+    )
     register_shipper_metrics(runtime.shipper)
     # Public services: undecodable request bytes get INVALID_ARGUMENT, not UNKNOWN.
     guarded = cast(grpc.aio.Server, GuardedRegistration(server))
