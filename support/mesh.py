@@ -44,7 +44,7 @@ class Mesh:
         return self.log_path.read_text(errors="replace")
 
 
-def mesh_config(tmp: Path, extra_models: bool = True) -> dict[str, Any]:
+def mesh_config(tmp: Path) -> dict[str, Any]:
     """Free ports everywhere; a normal, a slow and a mid-stream-dying simulated endpoint.
 
     /metrics is off (port 0) so test meshes never contend for the default metrics ports;

@@ -145,10 +145,7 @@ async def test_a_database_from_the_former_key_schema_runner_opens_unchanged(
         await db.execute(
             "INSERT INTO api_key_schema_version VALUES (1, 'api_key', '2026-01-01T00:00:00')"
         )
-        sql = (
-            REPO / "services/hybridinference/keys/migrations/sqlite/0001_api_key.sql"
-        ).read_text()
-        await db.executescript(sql)
+        await db.executescript((KEYS_SQLITE / "0001_api_key.sql").read_text())
         await db.commit()
     store = await open_key_store(LoggerSettings(port=0, sqlite_path=str(path)))
     try:

@@ -257,7 +257,6 @@ class LoggerSettings(ServerSettings):
     sqlite_path: str = "var/requests.db"
     # Rows per database transaction (one COPY batch) when draining the spool.
     batch_size: int = Field(default=2000, gt=0)
-    flush_interval_s: float = Field(default=0.05, gt=0)
     # Write-ahead spool: a batch is acknowledged once fsync'd here, then drained into the
     # database. Empty: "<sqlite_path>.spool" for SQLite, "var/logger-spool" for PostgreSQL.
     spool_dir: str = ""

@@ -12,8 +12,6 @@ from pydantic import Field
 
 from hybridinference.common.settings_base import SettingsSection
 
-MetricsPort = int
-
 GATEWAY_METRICS_PORT = 9101
 ROUTER_METRICS_PORT = 9102
 FIRST_WORKER_METRICS_PORT = 9103

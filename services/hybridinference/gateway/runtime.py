@@ -42,7 +42,7 @@ class GatewayRuntime:
         )
         # Authentication, model access and quotas (all off unless gateway.auth.enabled).
         self.edge = edge or Edge.disabled()
-        # ``router``: a client of a router colocated in this process; else the router service.
+        # ``router``: a client of the router hosted in this process; else the router service.
         self.router = router or RouterClient.dial(settings.router_address, router_tls)
         self.shipper = RecordShipper(
             settings.logger_address,

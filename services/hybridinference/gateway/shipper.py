@@ -90,9 +90,8 @@ class RecordShipper:
         self.rejected = 0
         # Records given up on: unsent at close without a spool, refused outright, spool full.
         self.abandoned = 0
-        # Records written to the disk spool, and those of them later delivered by replay.
+        # Records written to the disk spool.
         self.spooled = 0
-        self.replayed = 0
 
     async def start(self) -> None:
         if self._task is not None:
@@ -288,7 +287,6 @@ class RecordShipper:
             else:
                 self._note_success(reply, [])
                 self.sent += len(batch.payloads)
-                self.replayed += len(batch.payloads)
             spool.commit(batch)
             delay = self.backoff_initial_s
 

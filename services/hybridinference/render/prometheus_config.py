@@ -52,13 +52,13 @@ def render(
         ("router", settings.router),
         ("logger", settings.logger),
     ):
-        # A colocated router's metrics are on the gateway's /metrics.
+        # A router hosted in the gateway has its metrics on the gateway's /metrics.
         if section.metrics_port and not (section is settings.router and settings.router.colocated):
             jobs.append(_job(name, [(dial_address(section.host, section.metrics_port), {})]))
     workers = [
         (dial_address(worker.host, worker.metrics_port), {"worker": worker.name})
         for worker in settings.providers
-        # A colocated worker's metrics are on the router's /metrics.
+        # A worker hosted in the router has its metrics on the router's /metrics.
         if worker.metrics_port and not worker.colocated
     ]
     if workers:
