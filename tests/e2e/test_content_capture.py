@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -18,7 +19,7 @@ from support.mesh import Mesh, mesh_config, running_mesh
 from support.polling import poll
 
 MAX_CHARS = 4096
-MESSAGES = [
+MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "be brief"},
     {"role": "user", "content": "héllo, capture me"},
 ]
@@ -40,7 +41,8 @@ def stored(mesh: Mesh, request_id: str) -> logger_pb2.RequestRecord:
             stub = logger_pb2_grpc.LoggerServiceStub(channel)
             try:
                 request = logger_pb2.GetRecordRequest(request_id=request_id)
-                return stub.GetRecord(request, timeout=5).record
+                reply: logger_pb2.GetRecordResponse = stub.GetRecord(request, timeout=5)
+                return reply.record
             except grpc.RpcError as error:
                 if error.code() == grpc.StatusCode.NOT_FOUND:
                     return None
@@ -75,7 +77,7 @@ def test_openai_reply_and_stream_are_stored_with_their_prompt(capturing: Mesh) -
 
 
 def test_typed_grpc_reply_and_stream_are_stored_with_their_prompt(capturing: Mesh) -> None:
-    messages = [chat_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in MESSAGES]
+    messages = [chat_pb2.ChatMessage(role=m["role"], content=str(m["content"])) for m in MESSAGES]
     with grpc.insecure_channel(capturing.envoy_grpc) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         reply = stub.Chat(
@@ -96,7 +98,7 @@ def test_typed_grpc_reply_and_stream_are_stored_with_their_prompt(capturing: Mes
 
 
 def test_a_long_prompt_is_cut_to_the_cap(capturing: Mesh) -> None:
-    long = [{"role": "user", "content": "x" * (2 * MAX_CHARS)}]
+    long: list[ChatCompletionMessageParam] = [{"role": "user", "content": "x" * (2 * MAX_CHARS)}]
     openai_client(capturing).chat.completions.create(
         model="hi-sim", messages=long, extra_headers={"x-request-id": "cap-long"}
     )

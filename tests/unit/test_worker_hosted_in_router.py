@@ -15,7 +15,11 @@ from hybridinference.common.inprocess import InProcessStub
 from hybridinference.common.settings import MeshSettings, ProviderWorkerSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-from hybridinference.providers.hosted_in_router import WorkerInRouterChannel, host_worker_in_router
+from hybridinference.providers.hosted_in_router import (
+    WorkerInRouterChannel,
+    WorkerStub,
+    host_worker_in_router,
+)
 from hybridinference.router.endpoints import EndpointTable
 
 FAST = {"ttft_ms": 1, "itl_ms": 0, "output_tokens": 5}
@@ -54,7 +58,7 @@ async def colocated() -> Any:
 
 
 async def test_stream_and_unary_give_the_same_text(
-    colocated: tuple[WorkerInRouterChannel, InProcessStub],
+    colocated: tuple[WorkerInRouterChannel, WorkerStub],
 ) -> None:
     _, stub = colocated
     events = [event async for event in stub.Generate(generate("fast"), timeout=5)]
@@ -67,7 +71,7 @@ async def test_stream_and_unary_give_the_same_text(
 
 
 async def test_errors_surface_as_the_rich_status_a_remote_worker_sends(
-    colocated: tuple[WorkerInRouterChannel, InProcessStub],
+    colocated: tuple[WorkerInRouterChannel, WorkerStub],
 ) -> None:
     _, stub = colocated
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
@@ -83,7 +87,7 @@ async def test_errors_surface_as_the_rich_status_a_remote_worker_sends(
 
 
 async def test_deadline_ends_a_stream_and_a_unary_call_with_deadline_exceeded(
-    colocated: tuple[WorkerInRouterChannel, InProcessStub],
+    colocated: tuple[WorkerInRouterChannel, WorkerStub],
 ) -> None:
     _, stub = colocated
     with pytest.raises(grpc.aio.AioRpcError) as streamed:
@@ -100,7 +104,7 @@ async def test_deadline_ends_a_stream_and_a_unary_call_with_deadline_exceeded(
 
 
 async def test_cancel_of_a_stream_left_at_an_event_stops_the_generation(
-    colocated: tuple[WorkerInRouterChannel, InProcessStub],
+    colocated: tuple[WorkerInRouterChannel, WorkerStub],
 ) -> None:
     """The relay stops reading a stream (a hedge that lost) and cancels the call: the adapter
     must stop then, not when the generator is garbage-collected."""
@@ -120,7 +124,7 @@ async def test_cancel_of_a_stream_left_at_an_event_stops_the_generation(
 
 
 async def test_cancelling_a_unary_call_cancels_the_generation(
-    colocated: tuple[WorkerInRouterChannel, InProcessStub],
+    colocated: tuple[WorkerInRouterChannel, WorkerStub],
 ) -> None:
     _, stub = colocated
     call = stub.GenerateUnary(provider_pb2.GenerateUnaryRequest(request=generate("slow")))
@@ -133,7 +137,7 @@ async def test_cancelling_a_unary_call_cancels_the_generation(
 
 
 async def test_status_reports_every_endpoint(
-    colocated: tuple[WorkerInRouterChannel, InProcessStub],
+    colocated: tuple[WorkerInRouterChannel, WorkerStub],
 ) -> None:
     channel, stub = colocated
     reply = await stub.GetStatus(provider_pb2.GetStatusRequest(), timeout=1)

@@ -149,14 +149,17 @@ def stream_call(
     return StreamCall(method(request, _context(deadline)), deadline)
 
 
-class InProcessStub:
+Servicer = TypeVar("Servicer")
+
+
+class InProcessStub(Generic[Servicer]):
     """A stub for every RPC of a service descriptor, each calling the servicer's method of the
     same name in this process. Like a generated stub, its methods take the request and the
     keyword arguments ``timeout`` and ``metadata``; metadata is dropped (what the mesh's
     servicers need travels in the request). The RPCs come from the descriptor, so a new RPC
     needs no change here, and a servicer that lacks one fails when the stub is made."""
 
-    def __init__(self, servicer: object, service: ServiceDescriptor) -> None:
+    def __init__(self, servicer: Servicer, service: ServiceDescriptor) -> None:
         self.servicer = servicer
         self.service = service
         for method in service.methods:

@@ -38,12 +38,13 @@ class WorkerInRouterChannel:
         await self._servicer.close()
 
 
-HostWorker = Callable[[ProviderWorkerSettings], tuple[WorkerInRouterChannel, InProcessStub]]
+WorkerStub = InProcessStub[ProviderServicer]
+HostWorker = Callable[[ProviderWorkerSettings], tuple[WorkerInRouterChannel, WorkerStub]]
 
 
 def host_worker_in_router(
     settings: ProviderWorkerSettings,
-) -> tuple[WorkerInRouterChannel, InProcessStub]:
+) -> tuple[WorkerInRouterChannel, WorkerStub]:
     """Builds the worker's adapters in this process; its metrics join the router's /metrics.
     The stub serves ProviderService's RPCs (a ProviderStub for the router's endpoint table)."""
     servicer = build_servicer(settings)

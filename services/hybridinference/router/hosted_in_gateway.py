@@ -20,7 +20,9 @@ from hybridinference.router.v1 import router_pb2
 ROUTER_SERVICE = router_pb2.DESCRIPTOR.services_by_name["RouterService"]
 
 
-def host_router_in_gateway(settings: MeshSettings) -> tuple[RouterCore, InProcessStub]:
+def host_router_in_gateway(
+    settings: MeshSettings,
+) -> tuple[RouterCore, InProcessStub[RouterServicer]]:
     """The router's parts for the gateway to start and stop with itself, and a stub serving
     RouterService's RPCs in this process (the request id travels in the request, so the
     metadata the gateway adds is not needed)."""
