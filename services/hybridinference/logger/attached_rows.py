@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from hybridinference.common.spool import Position, SpoolBatch
+from hybridinference.common.spool import FramePosition, SpoolBatch
 from hybridinference.logger.rows import Row
 
 # Memory the rows of frames not yet consumed may take, estimated as the payload's size plus
@@ -26,19 +26,19 @@ class AttachedRows:
     def __init__(self, max_bytes: int = ATTACHED_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         # Frame position -> (its row, its estimated size), oldest first; and their sum.
-        self._rows: OrderedDict[Position, tuple[Row, int]] = OrderedDict()
+        self._rows: OrderedDict[FramePosition, tuple[Row, int]] = OrderedDict()
         self._bytes = 0
 
     def add(
-        self, positions: Sequence[Position], payloads: Sequence[bytes], rows: Sequence[Row]
+        self, positions: Sequence[FramePosition], payloads: Sequence[bytes], rows: Sequence[Row]
     ) -> None:
         """Keeps the rows of one appended batch, all or none (beyond the bound: none)."""
-        cost = sum(len(payload) for payload in payloads) + ROW_OVERHEAD_BYTES * len(payloads)
+        sizes = [len(payload) + ROW_OVERHEAD_BYTES for payload in payloads]
+        cost = sum(sizes)
         if self._bytes + cost > self.max_bytes:
             return
         self._bytes += cost
-        for position, payload, row in zip(positions, payloads, rows, strict=True):
-            self._rows[position] = (row, len(payload) + ROW_OVERHEAD_BYTES)
+        self._rows.update(zip(positions, zip(rows, sizes, strict=True), strict=True))
 
     def of(self, batch: SpoolBatch) -> list[Row | None]:
         """The kept row of each frame of the batch, None where there is none."""
