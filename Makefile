@@ -11,7 +11,7 @@ TOOLS      := .tools
 BUF        := $(TOOLS)/node_modules/.bin/buf
 CONFIG     ?=
 
-.PHONY: up test test-vllm protos check-protos lint buf venv clean
+.PHONY: up test test-vllm protos check-protos render check-render lint buf venv clean
 
 # Re-installs only when pyproject.toml is newer than the stamp (dependency or entry point change).
 $(STAMP): pyproject.toml
@@ -57,6 +57,15 @@ check-protos: protos
 	@untracked="$$(git status --porcelain --untracked-files=all -- $(GENERATED))"; \
 	if [ -n "$$untracked" ]; then echo "generated files differ from the commit:"; \
 	echo "$$untracked"; echo "run 'make protos' and commit"; exit 1; fi
+
+# Every committed file derived from configuration or contracts (Envoy variants, Prometheus
+# configs, Grafana dashboards, generated protos): one renderer, hybridinference/render.
+render: $(STAMP)
+	$(PY) -m hybridinference.render
+
+# Fails, naming each file, when one differs from what its sources render (CI runs this).
+check-render: $(STAMP)
+	$(PY) -m hybridinference.render --check
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)

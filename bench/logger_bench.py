@@ -37,13 +37,13 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hybridinference.common.server import insecure_channel
-from hybridinference.logger.shipper import RecordShipper
+from hybridinference.common.channels import insecure_channel
+from hybridinference.gateway.shipper import RecordShipper
 from hybridinference.logger.store import PostgresStore
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
-from tests.support.polling import until
-from tests.support.procs import free_port, start_service, write_config
-from tests.unit.logger_records import make_record
+from support.logger_records import make_record
+from support.polling import until
+from support.procs import free_port, start_service, write_config
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

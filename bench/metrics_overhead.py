@@ -40,8 +40,8 @@ from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.router import metrics as router_metrics
 from hybridinference.router.endpoints import Model
 from hybridinference.router.v1 import router_pb2
-from tests.support.mesh import mesh_config
-from tests.support.procs import REPO, free_port, wait_healthy, write_config
+from support.mesh import mesh_config
+from support.procs import REPO, free_port, wait_healthy, write_config
 
 REPEATS = 7
 

@@ -1,5 +1,5 @@
 """Routing study: every policy against the same synthetic hybrid workload, through the real router
-and real sim workers (tests/sim_harness).
+and real sim workers (support/sim_mesh.py).
 
 Workload: two local endpoints (zero price, 4 generations at a time each, the rest queue) and two
 cloud endpoints (priced per token, slower first tokens with heavy tails). Poisson arrivals at a
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
-from tests.sim_harness.mesh import SimMesh, endpoint
+from support.sim_mesh import SimMesh, endpoint
 
 LOCAL = {
     "ttft_ms": 40,

@@ -3,7 +3,7 @@
     py="$(bash tests/vllm/install_vllm.sh)"   # the vLLM virtualenv's python (installs it once)
     "$py" bench/vllm_modes.py [--max-tokens 128] [--concurrency 1 8] [--runs 9] [--rounds 2]
 
-Builds the tiny model (``tests/vllm/tiny_model.py``) in a temporary directory, starts vLLM's
+Builds the tiny model (``support/tiny_model.py``) in a temporary directory, starts vLLM's
 OpenAI server on loopback (the same flags as ``tests/vllm``) and, in this process, the
 in-process engine (``vllm_engine`` settings), both from the factory the provider worker uses
 (``build_adapter("vllm", ...)``). Both modes then answer the same greedy chat request (fixed
@@ -56,7 +56,7 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
 from hybridinference.providers.vllm_engine import VllmEngineAdapter
-from tests.support.procs import free_port, stop_process
+from support.procs import free_port, stop_process
 
 SERVED = "tiny"
 MAX_MODEL_LEN = 512
@@ -339,7 +339,7 @@ def main() -> None:
 
     load_before = round(os.getloadavg()[0], 2)
     # Imported here: tiny_model's torch/transformers imports are untyped (as in tests/vllm).
-    tiny_model = importlib.import_module("tests.vllm.tiny_model")
+    tiny_model = importlib.import_module("support.tiny_model")
     vllm_env: dict[str, str] = tiny_model.VLLM_ENV  # the settings the real-vLLM tests use
     server_env = {**os.environ, **vllm_env}
     os.environ.update(vllm_env)
@@ -360,7 +360,7 @@ def main() -> None:
             stop_process(proc, signal.SIGINT, timeout_s=30)
     report = {
         "benchmark": "vllm_modes",
-        "model": "tiny random Llama (tests/vllm/tiny_model.py: 2 layers, hidden 64, float32)",
+        "model": "tiny random Llama (support/tiny_model.py: 2 layers, hidden 64, float32)",
         "prompt": PROMPT,
         "max_tokens": args.max_tokens,
         "temperature": 0.0,

@@ -9,9 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-OUT=services
+# OUT and DESCRIPTOR elsewhere: `python -m hybridinference.render --check` generates into a
+# scratch directory and compares with what is committed.
+OUT=${OUT:-services}
+DESCRIPTOR=${DESCRIPTOR:-deploy/envoy/hybridinference.pb}
 rm -rf "$OUT"/hybridinference/*/v1
-mkdir -p deploy/envoy
+mkdir -p "$OUT" "$(dirname "$DESCRIPTOR")"
 mapfile -t PROTOS < <(cd protos && find hybridinference -name '*.proto' | LC_ALL=C sort)
 "$PY" -m grpc_tools.protoc \
   -I protos -I third_party/googleapis \
@@ -23,7 +26,7 @@ mapfile -t PROTOS < <(cd protos && find hybridinference -name '*.proto' | LC_ALL
 "$PY" -m grpc_tools.protoc \
   -I protos -I third_party/googleapis \
   --include_imports \
-  --descriptor_set_out=deploy/envoy/hybridinference.pb \
+  --descriptor_set_out="$DESCRIPTOR" \
   "${PROTOS[@]}" google/rpc/error_details.proto google/rpc/status.proto
 for dir in "$OUT"/hybridinference/*/v1; do
   touch "$dir/__init__.py"

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.mesh import Mesh, running_mesh
-from tests.support.procs import REPO, free_port, stop_process
+from support.mesh import Mesh, running_mesh
+from support.procs import REPO, free_port, stop_process
 
 # Model names clients send. "bench" answers at once (the whole stream in one write);
 # "bench-stream" sends each token in its own write, 0.5 ms apart, as an engine does.

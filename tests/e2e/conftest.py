@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.mesh import Mesh, running_mesh
+from support.mesh import Mesh, running_mesh
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from hybridinference.gateway.v1 import admin_pb2, admin_pb2_grpc
-from tests.support.mesh import Mesh, mesh_config, running_mesh
-from tests.support.polling import poll
-from tests.support.procs import REPO
+from support.mesh import Mesh, mesh_config, running_mesh
+from support.polling import poll
+from support.procs import REPO
 
 SECRET_ENV = "HI_E2E_ADMIN_SECRET"
 

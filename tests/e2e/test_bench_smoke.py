@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import REPO
+from support.procs import REPO
 
 REQUIRED_KEYS = {
     "added_latency_p50_ms_c1",

@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
-from tests.support.mesh import Mesh, mesh_config, running_mesh
-from tests.support.polling import poll
-from tests.support.procs import free_port
+from support.mesh import Mesh, mesh_config, running_mesh
+from support.polling import poll
+from support.procs import free_port
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello colocated"}]
 

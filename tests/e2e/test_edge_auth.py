@@ -31,9 +31,9 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.keys.store import open_key_store
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
-from tests.support.mesh import Mesh, mesh_config, running_mesh
-from tests.support.polling import poll
-from tests.support.procs import REPO, ServiceProcess, free_port, start_service
+from support.mesh import Mesh, mesh_config, running_mesh
+from support.polling import poll
+from support.procs import REPO, ServiceProcess, free_port, start_service
 
 SECRET_ENV = "HI_E2E_AUTH_SECRET"
 HELLO = [{"role": "user", "content": "hello there"}]

@@ -19,7 +19,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.procs import REPO, free_port, write_config
+from support.procs import REPO, free_port, write_config
 
 GRACE_S = 2.0
 SERVICES = [

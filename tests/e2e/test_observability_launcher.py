@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import prometheus as prom
-from tests.support.mesh import mesh_config
-from tests.support.polling import poll
-from tests.support.procs import REPO, free_port, wait_healthy, write_config
+from support import prometheus as prom
+from support.mesh import mesh_config
+from support.polling import poll
+from support.procs import REPO, free_port, wait_healthy, write_config
 
 pytestmark = pytest.mark.skipif(
     not prom.installed(), reason="prometheus binary not installed (apt-get install prometheus)"

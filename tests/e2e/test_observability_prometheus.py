@@ -11,11 +11,11 @@ import pytest
 from hybridinference.common.settings import load_settings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from hybridinference.launcher.prometheus_config import render
-from tests.support import prometheus as prom
-from tests.support.mesh import Mesh, mesh_config, running_mesh
-from tests.support.polling import poll
-from tests.support.procs import free_port
+from hybridinference.render.prometheus_config import render
+from support import prometheus as prom
+from support.mesh import Mesh, mesh_config, running_mesh
+from support.polling import poll
+from support.procs import free_port
 
 pytestmark = pytest.mark.skipif(
     not prom.installed(), reason="prometheus binary not installed (apt-get install prometheus)"
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 
 HTTP_REQUESTS = 5
 GRPC_STREAMS = 3
-SIM_TOKENS = 12  # output_tokens of sim-a in tests/support/mesh.py
+SIM_TOKENS = 12  # output_tokens of sim-a in support/mesh.py
 
 
 @pytest.fixture(scope="module")

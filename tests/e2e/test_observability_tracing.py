@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.mesh import Mesh, mesh_config, running_mesh
-from tests.support.otlp import OtlpReceiver, ReceivedSpan, running_receiver
-from tests.support.polling import poll
+from support.mesh import Mesh, mesh_config, running_mesh
+from support.otlp import OtlpReceiver, ReceivedSpan, running_receiver
+from support.polling import poll
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
-from tests.support.mesh import Mesh
-from tests.support.polling import poll
+from support.mesh import Mesh
+from support.polling import poll
 
 HELLO = [chat_pb2.ChatMessage(role="user", content="hello there")]
 

@@ -12,7 +12,7 @@ from grpc_status import rpc_status
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.support.mesh import Mesh
+from support.mesh import Mesh
 
 HELLO = [chat_pb2.ChatMessage(role="user", content="hello there")]
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.support.mesh import Mesh
-from tests.support.procs import wait_healthy
+from support.mesh import Mesh
+from support.procs import wait_healthy
 
 EXAMPLES = int(os.environ.get("HI_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(

@@ -28,9 +28,9 @@ import pytest
 import yaml
 
 from hybridinference.common.settings import MeshSettings, load_settings
-from hybridinference.launcher import envoy_variants
+from hybridinference.render import envoy_variants
+from support.procs import REPO, wait_healthy
 from tests.integration.test_envoy_config import validate
-from tests.support.procs import REPO, wait_healthy
 
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -178,9 +178,9 @@ def test_compose_runs_the_envoy_config_derived_from_the_one_make_up_uses() -> No
 
 def test_derived_envoy_configs_have_not_drifted() -> None:
     """Regenerating from deploy/envoy/envoy.yaml and the mesh configs gives the committed files;
-    when this fails, run `python -m hybridinference.launcher.envoy_variants` and commit."""
+    when this fails, run `python -m hybridinference.render` and commit."""
     result = subprocess.run(
-        [sys.executable, "-m", "hybridinference.launcher.envoy_variants", "--check"],
+        [sys.executable, "-m", "hybridinference.render", "--check", "envoy"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -334,7 +334,7 @@ def test_compose_prometheus_config_is_derived_and_valid(tmp_path: Path) -> None:
     )
     assert "./prometheus/rules:/etc/prometheus/rules:ro" in prometheus["volumes"]
     drift = subprocess.run(
-        [sys.executable, "-m", "hybridinference.launcher.compose_monitoring", "--check"],
+        [sys.executable, "-m", "hybridinference.render", "--check", "compose-monitoring"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -21,7 +21,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.support.procs import REPO
+from support.procs import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"

@@ -1,6 +1,6 @@
 """Scale-out for real: two gateways and two routers behind one Envoy running the derived config.
 
-The config is what hybridinference.launcher.envoy_variants derives from deploy/envoy/envoy.yaml (the
+The config is what hybridinference.render.envoy_variants derives from deploy/envoy/envoy.yaml (the
 same code as the committed envoy.scaleout.yaml), rendered for free ports. Requests must be spread
 over both replicas of each tier, and a replica that dies must be routed around: no failed
 request, and Envoy's active gRPC health check marks it unhealthy.
@@ -24,10 +24,9 @@ import pytest
 import yaml
 
 from hybridinference.common.settings import GatewaySettings, load_settings
-from hybridinference.launcher import envoy_config, envoy_variants
-from hybridinference.launcher.envoy_variants import HostPort, ScaleOut
-from tests.integration.test_envoy_config import ENVOY
-from tests.support.procs import (
+from hybridinference.render import envoy_config, envoy_variants
+from hybridinference.render.envoy_variants import HostPort, ScaleOut
+from support.procs import (
     REPO,
     ServiceProcess,
     free_port,
@@ -35,6 +34,7 @@ from tests.support.procs import (
     wait_healthy,
     write_config,
 )
+from tests.integration.test_envoy_config import ENVOY
 
 
 def _no_metrics(section: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from support.procs import REPO
 from tests.integration.test_envoy_config import validate
-from tests.support.procs import REPO
 
 SYSTEMD = REPO / "deploy" / "systemd"
 MULTIHOST = REPO / "deploy" / "multihost"

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.support.procs import ServiceProcess, free_port, start_service, write_config
+from support.procs import ServiceProcess, free_port, start_service, write_config
 
 
 def _name(common: str) -> x509.Name:

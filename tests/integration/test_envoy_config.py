@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from hybridinference.common.settings import load_settings
-from hybridinference.launcher import envoy_config
-from tests.support.procs import REPO
+from hybridinference.render import envoy_config
+from support.procs import REPO
 
 ENVOY = str(Path(sys.executable).parent / "envoy")
 

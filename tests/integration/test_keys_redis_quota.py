@@ -20,7 +20,7 @@ from hybridinference.gateway.quota.guard import QuotaGuard
 from hybridinference.gateway.quota.limits import QuotaLimits
 from hybridinference.gateway.quota.redis_counters import RedisCounters
 from hybridinference.keys.model import ApiKey
-from tests.support.procs import free_port
+from support.procs import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 import asyncpg
 import pytest
 
@@ -17,10 +18,12 @@ from hybridinference.gateway.key_refresh import KeyRefresher
 from hybridinference.keys.issue import create_key
 from hybridinference.keys.store import KeyStore, open_key_store
 from hybridinference.logger.store import open_store
+from support.procs import REPO
 from tests.integration.logger_pg import ADMIN_DSN, dsn_for, pg_database
 
 __all__ = ["pg_database"]
 SECRET = b"integration-secret-0123456789"
+KEYS_SQLITE = REPO / "services" / "hybridinference" / "keys" / "migrations" / "sqlite"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -125,3 +128,33 @@ async def test_concurrent_first_opens_apply_the_schema_once(pg_database: str) ->
     finally:
         await conn.close()
     assert [row["version"] for row in versions] == [1]
+
+
+async def test_a_database_from_the_former_key_schema_runner_opens_unchanged(
+    tmp_path: Path,
+) -> None:
+    # Before keys used the common migration runner, their version table had no default for
+    # applied_at and step 1 was named "api_key": such a database opens as it is, keys intact.
+
+    path = tmp_path / "requests.db"
+    async with aiosqlite.connect(path) as db:
+        await db.execute(
+            "CREATE TABLE api_key_schema_version (version INTEGER PRIMARY KEY, "
+            "name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        await db.execute(
+            "INSERT INTO api_key_schema_version VALUES (1, 'api_key', '2026-01-01T00:00:00')"
+        )
+        await db.executescript((KEYS_SQLITE / "0001_api_key.sql").read_text())
+        await db.commit()
+    store = await open_key_store(LoggerSettings(port=0, sqlite_path=str(path)))
+    try:
+        await create_key(store, SECRET, "kept")
+        assert [k.name for k in await store.list_keys()] == ["kept"]
+    finally:
+        await store.close()
+    async with (
+        aiosqlite.connect(path) as db,
+        db.execute("SELECT version, name FROM api_key_schema_version") as cursor,
+    ):
+        assert list(await cursor.fetchall()) == [(1, "api_key")]

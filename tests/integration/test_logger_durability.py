@@ -20,14 +20,14 @@ import asyncpg
 import grpc
 import pytest
 
-from hybridinference.common.server import insecure_channel
+from hybridinference.common.channels import insecure_channel
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+from support.polling import until
+from support.procs import ServiceProcess, free_port, start_service, write_config
+from support.tcp_proxy import TcpProxy
 from tests.integration.logger_pg import pg_database
-from tests.support.polling import until
-from tests.support.procs import ServiceProcess, free_port, start_service, write_config
-from tests.support.tcp_proxy import TcpProxy
 
 __all__ = ["pg_database"]
 

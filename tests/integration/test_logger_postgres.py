@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from hybridinference.common.database import redact
 from hybridinference.logger.store import (
     MigrationError,
     PostgresStore,
@@ -16,11 +17,10 @@ from hybridinference.logger.store import (
     StoreUnavailable,
     WriteResult,
 )
-from hybridinference.logger.store.migrations import load_migrations
-from hybridinference.logger.store.postgres import redact
+from hybridinference.logger.store.base import SCHEMA
 from hybridinference.logger.usage import UsageQuery
+from support.logger_records import BASE_SECONDS, make_record
 from tests.integration.logger_pg import pg_database
-from tests.unit.logger_records import BASE_SECONDS, make_record
 from tests.unit.test_logger_store import (
     Backend,
     migrations,
@@ -81,7 +81,7 @@ def backend(pg_database: str) -> Backend:
         return [str(row[0]) for row in rows]
 
     def open_at(version: str) -> Awaitable[RecordStore]:
-        older = [m for m in load_migrations("postgres") if m.name[:4] <= version]
+        older = [m for m in SCHEMA.migrations("postgres") if m.name[:4] <= version]
         return PostgresStore.open(pg_database, older)
 
     return Backend(lambda: PostgresStore.open(pg_database), fetch, columns, open_at)

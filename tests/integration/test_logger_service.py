@@ -13,15 +13,15 @@ import orjson
 import pytest
 
 from hybridinference.cli.__main__ import main as cli_main
+from hybridinference.common.channels import insecure_channel
 from hybridinference.common.errors import from_rpc_error
-from hybridinference.common.server import insecure_channel
-from hybridinference.logger.decoding import encode_batch
-from hybridinference.logger.shipper import RecordShipper
+from hybridinference.common.record_batch import encode_batch
+from hybridinference.gateway.shipper import RecordShipper
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+from support.logger_records import make_record
+from support.polling import until
+from support.procs import ServiceProcess, free_port, start_service, write_config
 from tests.integration.logger_pg import pg_database
-from tests.support.polling import until
-from tests.support.procs import ServiceProcess, free_port, start_service, write_config
-from tests.unit.logger_records import make_record
 
 __all__ = ["pg_database"]
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from hybridinference.common.settings import MeshSettings
-from hybridinference.launcher.prometheus_config import COMMITTED, dump, render
+from hybridinference.render.prometheus_config import COMMITTED, dump, render
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
@@ -37,7 +37,7 @@ def test_committed_prometheus_config_is_the_default_rendering(
 ) -> None:
     monkeypatch.delenv("HI_CONFIG", raising=False)
     assert COMMITTED.read_text() == dump(render(MeshSettings())), (
-        "run: python -m hybridinference.launcher.prometheus_config"
+        "run: python -m hybridinference.render"
     )
 
 

@@ -13,8 +13,8 @@ from hybridinference.common.settings import ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
-from tests.fakes.gemini_api import GeminiFake
-from tests.support.polling import until
+from support.fakes.gemini_api import GeminiFake
+from support.polling import until
 
 KEY = "AIza-test-secret-0001"
 

@@ -15,8 +15,8 @@ from hybridinference.common.settings import ConfigError, ProviderEndpointSetting
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
-from tests.fakes.openai_api import OpenAIFake
-from tests.support.polling import until
+from support.fakes.openai_api import OpenAIFake
+from support.polling import until
 
 KINDS = ["openai", "openai_compatible", "vllm"]
 KEY = "sk-test-secret-key-0001"

@@ -17,8 +17,8 @@ from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from hybridinference.providers.sim import count_prompt_tokens, sim_tokens
-from tests.support.polling import until
-from tests.support.procs import REPO, ServiceProcess, free_port, start_service, write_config
+from support.polling import until
+from support.procs import REPO, ServiceProcess, free_port, start_service, write_config
 
 MESSAGES = [chat_pb2.ChatMessage(role="user", content="hello provider worker")]
 

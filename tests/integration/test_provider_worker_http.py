@@ -13,9 +13,9 @@ import pytest
 from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
-from tests.fakes.openai_api import OpenAIFake
-from tests.support.polling import until
-from tests.support.procs import ServiceProcess, free_port, start_service, write_config
+from support.fakes.openai_api import OpenAIFake
+from support.polling import until
+from support.procs import ServiceProcess, free_port, start_service, write_config
 
 KEY = "sk-worker-test-secret"
 

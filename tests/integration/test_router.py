@@ -14,8 +14,8 @@ from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
-from tests.support.polling import poll
-from tests.support.procs import ServiceProcess, free_port, start_service, write_config
+from support.polling import poll
+from support.procs import ServiceProcess, free_port, start_service, write_config
 
 FAST = {"ttft_ms": 5, "itl_ms": 2, "output_tokens": 8}
 

@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from hybridinference.router.v1 import router_pb2
-from tests.sim_harness.mesh import SimMesh, endpoint, request
-from tests.support.polling import poll
+from support.polling import poll
+from support.sim_mesh import SimMesh, endpoint, request
 
 FAST = {"ttft_ms": 2, "itl_ms": 1, "output_tokens": 4}
 

@@ -13,8 +13,8 @@ import pytest
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
-from tests.support.polling import poll
-from tests.support.procs import ServiceProcess, free_port, start_service, write_config
+from support.polling import poll
+from support.procs import ServiceProcess, free_port, start_service, write_config
 
 
 def mesh_config(worker_port: int, router_port: int, models: list[dict[str, Any]]) -> dict[str, Any]:

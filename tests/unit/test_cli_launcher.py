@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from hybridinference.common.settings import MeshSettings, load_settings
-from hybridinference.launcher import plan, prometheus_config, summary
+from hybridinference.launcher import plan, summary
 from hybridinference.launcher.__main__ import main
-from tests.support.procs import REPO
+from hybridinference.render import prometheus_config
+from support.procs import REPO
 
 
 def test_start_stages_and_stop_order() -> None:

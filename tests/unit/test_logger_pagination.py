@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from hybridinference.common.database import split_statements
 from hybridinference.logger.pagination import (
     Cursor,
     InvalidPageToken,
@@ -13,7 +14,6 @@ from hybridinference.logger.pagination import (
     decode_token,
     encode_token,
 )
-from hybridinference.logger.store.migrations import split_statements
 
 
 def test_token_round_trip() -> None:

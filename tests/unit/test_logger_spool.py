@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hybridinference.logger import spool as spool_module
-from hybridinference.logger.spool import Spool, SpoolError, SpoolFull
+from hybridinference.common.spool import Spool, SpoolError, SpoolFull
 
 
 def _payloads(start: int, count: int) -> list[bytes]:
@@ -59,39 +58,13 @@ async def test_read_ahead_of_uncommitted_batches(tmp_path: Path) -> None:
     spool.close()
 
 
-async def test_attached_objects_come_back_with_their_payloads(tmp_path: Path) -> None:
+async def test_append_returns_the_positions_reads_hand_back(tmp_path: Path) -> None:
     spool = Spool.open(tmp_path / "s", max_bytes=1 << 20, segment_bytes=200)
-    await spool.append(_payloads(0, 4), [f"row-{i}" for i in range(4)])
-    await spool.append(_payloads(4, 2))
-    await spool.append(_payloads(6, 3), [f"row-{i}" for i in range(6, 9)])
+    positions = await spool.append(_payloads(0, 4))
+    positions += await spool.append(_payloads(4, 5))
     first = spool.read(5)
     rest = spool.read(100, first.end)
-    assert first.attached == ["row-0", "row-1", "row-2", "row-3", None]
-    assert rest.attached == [None, "row-6", "row-7", "row-8"]
-    spool.commit(first)
-    assert spool.read(100).attached == rest.attached
-    spool.close()
-    # Memory only: after a restart the reader has the payloads alone.
-    spool = Spool.open(tmp_path / "s", max_bytes=1 << 20, segment_bytes=200)
-    again = spool.read(100)
-    assert again.payloads == _payloads(5, 4) and again.attached == [None] * 4
-    spool.close()
-
-
-async def test_attached_objects_are_bounded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Room for five of these frames (each is 8 + 36 bytes, plus the per-frame estimate).
-    monkeypatch.setattr(spool_module, "ATTACHED_MAX_BYTES", 5 * (8 + 36 + 1024))
-    spool = Spool.open(tmp_path / "s", max_bytes=1 << 20)
-    await spool.append(_payloads(0, 3), ["a", "b", "c"])
-    # Would hold 6: kept on disk only.
-    await spool.append(_payloads(3, 3), ["d", "e", "f"])
-    batch = spool.read(2)
-    assert batch.attached == ["a", "b"]
-    spool.commit(batch)
-    await spool.append(_payloads(6, 3), ["g", "h", "i"])
-    assert spool.read(100).attached == ["c", None, None, None, "g", "h", "i"]
+    assert len(set(positions)) == 9 and first.positions + rest.positions == positions
     spool.close()
 
 

@@ -15,10 +15,10 @@ import pytest
 from hybridinference.logger.pagination import InvalidPageToken, ListFilters
 from hybridinference.logger.rows import COLUMNS
 from hybridinference.logger.store import MigrationError, RecordStore, SqliteStore
-from hybridinference.logger.store.migrations import load_migrations
+from hybridinference.logger.store.base import SCHEMA
 from hybridinference.logger.usage import UsageQuery
 from hybridinference.logger.v1 import logger_pb2
-from tests.unit.logger_records import BASE_SECONDS, make_record
+from support.logger_records import BASE_SECONDS, make_record
 
 
 @dataclass
@@ -48,7 +48,7 @@ def backend(tmp_path: Path) -> Backend:
         return [str(row[1]) for row in await fetch("PRAGMA table_info(request_log)")]
 
     def open_at(version: str) -> Awaitable[RecordStore]:
-        older = [m for m in load_migrations("sqlite") if m.name[:4] <= version]
+        older = [m for m in SCHEMA.migrations("sqlite") if m.name[:4] <= version]
         return SqliteStore.open(str(path), older)
 
     return Backend(lambda: SqliteStore.open(str(path)), fetch, columns, open_at)

@@ -11,16 +11,17 @@ from typing import Any
 import grpc
 import pytest
 
+from hybridinference.common.spool import Spool
+from hybridinference.logger.attached_rows import AttachedRows
 from hybridinference.logger.capture import CapturePolicy
 from hybridinference.logger.drain import SpoolDrainer
 from hybridinference.logger.servicer import LoggerServicer
-from hybridinference.logger.spool import Spool
 from hybridinference.logger.stats import LoggerStats
 from hybridinference.logger.store import SqliteStore, StoreUnavailable
 from hybridinference.logger.v1 import logger_pb2
 from hybridinference.logger.validation import _plain_row, check_record, partition
-from tests.support.polling import until
-from tests.unit.logger_records import make_record
+from support.logger_records import make_record
+from support.polling import until
 
 
 def _with(**changes: Any) -> logger_pb2.RequestRecord:
@@ -100,8 +101,10 @@ async def logger(tmp_path: Path) -> AsyncIterator[Logger]:
     store = await SqliteStore.open(str(tmp_path / "r.db"))
     spool = Spool.open(tmp_path / "spool", max_bytes=64 * 1024)
     stats = LoggerStats()
-    drainer = SpoolDrainer(spool, store, stats, batch_size=2, retry_max_s=0.05)
-    servicer = LoggerServicer(store, spool, stats, CapturePolicy(enabled=False, max_chars=10))
+    rows = AttachedRows()
+    drainer = SpoolDrainer(spool, rows, store, stats, batch_size=2, retry_max_s=0.05)
+    capture = CapturePolicy(enabled=False, max_chars=10)
+    servicer = LoggerServicer(store, spool, rows, stats, capture)
     yield Logger(servicer, store, spool, stats, drainer)
     await drainer.stop(timeout_s=1)
     await store.close()

@@ -23,7 +23,7 @@ from hybridinference.common.metrics import (
     unregister_collector,
 )
 from hybridinference.common.settings import MeshSettings, ProviderWorkerSettings
-from tests.support.polling import until
+from support.polling import until
 
 HEALTH = "grpc.health.v1.Health"
 

@@ -3,11 +3,9 @@ the mesh exports (or a recording rule), so a renamed metric cannot leave a silen
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
-from types import ModuleType
 
 import yaml
 from prometheus_client import REGISTRY
@@ -17,6 +15,7 @@ import hybridinference.logger.metrics
 import hybridinference.providers.metrics
 import hybridinference.router.metrics  # noqa: F401 - registers the router's metric families
 from hybridinference.common import metrics as common_metrics
+from hybridinference.render import grafana_dashboards
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy" / "grafana"
@@ -52,16 +51,6 @@ SCRAPE_TIME = {
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 
 
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "build_dashboards", GRAFANA / "build_dashboards.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _exported() -> set[str]:
     names = set(SCRAPE_TIME)
     for family in REGISTRY.collect():
@@ -76,12 +65,10 @@ def _exported() -> set[str]:
 
 
 def test_committed_dashboards_are_the_generated_ones() -> None:
-    generator = _generator()
+    generator = grafana_dashboards
     for name, board in generator.DASHBOARDS.items():
         committed = (GRAFANA / "dashboards" / f"{name}.json").read_text()
-        assert committed == generator.render(board), (
-            "run: python deploy/grafana/build_dashboards.py"
-        )
+        assert committed == generator.render(board), "run: python -m hybridinference.render"
     assert set(generator.DASHBOARDS) == {"overview", "providers", "routing", "logger"}
 
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import orjson
 
-from tests.support.procs import REPO
+from support.procs import REPO
 
 
 def probe(name: str) -> Any:
-    """Runs tests/support/tracing_probe.py's probe in a fresh interpreter and returns its facts."""
+    """Runs support/tracing_probe.py's probe in a fresh interpreter and returns its facts."""
     result = subprocess.run(
-        [sys.executable, "-m", "tests.support.tracing_probe", name],
+        [sys.executable, "-m", "support.tracing_probe", name],
         cwd=REPO,
         capture_output=True,
         timeout=60,

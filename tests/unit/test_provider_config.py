@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hybridinference.common.settings import ConfigError, load_settings
-from hybridinference.providers.adapter import build_adapter
-from tests.support.procs import REPO
+from hybridinference.common.settings_base import PROVIDER_KINDS
+from hybridinference.providers.adapter import BUILDERS, build_adapter
+from support.procs import REPO
 
 EXAMPLE = REPO / "deploy/config/providers.example.yaml"
 
@@ -46,3 +47,10 @@ def test_unknown_kind_is_rejected_by_the_config() -> None:
             ],
             models=[{"name": "m", "endpoints": ["e"]}],
         )
+
+
+def test_the_adapter_factory_covers_exactly_the_configurable_kinds() -> None:
+    # Both come from one list (common/settings_base.py); the example config uses every real one.
+    assert sorted(BUILDERS) == sorted(PROVIDER_KINDS)
+    with pytest.raises(ConfigError, match="unknown provider kind 'nope'; known kinds: sim, vllm"):
+        build_adapter("nope", load_settings(None).providers[0].endpoints[0])

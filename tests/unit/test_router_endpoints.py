@@ -6,7 +6,7 @@ from typing import Any, cast
 
 from hybridinference.common.settings import load_settings
 from hybridinference.router.endpoints import EndpointTable, ProviderStub
-from tests.support.router_fakes import FakeStub
+from support.router_fakes import FakeStub
 
 
 def test_table_from_settings_connects_once_per_worker() -> None:

@@ -8,7 +8,7 @@ import grpc
 
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.router.health import filter_healthy
-from tests.support.router_fakes import make_relay, make_table, rpc_error
+from support.router_fakes import make_relay, make_table, rpc_error
 
 
 async def test_probe_marks_endpoints_from_worker_status() -> None:

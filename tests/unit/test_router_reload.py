@@ -13,7 +13,7 @@ from hybridinference.router.endpoints import EndpointTable
 from hybridinference.router.health import HealthMonitor
 from hybridinference.router.relay import Relay
 from hybridinference.router.reload import ConfigReloader, build_strategies
-from tests.support.router_fakes import FakeStub
+from support.router_fakes import FakeStub
 from tests.unit.test_router_relay import collect, request
 
 

@@ -11,7 +11,7 @@ import pytest
 from hybridinference.common.errors import ServiceError
 from hybridinference.router.breaker import CircuitState
 from hybridinference.router.v1 import router_pb2
-from tests.support.router_fakes import Script, Sleeps, make_relay, make_table, rpc_error, tokens
+from support.router_fakes import Script, Sleeps, make_relay, make_table, rpc_error, tokens
 from tests.unit.test_router_breaker import FakeClock
 from tests.unit.test_router_relay import collect, collect_until_error, request
 

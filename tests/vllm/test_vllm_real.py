@@ -23,10 +23,10 @@ import pytest
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from hybridinference.providers.vllm_metrics import parse_samples
-from tests.support.mesh import Mesh, mesh_config, running_mesh
-from tests.support.polling import poll
-from tests.support.procs import free_port, stop_process
-from tests.vllm.tiny_model import VLLM_ENV, build
+from support.mesh import Mesh, mesh_config, running_mesh
+from support.polling import poll
+from support.procs import free_port, stop_process
+from support.tiny_model import VLLM_ENV, build
 
 SERVED = "tiny"
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from hybridinference.common.settings_base import SettingsSection
 
 
-class _Strict(BaseModel):
-    # Unknown keys are mistakes (a typo would silently keep a default), so reject them.
-    model_config = ConfigDict(extra="forbid")
-
-
-class KeyLimitSettings(_Strict):
+class KeyLimitSettings(SettingsSection):
     """Per-key limits; None means unlimited. A key's own limits override these defaults."""
 
     requests_per_minute: int | None = Field(default=None, ge=1)
@@ -27,7 +24,7 @@ class KeyLimitSettings(_Strict):
     monthly_budget_usd: float | None = Field(default=None, ge=0)
 
 
-class AuthSettings(_Strict):
+class AuthSettings(SettingsSection):
     # Off by default so a fresh `make up` works without a key; `make up` says so.
     enabled: bool = False
     # Name of the environment variable holding the server secret that keys are hashed with
@@ -39,7 +36,7 @@ class AuthSettings(_Strict):
     default_limits: KeyLimitSettings = Field(default_factory=KeyLimitSettings)
 
 
-class QuotaSettings(_Strict):
+class QuotaSettings(SettingsSection):
     # redis://host:port/db; empty keeps the counters in this gateway's memory (one replica).
     redis_url: str = ""
     # Prefix of every Redis key the quotas write, so meshes sharing a Redis do not collide.
@@ -52,7 +49,7 @@ class QuotaSettings(_Strict):
     failure_mode: Literal["open", "closed"] = "open"
 
 
-class TlsSettings(_Strict):
+class TlsSettings(SettingsSection):
     """TLS for a gRPC server of the mesh, and for the channels that dial it."""
 
     # Server: PEM certificate chain and private key. Both set = the server listens with TLS.

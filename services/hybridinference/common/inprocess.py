@@ -1,8 +1,9 @@
-"""Calling a gRPC servicer in this process as if over the wire, for colocated services.
+"""Calling a gRPC servicer in this process as if over the wire, for hosted services.
 
-A colocated service (a provider worker inside the router, the router inside the gateway) keeps its
-servicer and its contract; only the transport goes: the caller's stub invokes the servicer's
-method directly, which takes one Python gRPC hop — serialisation, HTTP/2 framing, event-loop
+A hosted service (provider workers hosted in the router, the router hosted in the gateway) keeps
+its servicer and its contract; only the transport goes: the caller's stub — made from the
+service's descriptor, one method per RPC, like a generated stub — invokes the servicer's method
+directly, which takes one Python gRPC hop — serialisation, HTTP/2 framing, event-loop
 wake-ups on both sides — off every request. The calls keep the wire's behaviour, so callers
 cannot tell the difference: an aborted call raises ``grpc.aio.AioRpcError`` with the same rich
 status (reason, retry hint in grpc-status-details-bin), the deadline is enforced and reported as
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Itera
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
 
 import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
@@ -145,3 +147,40 @@ def stream_call(
 ) -> StreamCall[Reply]:
     deadline = _deadline(timeout)
     return StreamCall(method(request, _context(deadline)), deadline)
+
+
+Servicer = TypeVar("Servicer")
+
+
+class InProcessStub(Generic[Servicer]):
+    """A stub for every RPC of a service descriptor, each calling the servicer's method of the
+    same name in this process. Like a generated stub, its methods take the request and the
+    keyword arguments ``timeout`` and ``metadata``; metadata is dropped (what the mesh's
+    servicers need travels in the request). The RPCs come from the descriptor, so a new RPC
+    needs no change here, and a servicer that lacks one fails when the stub is made."""
+
+    def __init__(self, servicer: Servicer, service: ServiceDescriptor) -> None:
+        self.servicer = servicer
+        self.service = service
+        for method in service.methods:
+            setattr(self, method.name, _bound_call(servicer, method))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        # Only reached for names that are not RPCs of the service (the RPCs are set in
+        # __init__); declared so that type checkers accept stub.SomeRpc(...).
+        raise AttributeError(f"{self.service.full_name} has no RPC {name!r}")
+
+
+def _bound_call(servicer: object, method: MethodDescriptor) -> Callable[..., Any]:
+    if method.client_streaming:
+        raise TypeError(f"{method.full_name}: client-streaming RPCs cannot be called in-process")
+    implementation = getattr(servicer, method.name, None)
+    if implementation is None:
+        raise TypeError(f"{type(servicer).__name__} does not implement {method.full_name}")
+    call: Callable[..., Any] = stream_call if method.server_streaming else unary_call
+
+    def invoke(request: Any, *, timeout: float | None = None, metadata: object = None) -> Any:
+        return call(implementation, request, timeout)
+
+    invoke.__name__ = method.name
+    return invoke

@@ -21,10 +21,6 @@ def bind_request_id(request_id: str) -> None:
     _request_id.set(request_id)
 
 
-def current_request_id() -> str:
-    return _request_id.get()
-
-
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()

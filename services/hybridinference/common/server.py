@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from hybridinference.common.channels import SERVER_OPTIONS, listen
 from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.common.logs import configure_logging
 from hybridinference.common.metrics import (
@@ -30,42 +31,9 @@ from hybridinference.common.metrics import (
     serve_metrics,
 )
 from hybridinference.common.settings import CONFIG_ENV, ConfigError, MeshSettings, load_settings
-from hybridinference.common.tls import TlsConfigError, server_credentials
 from hybridinference.common.tracing import Tracing, setup_tracing
 
 log = logging.getLogger(__name__)
-
-# Messages up to 64 MiB (long prompts); keepalives so a dead peer is noticed mid-stream.
-SERVER_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    # gRPC turns SO_REUSEPORT on by default, so a second process could bind a port already in use
-    # and silently take half its connections; a port conflict must fail at startup instead.
-    ("grpc.so_reuseport", 0),
-]
-
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    # A peer on the same host that restarts (or starts a moment after us) is back within
-    # milliseconds; gRPC's default reconnect backoff (1 s growing to 120 s) would keep failing
-    # requests long after it is listening again.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-]
-
-
-def insecure_channel(address: str) -> grpc.aio.Channel:
-    """A channel to another service of the mesh; create one per peer and reuse it."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-
 
 Cleanup = Callable[[], Awaitable[None]]
 
@@ -91,17 +59,6 @@ Build = Callable[[grpc.aio.Server, MeshSettings], Awaitable[Service]]
 def _section_tls(settings: MeshSettings, name: str) -> TlsSettings | None:
     section = getattr(settings, name, None) if name in ("gateway", "router", "logger") else None
     return section.tls if section is not None else None
-
-
-def _listen(server: grpc.aio.Server, address: str, tls: TlsSettings | None) -> int:
-    """Binds plaintext, or TLS / mTLS when the section has a certificate (common/tls.py)."""
-    if tls is None or not tls.serves_tls:
-        return int(server.add_insecure_port(address))
-    try:
-        credentials = server_credentials(tls)
-    except TlsConfigError as error:
-        raise SystemExit(str(error)) from None
-    return int(server.add_secure_port(address, credentials))
 
 
 async def serve(
@@ -133,7 +90,7 @@ async def serve(
     )
     tls = service.tls or _section_tls(settings, service.name)
     try:
-        bound = _listen(server, f"{host}:{port}", tls)
+        bound = listen(server, f"{host}:{port}", tls)
     except RuntimeError:  # grpc raises this when the address is taken (see SERVER_OPTIONS)
         bound = 0
     if bound == 0:

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
@@ -32,6 +30,11 @@ from pydantic_settings import (
 )
 
 from hybridinference.common.edge_settings import AuthSettings, QuotaSettings, TlsSettings
+from hybridinference.common.settings_base import (
+    ProviderKind,
+    RoutingStrategyName,
+    SettingsSection,
+)
 from hybridinference.common.telemetry_settings import (
     GATEWAY_METRICS_PORT,
     LOGGER_METRICS_PORT,
@@ -47,12 +50,7 @@ ENV_PREFIX = "HI__"
 Port = int
 
 
-class _Strict(BaseModel):
-    # Unknown keys are mistakes (a typo would silently keep a default), so reject them.
-    model_config = ConfigDict(extra="forbid")
-
-
-class ServerSettings(_Strict):
+class ServerSettings(SettingsSection):
     host: str = "127.0.0.1"
     port: Port = Field(ge=0, le=65535)
     # Seconds in-flight calls get to finish after SIGTERM before they are cancelled.
@@ -100,7 +98,7 @@ class GatewaySettings(ServerSettings):
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
 
-class SimEndpointSettings(_Strict):
+class SimEndpointSettings(SettingsSection):
     """Behaviour of one simulated endpoint: deterministic text, timing and failure injection."""
 
     ttft_ms: float = Field(default=20.0, ge=0)
@@ -120,7 +118,7 @@ class SimEndpointSettings(_Strict):
     tail_ms: float = Field(default=0.0, ge=0)
 
 
-class VllmEngineSettings(_Strict):
+class VllmEngineSettings(SettingsSection):
     """The in-process engine mode of a vllm endpoint (the worker imports vllm and hosts it)."""
 
     # Local model directory (weights and tokenizer); no hub downloads.
@@ -132,7 +130,7 @@ class VllmEngineSettings(_Strict):
     extra_args: dict[str, Any] = Field(default_factory=dict)
 
 
-class ProviderEndpointSettings(_Strict):
+class ProviderEndpointSettings(SettingsSection):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     # The upstream's name for the model.
     model: str = Field(min_length=1)
@@ -166,7 +164,7 @@ class ProviderEndpointSettings(_Strict):
 
 class ProviderWorkerSettings(ServerSettings):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    kind: Literal["sim", "vllm", "openai", "gemini", "openai_compatible"] = "sim"
+    kind: ProviderKind = "sim"
     endpoints: list[ProviderEndpointSettings] = Field(min_length=1)
     # Prometheus /metrics on this port (0 = off); unset: 9103 for the first worker, then
     # 9105, 9106, ... (filled in by MeshSettings).
@@ -178,7 +176,7 @@ class ProviderWorkerSettings(ServerSettings):
     colocated: bool = False
 
 
-class LocalFirstSettings(_Strict):
+class LocalFirstSettings(SettingsSection):
     """When the local_first policy overflows a local endpoint to the cloud, and comes back."""
 
     # Overflow when the endpoint reports at least this many queued generations...
@@ -191,12 +189,7 @@ class LocalFirstSettings(_Strict):
     recover_ratio: float = Field(default=0.5, gt=0, le=1)
 
 
-RoutingStrategyName = Literal[
-    "round_robin", "weighted", "cost", "latency", "least_load", "prefix_affinity", "local_first"
-]
-
-
-class ModelSettings(_Strict):
+class ModelSettings(SettingsSection):
     name: str = Field(min_length=1)
     # Endpoint ids, in fallback order.
     endpoints: list[str] = Field(min_length=1)
@@ -264,7 +257,6 @@ class LoggerSettings(ServerSettings):
     sqlite_path: str = "var/requests.db"
     # Rows per database transaction (one COPY batch) when draining the spool.
     batch_size: int = Field(default=2000, gt=0)
-    flush_interval_s: float = Field(default=0.05, gt=0)
     # Write-ahead spool: a batch is acknowledged once fsync'd here, then drained into the
     # database. Empty: "<sqlite_path>.spool" for SQLite, "var/logger-spool" for PostgreSQL.
     spool_dir: str = ""
@@ -284,7 +276,7 @@ class LoggerSettings(ServerSettings):
         return "var/logger-spool" if self.database_url else f"{self.sqlite_path}.spool"
 
 
-class EnvoySettings(_Strict):
+class EnvoySettings(SettingsSection):
     host: str = "127.0.0.1"
     port: Port = Field(default=8080, ge=0, le=65535)
     admin_port: Port = Field(default=9901, ge=0, le=65535)

@@ -8,9 +8,9 @@ when its binary is installed.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-MetricsPort = int
+from hybridinference.common.settings_base import SettingsSection
 
 GATEWAY_METRICS_PORT = 9101
 ROUTER_METRICS_PORT = 9102
@@ -23,12 +23,7 @@ def default_worker_metrics_port(index: int) -> int:
     return FIRST_WORKER_METRICS_PORT if index == 0 else LOGGER_METRICS_PORT + index
 
 
-class _Strict(BaseModel):
-    # Unknown keys are mistakes (a typo would silently keep a default), so reject them.
-    model_config = ConfigDict(extra="forbid")
-
-
-class TracingSettings(_Strict):
+class TracingSettings(SettingsSection):
     """OpenTelemetry traces; off by default, and then no tracing code is even imported."""
 
     enabled: bool = False
@@ -38,7 +33,7 @@ class TracingSettings(_Strict):
     sample_ratio: float = Field(default=1.0, ge=0, le=1)
 
 
-class PrometheusSettings(_Strict):
+class PrometheusSettings(SettingsSection):
     """The Prometheus that ``make up`` starts beside the mesh (when the binary is installed;
     the launcher's ``--prometheus`` flag decides, so test meshes never start one)."""
 

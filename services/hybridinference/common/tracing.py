@@ -73,7 +73,7 @@ def setup_tracing(settings: TracingSettings, service: str) -> Tracing | None:
     trace.set_tracer_provider(provider)
     not_probe = negate(any_of(service_name(HEALTH_SERVICE), full_method_name(STATUS_PROBE)))
     # Patches grpc.aio's channel constructors: every channel the service opens from now on
-    # (hybridinference/common/server.py's insecure_channel included) carries the trace context.
+    # (hybridinference/common/channels.py's insecure_channel included) carries the trace context.
     GrpcAioInstrumentorClient(filter_=not_probe).instrument()  # type: ignore[no-untyped-call]
     AioHttpClientInstrumentor().instrument()
     trace_context.install(OtelTraceHooks(f"hybridinference.{service}"))

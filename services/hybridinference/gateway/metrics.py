@@ -22,7 +22,7 @@ from hybridinference.common.metrics import (
     register_scrape_collector,
 )
 from hybridinference.gateway.router_client import Execution
-from hybridinference.logger.shipper import RecordShipper
+from hybridinference.gateway.shipper import RecordShipper
 
 TTFT_BUCKETS_S = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,

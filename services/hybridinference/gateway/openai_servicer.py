@@ -74,6 +74,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         execution = Execution(request_id, ChatCall.unparsed(stream=False), SURFACE)
         execution.pinned_endpoint = pinned_endpoint_from(context.invocation_metadata())
         runtime = self._runtime
+        execution.capture = runtime.capture_content
         streaming = False
         try:
             check_request_id(context.invocation_metadata())

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 
+from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.router_client import Execution
 from hybridinference.logger.v1 import logger_pb2
+
+
+def prompt_text(messages: Sequence[chat_pb2.ChatMessage]) -> str:
+    """The prompt as stored with content capture on: the messages as a JSON array, each as its
+    proto JSON (``{"role": "user", "content": "hi"}``), so nothing the client sent is lost."""
+    return json.dumps(
+        [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages],
+        ensure_ascii=False,
+    )
 
 
 def build_record(execution: Execution) -> logger_pb2.RequestRecord:
@@ -38,6 +50,10 @@ def build_record(execution: Execution) -> logger_pb2.RequestRecord:
         # Every attempt before the one that served moved on to the next candidate.
         record.fallbacks = max(execution.selection.attempts - 1, 0)
         record.hedged = execution.selection.hedged
+    if execution.capture:
+        # The logger caps both (logger.capture_max_chars) before storing them.
+        record.prompt = prompt_text(call.messages)
+        record.response = "".join(execution.response_parts)
     if execution.completion is not None:
         record.usage.CopyFrom(execution.completion.usage)
         record.cost_usd = execution.completion.cost_usd

@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from hybridinference.common.channels import CHANNEL_OPTIONS, dial
 from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.common.errors import ServiceError, from_rpc_error
-from hybridinference.common.server import CHANNEL_OPTIONS
-from hybridinference.common.tls import dial
 from hybridinference.gateway.chat_call import ChatCall
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 
@@ -35,7 +34,8 @@ def pinned_endpoint_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> 
 
 class RouterClient:
     """Calls the router through its gRPC stub, or through a stub of the same shape that serves
-    the calls in this process when the router is colocated (router/in_gateway.py)."""
+    the calls in this process when the router is hosted in the gateway
+    (router/hosted_in_gateway.py)."""
 
     def __init__(self, stub: Any, channel: grpc.aio.Channel | None = None) -> None:
         self._stub = stub
@@ -101,6 +101,10 @@ class Execution:
     quota_ticket: Ticket | None = None
     # From the x-hybridinference-endpoint header; "" lets the router choose.
     pinned_endpoint: str = ""
+    # logger.capture_content: the reply's text is collected for the record (prompt and
+    # response are stored then; otherwise nothing is collected).
+    capture: bool = False
+    response_parts: list[str] = field(default_factory=list)
 
     def fail(self, error: ServiceError) -> None:
         self.status = error.code
@@ -140,6 +144,8 @@ async def route_unary(
         execution.selection = reply.selection
     if reply.content:
         execution.first_token_monotonic = time.monotonic()
+        if execution.capture:
+            execution.response_parts.append(reply.content)
     if reply.HasField("completion"):
         execution.completion = reply.completion
     return reply
@@ -157,8 +163,11 @@ async def stream_route(
         async for event in stream:
             if event.HasField("selection"):
                 execution.selection = event.selection
-            if event.delta and execution.first_token_monotonic is None:
-                execution.first_token_monotonic = time.monotonic()
+            if event.delta:
+                if execution.first_token_monotonic is None:
+                    execution.first_token_monotonic = time.monotonic()
+                if execution.capture:
+                    execution.response_parts.append(event.delta)
             if event.HasField("completion"):
                 execution.completion = event.completion
             yield event

@@ -16,8 +16,8 @@ from hybridinference.gateway import metrics as gateway_metrics
 from hybridinference.gateway.edge import Edge
 from hybridinference.gateway.records import build_record
 from hybridinference.gateway.router_client import Execution, RouterClient
+from hybridinference.gateway.shipper import RecordShipper
 from hybridinference.gateway.validation import Limits
-from hybridinference.logger.shipper import RecordShipper
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,11 @@ class GatewayRuntime:
         edge: Edge | None = None,
         router_tls: TlsSettings | None = None,
         router: RouterClient | None = None,
+        capture_content: bool = False,
     ) -> None:
         self.settings = settings
+        # logger.capture_content: records carry the prompt and the response text.
+        self.capture_content = capture_content
         self.limits = Limits(
             max_messages=settings.max_messages,
             max_message_chars=settings.max_message_chars,
@@ -39,7 +42,7 @@ class GatewayRuntime:
         )
         # Authentication, model access and quotas (all off unless gateway.auth.enabled).
         self.edge = edge or Edge.disabled()
-        # ``router``: a client of a router colocated in this process; else the router service.
+        # ``router``: a client of the router hosted in this process; else the router service.
         self.router = router or RouterClient.dial(settings.router_address, router_tls)
         self.shipper = RecordShipper(
             settings.logger_address,

@@ -19,7 +19,7 @@ from hybridinference.gateway.typed_servicer import GatewayServicer
 from hybridinference.gateway.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from hybridinference.gateway.wire_guard import GuardedRegistration
 from hybridinference.openai.v1 import openai_pb2, openai_pb2_grpc
-from hybridinference.router.in_gateway import host_router
+from hybridinference.router.hosted_in_gateway import host_router_in_gateway
 
 
 async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
@@ -31,11 +31,17 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
     stopped: list[Callable[[], Awaitable[None]]] = []
     router = None
     if settings.router.colocated:
-        core, stub = host_router(settings)
+        core, stub = host_router_in_gateway(settings)
         router = RouterClient(stub)
         started.append(core.start)
         stopped.append(core.stop)
-    runtime = GatewayRuntime(settings.gateway, edge, router_tls=settings.router.tls, router=router)
+    runtime = GatewayRuntime(
+        settings.gateway,
+        edge,
+        router_tls=settings.router.tls,
+        router=router,
+        capture_content=settings.logger.capture_content,
+    )
     register_shipper_metrics(runtime.shipper)
     # Public services: undecodable request bytes get INVALID_ARGUMENT, not UNKNOWN.
     guarded = cast(grpc.aio.Server, GuardedRegistration(server))
@@ -50,6 +56,6 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
         ],
         on_started=[runtime.start, *started],
-        # The gateway's calls have drained before a colocated router stops.
+        # The gateway's calls have drained before a hosted router stops.
         cleanups=[runtime.close, *stopped],
     )

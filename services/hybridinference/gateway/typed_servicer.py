@@ -59,6 +59,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         context.set_trailing_metadata(((HEADER, request_id),))
         execution = Execution(request_id, _to_call(request, stream), SURFACE)
         execution.pinned_endpoint = pinned_endpoint_from(context.invocation_metadata())
+        execution.capture = self._runtime.capture_content
         return execution
 
     def _validate(self, call: ChatCall) -> None:

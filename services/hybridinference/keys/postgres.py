@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
 
+from hybridinference.common.database import POSTGRES_ERRORS, migrate_postgres, redact
 from hybridinference.keys.model import ApiKey
-from hybridinference.keys.schema import STEPS, VERSION_TABLE
 from hybridinference.keys.store import (
     COLUMNS,
+    SCHEMA,
     KeyStore,
     KeyStoreError,
     limits_json,
     models_json,
     row_to_key,
 )
-from hybridinference.logger.store.postgres import redact
-
-# Serialises schema steps across gateways and CLIs starting together (distinct from the logger's).
-_SCHEMA_LOCK = 0x4869_4B65_7901
-_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class PostgresKeyStore(KeyStore):
@@ -32,10 +27,10 @@ class PostgresKeyStore(KeyStore):
     async def open(cls, dsn: str) -> PostgresKeyStore:
         try:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, timeout=10)
-        except _ERRORS as error:
+        except POSTGRES_ERRORS as error:
             raise KeyStoreError(f"cannot connect to PostgreSQL at {redact(dsn)}: {error}") from None
         try:
-            await _migrate(pool)
+            await migrate_postgres(pool, SCHEMA)
         except BaseException:
             await pool.close()
             raise
@@ -83,30 +78,5 @@ class PostgresKeyStore(KeyStore):
     async def _run(self, method: str, sql: str, *args: Any) -> Any:
         try:
             return await getattr(self._pool, method)(sql, *args)
-        except _ERRORS as error:
+        except POSTGRES_ERRORS as error:
             raise KeyStoreError(f"PostgreSQL key store: {error}") from None
-
-
-async def _migrate(pool: asyncpg.Pool) -> None:
-    for step in STEPS:
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER PRIMARY KEY, "
-                    "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-                )
-                done = await conn.fetchval(
-                    f"SELECT 1 FROM {VERSION_TABLE} WHERE version = $1", step.version
-                )
-                if done:
-                    continue
-                for statement in step.postgres:
-                    await conn.execute(statement)
-                await conn.execute(
-                    f"INSERT INTO {VERSION_TABLE} (version, name) VALUES ($1, $2)",
-                    step.version,
-                    step.name,
-                )
-        except _ERRORS as error:
-            raise KeyStoreError(f"key store schema step {step.name} failed: {error}") from None

@@ -10,10 +10,11 @@ from typing import Any
 
 import aiosqlite
 
+from hybridinference.common.database import migrate_sqlite
 from hybridinference.keys.model import ApiKey
-from hybridinference.keys.schema import STEPS, VERSION_TABLE
 from hybridinference.keys.store import (
     COLUMNS,
+    SCHEMA,
     KeyStore,
     KeyStoreError,
     limits_json,
@@ -47,7 +48,7 @@ class SqliteKeyStore(KeyStore):
             # The logger writes the same file; wait for its lock instead of failing.
             await db.execute("PRAGMA busy_timeout = 5000")
             await db.execute("PRAGMA journal_mode = WAL")
-            await _migrate(db)
+            await migrate_sqlite(db, SCHEMA, path)
         except sqlite3.Error as error:
             await db.close()
             raise KeyStoreError(f"SQLite key store {path}: {error}") from None
@@ -109,29 +110,3 @@ class SqliteKeyStore(KeyStore):
                 return list(await cursor.fetchall())
         except sqlite3.Error as error:
             raise KeyStoreError(f"SQLite key store: {error}") from None
-
-
-async def _migrate(db: aiosqlite.Connection) -> None:
-    await db.execute(
-        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER PRIMARY KEY, "
-        "name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-    )
-    for step in STEPS:
-        # IMMEDIATE takes the write lock first, so two processes never apply the same step.
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            async with db.execute(
-                f"SELECT 1 FROM {VERSION_TABLE} WHERE version = ?", (step.version,)
-            ) as cursor:
-                done = await cursor.fetchone()
-            if not done:
-                for statement in step.sqlite:
-                    await db.execute(statement)
-                await db.execute(
-                    f"INSERT INTO {VERSION_TABLE} (version, name, applied_at) VALUES (?, ?, ?)",
-                    (step.version, step.name, _now()),
-                )
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise

@@ -1,13 +1,22 @@
-"""The key store: the ``api_key`` table in the request-log database (PostgreSQL or SQLite)."""
+"""The key store: API keys in a table of their own, with a schema of their own.
+
+The store lives in the mesh's database (the one configured under ``logger``: PostgreSQL at
+``database_url``, else the SQLite file at ``sqlite_path``), next to the request log but apart from
+it: its own tables, its own migrations (keys/migrations) and version table
+(``api_key_schema_version``), applied by the common migration runner (common/database.py). It
+touches nothing of the logger's.
+"""
 
 from __future__ import annotations
 
 import abc
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from hybridinference.common.database import Schema
 from hybridinference.common.edge_settings import KeyLimitSettings
 from hybridinference.common.settings import LoggerSettings
 from hybridinference.keys.model import ApiKey
@@ -17,6 +26,15 @@ COLUMNS = "id, name, key_hash, prefix, admin, models, limits, created_at, revoke
 
 class KeyStoreError(Exception):
     """The key store could not be opened, migrated or queried; the message says why."""
+
+
+SCHEMA = Schema(
+    name="api keys",
+    directory=Path(__file__).resolve().parent / "migrations",
+    version_table="api_key_schema_version",
+    lock_id=0x4869_4B65_7901,
+    error=KeyStoreError,
+)
 
 
 class KeyStore(abc.ABC):

@@ -57,7 +57,7 @@ def services(settings: MeshSettings, config: Path | None) -> list[ChildSpec]:
             0,
         )
     ]
-    # A colocated worker's adapters run inside the router: no process of its own.
+    # A worker hosted in the router (colocated) has no process of its own.
     for worker in (w for w in settings.providers if not w.colocated):
         specs.append(
             _service(

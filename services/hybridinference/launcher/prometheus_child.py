@@ -2,7 +2,7 @@
 
 It is an extra, not part of the mesh: missing or failing, it is reported and the mesh runs on;
 it dying later does not stop the mesh. Its config is rendered for the ports in use
-(hybridinference/launcher/prometheus_config.py) with the repository's rule files.
+(hybridinference/render/prometheus_config.py) with the repository's rule files.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hybridinference.common.settings import MeshSettings, dial_address
 from hybridinference.launcher import children
 from hybridinference.launcher.children import Child
 from hybridinference.launcher.plan import ChildSpec
-from hybridinference.launcher.prometheus_config import REPO, render
+from hybridinference.render.prometheus_config import REPO, render
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from hybridinference.common.settings import MeshSettings
-from hybridinference.launcher import children, envoy_config, plan, prometheus_child, summary
+from hybridinference.launcher import children, plan, prometheus_child, summary
 from hybridinference.launcher.children import Child, StartError
+from hybridinference.render import envoy_config
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
+from hybridinference.common.record_batch import RECORDS_TAG
 from hybridinference.logger.v1 import logger_pb2
 
-# WriteRecordsRequest.records is field 1, length-delimited (wire type 2).
-_RECORDS_TAG = (1 << 3) | 2
 _MALFORMED = "record is not valid protobuf (e.g. a string that is not UTF-8)"
 
 
@@ -69,7 +68,7 @@ def decode_batch(data: bytes) -> DecodedBatch:
     index = 0
     while offset < len(data):
         tag, offset = _varint(data, offset)
-        if tag != _RECORDS_TAG:
+        if tag != RECORDS_TAG:
             offset = _skip(data, offset, tag & 7)
             continue
         length, offset = _varint(data, offset)
@@ -86,17 +85,3 @@ def decode_batch(data: bytes) -> DecodedBatch:
     if offset != len(data):
         raise DecodeError("truncated request")
     return batch
-
-
-def encode_batch(payloads: list[bytes]) -> bytes:
-    """A serialized WriteRecordsRequest from already serialized records (no re-encoding)."""
-    parts: list[bytes] = []
-    for payload in payloads:
-        parts.append(bytes([_RECORDS_TAG]))
-        length = len(payload)
-        while length > 0x7F:
-            parts.append(bytes([(length & 0x7F) | 0x80]))
-            length >>= 7
-        parts.append(bytes([length]))
-        parts.append(payload)
-    return b"".join(parts)

@@ -22,9 +22,10 @@ from typing import cast
 
 from google.protobuf.message import DecodeError
 
+from hybridinference.common.spool import Spool, SpoolBatch
 from hybridinference.logger import metrics as logger_metrics
+from hybridinference.logger.attached_rows import AttachedRows
 from hybridinference.logger.rows import Row
-from hybridinference.logger.spool import Spool, SpoolBatch
 from hybridinference.logger.stats import LoggerStats
 from hybridinference.logger.store import RecordStore, StoreUnavailable
 from hybridinference.logger.v1 import logger_pb2
@@ -40,12 +41,14 @@ class SpoolDrainer:
     def __init__(
         self,
         spool: Spool,
+        rows: AttachedRows,
         store: RecordStore,
         stats: LoggerStats,
         batch_size: int,
         retry_max_s: float,
     ) -> None:
         self._spool = spool
+        self._rows = rows
         self._store = store
         self._stats = stats
         self._batch_size = batch_size
@@ -97,6 +100,7 @@ class SpoolDrainer:
                 batch, task = in_flight.popleft()
                 if await task:
                     self._spool.commit(batch)
+                    self._rows.release(batch)
                     delay = self.backoff_initial_s
                     continue
                 # The later batches are let finish and read again after the pause: whatever
@@ -114,9 +118,10 @@ class SpoolDrainer:
         """Stores the batch; False when the database is unavailable (stays spooled)."""
         started = time.perf_counter()
         try:
-            if None not in batch.attached:
-                # The servicer's rows of these records (Spool.append): nothing to decode.
-                result = await self._store.write_rows(cast(list[Row], batch.attached))
+            rows = self._rows.of(batch)
+            if None not in rows:
+                # The servicer's rows of these records (AttachedRows): nothing to decode.
+                result = await self._store.write_rows(cast(list[Row], rows))
             else:
                 result = await self._store.write_batch(self._decode(batch))
         except StoreUnavailable as error:

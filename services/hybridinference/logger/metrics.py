@@ -12,7 +12,7 @@ from prometheus_client import Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from hybridinference.common.metrics import register_scrape_collector
-from hybridinference.logger.spool import Spool
+from hybridinference.common.spool import Spool
 from hybridinference.logger.stats import LoggerStats
 
 WRITE_SECONDS = Histogram(

@@ -9,12 +9,13 @@ import grpc
 
 from hybridinference.common.server import Service
 from hybridinference.common.settings import MeshSettings
+from hybridinference.common.spool import Spool, SpoolError
+from hybridinference.logger.attached_rows import AttachedRows
 from hybridinference.logger.capture import CapturePolicy
 from hybridinference.logger.decoding import decode_batch
 from hybridinference.logger.drain import SpoolDrainer
 from hybridinference.logger.metrics import register_logger_metrics
 from hybridinference.logger.servicer import LoggerServicer
-from hybridinference.logger.spool import Spool, SpoolError
 from hybridinference.logger.stats import LoggerStats
 from hybridinference.logger.store import StoreError, open_store
 from hybridinference.logger.v1 import logger_pb2
@@ -76,9 +77,10 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
         raise SystemExit(f"logger: {error}") from None
     stats = LoggerStats()
     register_logger_metrics(stats, spool)
-    drainer = SpoolDrainer(spool, store, stats, config.batch_size, config.store_retry_max_s)
+    rows = AttachedRows()
+    drainer = SpoolDrainer(spool, rows, store, stats, config.batch_size, config.store_retry_max_s)
     capture = CapturePolicy(config.capture_content, config.capture_max_chars)
-    register(LoggerServicer(store, spool, stats, capture), server)
+    register(LoggerServicer(store, spool, rows, stats, capture), server)
 
     async def start() -> None:
         drainer.start()

@@ -14,11 +14,12 @@ import grpc
 
 from hybridinference.common import trace_context
 from hybridinference.common.errors import FieldViolation, ServiceError, abort, invalid_argument
+from hybridinference.common.spool import Spool, SpoolFull
+from hybridinference.logger.attached_rows import AttachedRows
 from hybridinference.logger.capture import CapturePolicy, apply_caps
 from hybridinference.logger.decoding import DecodedBatch
 from hybridinference.logger.pagination import InvalidPageToken, ListFilters
 from hybridinference.logger.rows import Row
-from hybridinference.logger.spool import Spool, SpoolFull
 from hybridinference.logger.stats import LoggerStats, reason_key
 from hybridinference.logger.store import RecordStore, StoreUnavailable
 from hybridinference.logger.store.base import MAX_PAGE_SIZE
@@ -35,10 +36,16 @@ _RETRY_AFTER_S = 1.0
 
 class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
     def __init__(
-        self, store: RecordStore, spool: Spool, stats: LoggerStats, capture: CapturePolicy
+        self,
+        store: RecordStore,
+        spool: Spool,
+        rows: AttachedRows,
+        stats: LoggerStats,
+        capture: CapturePolicy,
     ) -> None:
         self._store = store
         self._spool = spool
+        self._rows = rows
         self._stats = stats
         self._capture = capture
 
@@ -69,8 +76,9 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
             )
         try:
             with trace_context.linked_span("store request records", _links(batch, rejected)):
-                # The rows ride along in memory, so the drainer need not convert again.
-                await self._spool.append(payloads, rows)
+                positions = await self._spool.append(payloads)
+            # The rows stay in memory, so the drainer need not convert again.
+            self._rows.add(positions, payloads, rows)
         except SpoolFull as error:
             self._stats.spool_full += 1
             await abort(context, _spool_full(error))

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from hybridinference.logger.spool import Spool
+from hybridinference.common.spool import Spool
 from hybridinference.logger.v1 import logger_pb2
 
 _FIELD = re.compile(r"^[A-Za-z_.]+")

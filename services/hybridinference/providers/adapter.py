@@ -7,14 +7,12 @@ failed counters); the adapter owns what only the upstream knows (health, queue d
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol, runtime_checkable
 
 from hybridinference.common.settings import ConfigError, ProviderEndpointSettings
+from hybridinference.common.settings_base import PROVIDER_KINDS
 from hybridinference.provider.v1 import provider_pb2
-
-# Worker kinds this build can host; the settings' `kind` Literal must stay a subset of this.
-KINDS: tuple[str, ...] = ("sim", "vllm", "openai", "gemini", "openai_compatible")
 
 
 @runtime_checkable
@@ -66,31 +64,55 @@ class ProviderAdapter(Protocol):
         ...
 
 
+def _sim(endpoint: ProviderEndpointSettings) -> ProviderAdapter:
+    from hybridinference.providers.sim import SimAdapter
+
+    return SimAdapter(endpoint)
+
+
+def _vllm(endpoint: ProviderEndpointSettings) -> ProviderAdapter:
+    if endpoint.vllm_engine is not None:
+        from hybridinference.providers.vllm_engine import VllmEngineAdapter
+
+        return VllmEngineAdapter(endpoint)
+    from hybridinference.providers.vllm_http import VllmHttpAdapter
+
+    return VllmHttpAdapter(endpoint)
+
+
+def _openai_compatible(endpoint: ProviderEndpointSettings) -> ProviderAdapter:
+    from hybridinference.providers.http_chat import OpenAICompatibleAdapter
+
+    return OpenAICompatibleAdapter(endpoint)
+
+
+def _openai(endpoint: ProviderEndpointSettings) -> ProviderAdapter:
+    from hybridinference.providers.openai_sdk import OpenAIAdapter
+
+    return OpenAIAdapter(endpoint)
+
+
+def _gemini(endpoint: ProviderEndpointSettings) -> ProviderAdapter:
+    from hybridinference.providers.gemini import GeminiAdapter
+
+    return GeminiAdapter(endpoint)
+
+
+# One builder per provider kind of the settings (common/settings_base.py; a test checks that
+# they match). Imports stay inside the builders so a worker only loads its own upstream SDK.
+BUILDERS: dict[str, Callable[[ProviderEndpointSettings], ProviderAdapter]] = {
+    "sim": _sim,
+    "vllm": _vllm,
+    "openai_compatible": _openai_compatible,
+    "openai": _openai,
+    "gemini": _gemini,
+}
+
+
 def build_adapter(kind: str, endpoint: ProviderEndpointSettings) -> ProviderAdapter:
     """Builds the adapter of ``kind`` for one endpoint of a worker."""
-    # Imports stay inside the branches so a worker only loads its own upstream SDK.
-    if kind == "sim":
-        from hybridinference.providers.sim import SimAdapter
-
-        return SimAdapter(endpoint)
-    if kind == "vllm":
-        if endpoint.vllm_engine is not None:
-            from hybridinference.providers.vllm_engine import VllmEngineAdapter
-
-            return VllmEngineAdapter(endpoint)
-        from hybridinference.providers.vllm_http import VllmHttpAdapter
-
-        return VllmHttpAdapter(endpoint)
-    if kind == "openai_compatible":
-        from hybridinference.providers.http_chat import OpenAICompatibleAdapter
-
-        return OpenAICompatibleAdapter(endpoint)
-    if kind == "openai":
-        from hybridinference.providers.openai_sdk import OpenAIAdapter
-
-        return OpenAIAdapter(endpoint)
-    if kind == "gemini":
-        from hybridinference.providers.gemini import GeminiAdapter
-
-        return GeminiAdapter(endpoint)
-    raise ConfigError(f"unknown provider kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    builder = BUILDERS.get(kind)
+    if builder is None:
+        known = ", ".join(PROVIDER_KINDS)
+        raise ConfigError(f"unknown provider kind {kind!r}; known kinds: {known}")
+    return builder(endpoint)

@@ -11,7 +11,6 @@ UNAVAILABLE (retryable on another endpoint), never UNAUTHENTICATED towards the c
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
 from collections.abc import Iterable, Mapping
@@ -146,10 +145,6 @@ def http_error(
         status=status,
         retry_after_s=parse_retry_after(headers),
     )
-
-
-def is_timeout(error: BaseException) -> bool:
-    return isinstance(error, TimeoutError | asyncio.TimeoutError)
 
 
 def retryable(error: ServiceError) -> bool:

@@ -36,8 +36,6 @@ from hybridinference.providers.vllm_metrics import HitRateWindow, parse_load
 
 log = logging.getLogger(__name__)
 
-FINISH_STOP = chat_pb2.FINISH_REASON_STOP
-
 
 def import_vllm() -> Any:
     try:

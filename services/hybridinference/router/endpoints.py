@@ -13,12 +13,16 @@ from typing import Any, Protocol
 
 import grpc
 
-from hybridinference.common.server import insecure_channel
+from hybridinference.common.channels import insecure_channel
 from hybridinference.common.settings import MeshSettings, ModelSettings, ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
+from hybridinference.providers.hosted_in_router import (
+    HostWorker,
+    WorkerInRouterChannel,
+    host_worker_in_router,
+)
 from hybridinference.router.breaker import CircuitBreaker, Clock
-from hybridinference.router.colocated import Colocate, ColocatedChannel, colocate_worker
 from hybridinference.router.retry import RetryBudget
 from hybridinference.router.stats import EndpointStats
 
@@ -175,12 +179,12 @@ class EndpointTable:
         connect: Connect = connect_worker,
         clock: Clock = time.monotonic,
         previous: EndpointTable | None = None,
-        colocate: Colocate = colocate_worker,
+        host_worker: HostWorker = host_worker_in_router,
     ) -> EndpointTable:
         """Builds the table; with ``previous`` (a config reload), workers at the same address
         keep their channel and endpoints keep their live state (counters, EWMAs, breaker).
-        A colocated worker is kept only when its settings are unchanged (its adapters live
-        here, built from them)."""
+        A worker hosted in the router is kept only when its settings are unchanged (its
+        adapters live here, built from them)."""
         router = settings.router
         old_workers = previous.workers if previous is not None else {}
         workers: list[Worker] = []
@@ -192,7 +196,7 @@ class EndpointTable:
                 address = f"colocated:{worker_settings.name}"
                 keep = (
                     old is not None
-                    and isinstance(old.channel, ColocatedChannel)
+                    and isinstance(old.channel, WorkerInRouterChannel)
                     and old.channel.settings == worker_settings
                 )
             else:
@@ -203,7 +207,7 @@ class EndpointTable:
                 old_endpoints = {e.id: e for e in old.endpoints}
             else:
                 channel, stub = (
-                    colocate(worker_settings) if worker_settings.colocated else connect(address)
+                    host_worker(worker_settings) if worker_settings.colocated else connect(address)
                 )
                 old_endpoints = {}
             worker = Worker(worker_settings.name, worker_settings.kind, address, stub, channel)

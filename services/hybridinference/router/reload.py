@@ -53,7 +53,6 @@ class ConfigReloader:
         self._task: asyncio.Task[None] | None = None
         self._draining: set[asyncio.Task[None]] = set()
         self._signature = self._file_signature()
-        self.reloads_total = 0
         self.rejected_total = 0
 
     async def start(self) -> None:
@@ -113,7 +112,6 @@ class ConfigReloader:
             task = asyncio.create_task(self._close_when_idle(worker))
             self._draining.add(task)
             task.add_done_callback(self._draining.discard)
-        self.reloads_total += 1
         log.info(
             "config reloaded",
             extra={

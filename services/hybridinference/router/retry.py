@@ -19,7 +19,6 @@ class RetryBudget:
         self.burst = burst
         # Starts full, so the first failures after a start can be retried.
         self.balance = burst
-        self.spent_total = 0
         self.denied_total = 0
 
     def record_request(self) -> None:
@@ -28,7 +27,6 @@ class RetryBudget:
     def try_spend(self) -> bool:
         if self.balance >= 1.0:
             self.balance -= 1.0
-            self.spent_total += 1
             return True
         self.denied_total += 1
         return False

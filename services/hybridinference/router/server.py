@@ -23,7 +23,7 @@ SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 @dataclass
 class RouterCore:
-    """Everything the router runs, whether in its own process or colocated in the gateway."""
+    """Everything the router runs, whether in its own process or hosted in the gateway."""
 
     relay: Relay
     health: HealthMonitor

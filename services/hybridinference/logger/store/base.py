@@ -5,7 +5,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from hybridinference.common.database import Schema
 from hybridinference.logger.pagination import Cursor, ListFilters, decode_token, encode_token
 from hybridinference.logger.rows import Row, row_to_record
 from hybridinference.logger.usage import UsageBucket, UsageQuery
@@ -28,6 +30,16 @@ class MigrationError(StoreError):
 
 class StoreUnavailable(StoreError):
     """The database could not be reached or refused the operation; the caller may retry."""
+
+
+# The request log's migrations (logger/migrations/<dialect>), run by the common runner.
+SCHEMA = Schema(
+    name="request log",
+    directory=Path(__file__).resolve().parent.parent / "migrations",
+    version_table="schema_version",
+    lock_id=0x4869_4C6F_6701,
+    error=MigrationError,
+)
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,13 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from hybridinference.common.database import Migration, migrate_postgres, redact
 from hybridinference.logger.pagination import Cursor, ListFilters
 from hybridinference.logger.rows import COLUMN_LIST, COLUMNS, Row, record_to_row
-from hybridinference.logger.store.base import MigrationError, RecordStore, StoreUnavailable
-from hybridinference.logger.store.migrations import Migration, load_migrations
+from hybridinference.logger.store.base import SCHEMA, RecordStore, StoreUnavailable
 from hybridinference.logger.store.sql import list_query
 from hybridinference.logger.usage import UsageBucket, UsageQuery, usage_bucket
 from hybridinference.logger.v1 import logger_pb2
@@ -112,20 +111,9 @@ SELECT count(*) FROM inserted
 """
 _USAGE_COLUMNS = ("requests", "errors", *_TOKENS, "cost_usd")
 _SELECT_ONE = f"SELECT {COLUMN_LIST} FROM request_log WHERE request_id = $1"
-# Serialises migrations across logger replicas starting at the same time (any constant works).
-_MIGRATION_LOCK = 0x4869_4C6F_6701
 # Errors meaning "the database is not there right now", which a client may retry.
 _TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 _POOL_MAX = 4
-
-
-def redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class PostgresStore(RecordStore):
@@ -146,7 +134,7 @@ class PostgresStore(RecordStore):
                 f"cannot connect to PostgreSQL at {redact(dsn)}: {error}"
             ) from error
         try:
-            await _migrate(pool, migrations or load_migrations("postgres"))
+            await migrate_postgres(pool, SCHEMA, migrations)
         except BaseException:
             await pool.close()
             raise
@@ -304,31 +292,3 @@ async def _copy_and_merge(
 async def _prepare_connection(conn: asyncpg.Connection) -> None:
     # Once per pooled connection: temporary tables live as long as their session.
     await conn.execute(_CREATE_STAGE)
-
-
-async def _migrate(pool: asyncpg.Pool, migrations: list[Migration]) -> None:
-    for migration in migrations:
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-                    "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-                )
-                done = await conn.fetchval(
-                    "SELECT 1 FROM schema_version WHERE version = $1", migration.version
-                )
-                if done:
-                    continue
-                # No arguments: the simple query protocol runs the whole multi-statement file.
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_version (version, name) VALUES ($1, $2)",
-                    migration.version,
-                    migration.name,
-                )
-        except _TRANSIENT as error:
-            raise MigrationError(
-                f"PostgreSQL migration {migration.name} failed: {error}"
-            ) from error
-        log.info("applied migration", extra={"store": "postgres", "migration": migration.name})

@@ -16,10 +16,10 @@ from typing import Any
 
 import aiosqlite
 
+from hybridinference.common.database import Migration, migrate_sqlite
 from hybridinference.logger.pagination import Cursor, ListFilters
 from hybridinference.logger.rows import COLUMN_LIST, COLUMNS, Row, record_to_row
-from hybridinference.logger.store.base import MigrationError, RecordStore, StoreUnavailable
-from hybridinference.logger.store.migrations import Migration, load_migrations, split_statements
+from hybridinference.logger.store.base import SCHEMA, RecordStore, StoreUnavailable
 from hybridinference.logger.store.sql import list_query
 from hybridinference.logger.usage import UsageBucket, UsageQuery, hourly_rollup, usage_bucket
 from hybridinference.logger.v1 import logger_pb2
@@ -87,7 +87,7 @@ class SqliteStore(RecordStore):
             await writer.execute("PRAGMA journal_mode = WAL")
             # FULL: a batch is acknowledged to the shipper only once it is on disk.
             await writer.execute("PRAGMA synchronous = FULL")
-            await _migrate(writer, migrations or load_migrations("sqlite"), path)
+            await migrate_sqlite(writer, SCHEMA, path, migrations)
             reader = await _connect(path)
         except BaseException:
             await writer.close()
@@ -196,52 +196,3 @@ def _from_values(values: Sequence[Any]) -> Row:
     for index in _BOOLEANS:
         adapted[index] = bool(adapted[index])
     return Row._make(adapted)
-
-
-async def _migrate(db: aiosqlite.Connection, migrations: list[Migration], path: str) -> None:
-    # BEGIN IMMEDIATE takes the write lock before reading schema_version, so two processes
-    # starting together cannot both apply the same migration.
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        await db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-            "name TEXT NOT NULL, applied_at TEXT NOT NULL "
-            "DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
-        )
-        async with db.execute("SELECT version FROM schema_version") as cursor:
-            applied = {int(row[0]) for row in await cursor.fetchall()}
-        await db.execute("COMMIT")
-    except sqlite3.Error as error:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
-        raise MigrationError(f"cannot read schema_version of {path}: {error}") from error
-    for migration in migrations:
-        if migration.version in applied:
-            continue
-        await _apply(db, migration, path)
-
-
-async def _apply(db: aiosqlite.Connection, migration: Migration, path: str) -> None:
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        async with db.execute(
-            "SELECT 1 FROM schema_version WHERE version = ?", [migration.version]
-        ) as cursor:
-            if await cursor.fetchone():
-                # Another process applied it between our read and this transaction.
-                await db.execute("COMMIT")
-                return
-        for statement in split_statements(migration.sql):
-            await db.execute(statement)
-        await db.execute(
-            "INSERT INTO schema_version (version, name) VALUES (?, ?)",
-            [migration.version, migration.name],
-        )
-        await db.execute("COMMIT")
-    except (sqlite3.Error, MigrationError) as error:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
-        raise MigrationError(
-            f"SQLite migration {migration.name} failed on {path}: {error}"
-        ) from error
-    log.info("applied migration", extra={"store": "sqlite", "migration": migration.name})

@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable
 
 from hybridinference.common.settings import ModelSettings
+from hybridinference.common.settings_base import STRATEGY_NAMES
 from hybridinference.router.strategies.affinity import PrefixAffinity
 from hybridinference.router.strategies.base import Picker, Strategy
 from hybridinference.router.strategies.latency import Cost, Latency
@@ -23,7 +24,10 @@ PICKERS: dict[str, Callable[[ModelSettings, random.Random], Picker]] = {
     PrefixAffinity.name: PrefixAffinity,
     LocalFirst.name: LocalFirst,
 }
-NAMES: tuple[str, ...] = (RoundRobin.name, *PICKERS)
+# The strategy names the settings accept (common/settings_base.py); IMPLEMENTED must match them
+# (a test checks it).
+NAMES: tuple[str, ...] = STRATEGY_NAMES
+IMPLEMENTED: tuple[str, ...] = (RoundRobin.name, *PICKERS)
 
 
 def create_strategy(
@@ -42,6 +46,7 @@ def create_strategy(
 
 
 __all__ = [
+    "IMPLEMENTED",
     "NAMES",
     "Cost",
     "Latency",

@@ -37,10 +37,6 @@ class Latency(Picker):
         return best
 
 
-def blended_price(endpoint: Endpoint) -> float:
-    return endpoint.price_prompt_per_1m + endpoint.price_completion_per_1m
-
-
 class Cost(Picker):
     """Cheapest endpoint whose observed p95 TTFT meets ``ttft_slo_ms`` (an endpoint without
     samples yet counts as meeting it, so it gets measured); among equal prices the one with
@@ -65,7 +61,7 @@ class Cost(Picker):
             stats = endpoint.stats
             p95 = stats.ttft_p95
             if p95 is None or p95 <= slo:
-                # blended_price(), inlined: this loop runs over every candidate of every request.
+                # The blended price (prompt plus completion per 1M tokens).
                 price = endpoint.price_prompt_per_1m + endpoint.price_completion_per_1m
                 if (
                     best is None

@@ -1,0 +1,80 @@
+"""Renders deploy/envoy/envoy.yaml for the mesh settings in use.
+
+The committed file is the single source of the Envoy config (valid as is for the default ports).
+Rendering loads it and replaces only what depends on the settings: the listener address, the admin
+port, the gateway's address and an absolute descriptor path, so Envoy works from any directory; with
+tracing on it also adds Envoy's OpenTelemetry tracer (hybridinference/render/envoy_tracing.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hybridinference.common.settings import MeshSettings, dial_host
+from hybridinference.render.envoy_tracing import add_tracing
+
+REPO = Path(__file__).resolve().parents[3]
+TEMPLATE = REPO / "deploy" / "envoy" / "envoy.yaml"
+DESCRIPTOR = REPO / "deploy" / "envoy" / "hybridinference.pb"
+
+_HCM = "envoy.filters.network.http_connection_manager"
+_TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+GATEWAY_CLUSTER = "gateway"
+
+
+def _socket(address: dict[str, Any]) -> dict[str, Any]:
+    socket: dict[str, Any] = address["socket_address"]
+    return socket
+
+
+def _named(items: list[dict[str, Any]], name: str, what: str) -> dict[str, Any]:
+    for item in items:
+        if item.get("name") == name:
+            return item
+    raise ValueError(f"envoy config: no {what} named {name!r}")
+
+
+def apply_settings(
+    config: dict[str, Any], settings: MeshSettings, descriptor: Path = DESCRIPTOR
+) -> dict[str, Any]:
+    """Sets the settings-dependent values in a loaded config, in place, and returns it."""
+    # The admin address stays on loopback whatever the listener binds: it can stop the proxy.
+    _socket(config["admin"]["address"])["port_value"] = settings.envoy.admin_port
+    resources = config["static_resources"]
+    listeners: list[dict[str, Any]] = resources["listeners"]
+    if len(listeners) != 1:
+        raise ValueError("envoy config: expected exactly one listener")
+    listener = listeners[0]
+    _socket(listener["address"]).update(address=settings.envoy.host, port_value=settings.envoy.port)
+    hcms: list[dict[str, Any]] = []
+    for chain in listener["filter_chains"]:
+        hcm = _named(chain["filters"], _HCM, "network filter")["typed_config"]
+        hcms.append(hcm)
+        transcoder = _named(hcm["http_filters"], _TRANSCODER, "http filter")["typed_config"]
+        transcoder["proto_descriptor"] = str(descriptor.resolve())
+
+    cluster = _named(resources["clusters"], GATEWAY_CLUSTER, "cluster")
+    gateway = settings.gateway
+    for group in cluster["load_assignment"]["endpoints"]:
+        for endpoint in group["lb_endpoints"]:
+            _socket(endpoint["endpoint"]["address"]).update(
+                address=dial_host(gateway.host), port_value=gateway.port
+            )
+    add_tracing(config, hcms, settings.tracing)
+    return config
+
+
+def render(
+    settings: MeshSettings, run_dir: Path, template: Path = TEMPLATE, descriptor: Path = DESCRIPTOR
+) -> Path:
+    """Writes the config for ``settings`` to ``run_dir/envoy.yaml`` and returns its path."""
+    config = yaml.safe_load(template.read_text())
+    apply_settings(config, settings, descriptor)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / "envoy.yaml"
+    header = f"# Rendered by hybridinference.launcher from {template}; edit that file instead.\n"
+    target.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    return target
