@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+from types import FrameType
 
 if os.environ.get("HI_COMPOSE") == "1":
     missing = [
@@ -19,5 +21,11 @@ if os.environ.get("HI_COMPOSE") == "1":
             f"make test-compose needs {', '.join(missing)}: "
             "apt-get install podman docker-compose debootstrap"
         )
+
+    def _interrupt(signum: int, frame: FrameType | None) -> None:
+        # A CI timeout's SIGTERM becomes an interrupt, so the fixture still removes everything.
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _interrupt)
 else:
     collect_ignore_glob = ["test_*.py"]

@@ -27,7 +27,7 @@ RUNNING_WORKERS = ("sim",)
 
 
 @dataclass(frozen=True)
-class TestMesh:
+class ComposeMesh:
     directory: Path
     settings: MeshSettings
     postgres_port: int
@@ -89,7 +89,7 @@ def mesh_config() -> dict[str, Any]:
     return config
 
 
-def render(directory: Path) -> TestMesh:
+def render(directory: Path) -> ComposeMesh:
     directory.mkdir(parents=True, exist_ok=True)
     mesh_path = directory / "mesh.yaml"
     mesh_path.write_text(yaml.safe_dump(mesh_config(), sort_keys=False))
@@ -116,4 +116,4 @@ def render(directory: Path) -> TestMesh:
     # Readable by the containers' unprivileged users (10001, nobody).
     for path in (directory, *directory.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    return TestMesh(directory, settings, free_port(), alertmanager_port)
+    return ComposeMesh(directory, settings, free_port(), alertmanager_port)

@@ -97,28 +97,23 @@ class Podman:
         for key, value in build_args.items():
             argv += ["--build-arg", f"{key}={value}"]
         started = time.monotonic()
+        # One stream: the step lines and what each step printed stay in order.
         result = subprocess.run(
             [*argv, str(context)],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env=self.env,
             timeout=timeout_s,
             check=False,
         )
         seconds = time.monotonic() - started
-        output = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
+        output = result.stdout.decode(errors="replace")
         if result.returncode != 0:
             raise AssertionError(f"building {image} failed:\n{output[-6000:]}")
         return Build(image, seconds, output)
 
     def image_size(self, image: str) -> int:
         return int(self.run("image", "inspect", "--format", "{{.Size}}", image).strip())
-
-    def layers(self, image: str) -> list[str]:
-        """The image's layer digests, base first."""
-        out = self.run(
-            "image", "inspect", "--format", "{{range .RootFS.Layers}}{{.}} {{end}}", image
-        )
-        return out.split()
 
     # --- the Docker-compatible API service docker-compose talks to ---
 
