@@ -2,61 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import grpc
 import httpx
-import orjson
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from hybridinference.gateway.v1 import admin_pb2, admin_pb2_grpc
-from tests.support.mesh import Mesh, mesh_config, running_mesh
+from tests.support.auth_mesh import AuthMesh, running_auth_mesh
+from tests.support.mesh import Mesh
 from tests.support.polling import poll
-from tests.support.procs import REPO
 
 SECRET_ENV = "HI_E2E_ADMIN_SECRET"
 
 
-@dataclass
-class AuthMesh:
-    mesh: Mesh
-    env: dict[str, str]
-
-    def create_key(self, *args: str) -> tuple[str, str]:
-        cli = [sys.executable, "-m", "hybridinference.cli", "--config", str(self.mesh.config_path)]
-        done = subprocess.run(
-            [*cli, "keys", "create", f"adm-{uuid.uuid4().hex[:6]}", "--json", *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        created = orjson.loads(done.stdout)
-        return str(created["id"]), str(created["key"])
-
-
 @pytest.fixture(scope="module")
 def auth_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMesh]:
-    tmp = tmp_path_factory.mktemp("admin")
-    config = mesh_config(tmp)
-    config["gateway"]["auth"] = {"enabled": True, "secret_env": SECRET_ENV}
-    secret = uuid.uuid4().hex + uuid.uuid4().hex
-    env = {**os.environ, SECRET_ENV: secret}
-    os.environ[SECRET_ENV] = secret
-    try:
-        with running_mesh(tmp, config) as mesh:
-            yield AuthMesh(mesh, env)
-    finally:
-        os.environ.pop(SECRET_ENV, None)
+    with running_auth_mesh(tmp_path_factory.mktemp("admin"), SECRET_ENV) as running:
+        yield running
 
 
 def call(target: str, method: str, request: object, key: str | None) -> object:
