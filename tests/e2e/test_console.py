@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, expect
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from tests.support.auth_mesh import AuthMesh, running_auth_mesh
 from tests.support.browser import WatchedPage, chromium, new_page
-from tests.support.mesh import mesh_config
+from tests.support.mesh import Mesh, mesh_config
 from tests.support.polling import poll
 
 SECRET_ENV = "HI_E2E_CONSOLE_SECRET"
@@ -161,6 +161,18 @@ def test_without_the_admin_key_data_calls_are_refused_and_the_page_asks_for_it(
         expect(page.locator("#login-error")).to_contain_text("not an admin key")
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
         watched.screenshot("login")
+
+
+def test_with_auth_off_the_page_says_why_no_key_works(browser: Browser, mesh: Mesh) -> None:
+    reply = httpx.get(f"{mesh.http_url}/api/v1/admin/traffic", timeout=10)
+    assert reply.status_code == 403
+    with new_page(browser) as watched:
+        page = watched.page
+        page.goto(f"{mesh.http_url}/console/")
+        page.get_by_label("Admin API key").fill("hi-anything")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#login-error")).to_contain_text("Auth is off")
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 
 def test_overview_matches_the_api_and_follows_new_requests(
