@@ -30,6 +30,15 @@ PROMPT = "hello console"
 OK_REQUESTS = 12
 FAILED_REQUESTS = 4
 LIVE_TIMEOUT_S = 30
+# What shows that a page has its data.
+LOADED = {
+    "overview": "#overview-summary table",
+    "endpoints": "#endpoints-table table",
+    "requests": "#requests-results table",
+    "usage": "#usage-table table",
+    "keys": "#keys-table table",
+    "playground": "#model-a option",
+}
 
 
 @dataclass
@@ -392,13 +401,41 @@ def test_playground_streams_two_models_side_by_side(browser: Browser, console: C
 def test_pages_fit_a_phone(browser: Browser, console: Console) -> None:
     with signed_in(browser, console, "overview", width=390, height=844) as watched:
         page = watched.page
-        for name in ("overview", "endpoints", "requests", "usage", "keys", "playground"):
+        for name, loaded in LOADED.items():
             page.goto(f"{console.url}/console/#/{name}")
-            page.wait_for_selector("#view h1")
-            page.wait_for_load_state("networkidle")
+            page.wait_for_selector(loaded, state="attached")
             # Wide tables scroll inside their own box; the page itself never scrolls sideways.
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, name
         page.goto(f"{console.url}/console/#/overview")
         page.wait_for_selector("#overview-charts .uplot")
         watched.screenshot("overview-phone")
+
+
+def test_every_page_is_reachable_from_the_keyboard(browser: Browser, console: Console) -> None:
+    with signed_in(browser, console, "overview") as watched:
+        page = watched.page
+        page.locator("body").focus()
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.textContent")
+        assert focused == "Skip to content"
+        reached: list[str] = []
+        for _ in range(10):
+            page.keyboard.press("Tab")
+            reached.append(page.evaluate("document.activeElement.textContent"))
+        assert [name.capitalize() for name in LOADED][:6] == [
+            r for r in reached if r.lower() in LOADED
+        ][:6]
+        # From the skip link, Tab to "Keys" and follow it with Enter.
+        page.get_by_role("link", name="Skip to content").focus()
+        for _ in range(list(LOADED).index("keys") + 1):
+            page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Keys"
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+        page.wait_for_selector(LOADED["keys"])
+        # The skip link moves focus to the content without leaving the page.
+        page.get_by_role("link", name="Skip to content").focus()
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.id") == "main"
+        expect(page.get_by_role("heading", name="API keys")).to_be_visible()

@@ -960,6 +960,12 @@
     b.box.hidden = true;
   }
 
+  // The skip link must not change the hash: the hash is the page.
+  document.querySelector(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    document.getElementById("main").focus();
+  });
+
   window.addEventListener("hashchange", route);
   route();
 })();
