@@ -44,13 +44,15 @@ def test_every_bucket_is_present_and_samples_outside_are_ignored() -> None:
     ]
     series = aggregate(query, samples)
     assert list(series) == ["m", "other"]
-    first, second, third = series["m"]
+    first, second, third = series["m"].buckets
     assert (first.requests, first.errors, first.total_tokens) == (2, 1, 10)
     # A failure before the first token has no TTFT: it does not pull the percentiles to 0.
     assert first.ttft_p50_ms == first.ttft_p95_ms == 10.0
     assert first.latency_p50_ms == 0.0 and first.latency_p95_ms == 20.0
     assert second.requests == 0 and second.start == START + timedelta(seconds=60)
-    assert series["other"][2].requests == 1 and third.requests == 0
+    assert series["other"].buckets[2].requests == 1 and third.requests == 0
+    total = series["m"].total
+    assert (total.start, total.requests, total.errors, total.cost_usd) == (START, 2, 1, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -102,3 +104,14 @@ def test_key_limits_are_checked_field_by_field() -> None:
     with pytest.raises(ServiceError):
         admin_requests.key_name("   ")
     assert admin_requests.key_models(["a", "a", "b"]) == ("a", "b")
+
+
+def test_the_total_has_percentiles_of_the_whole_window() -> None:
+    # Minute 0: ten fast requests; minute 1: one slow one. The window's percentiles rank all
+    # eleven together, which no combination of the per-minute ones gives.
+    query = TrafficQuery.of(START, START + timedelta(seconds=120), 60)
+    samples = [sample(i, ttft=float(i + 1)) for i in range(10)] + [sample(70, ttft=500.0)]
+    traffic = aggregate(query, samples)["m"]
+    assert [b.ttft_p95_ms for b in traffic.buckets] == [10.0, 500.0]
+    assert traffic.total.requests == 11
+    assert traffic.total.ttft_p50_ms == 6.0 and traffic.total.ttft_p95_ms == 500.0

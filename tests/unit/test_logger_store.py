@@ -289,9 +289,10 @@ async def test_traffic_buckets_per_model_and_the_new_filters(store: RecordStore)
     query = TrafficQuery.of(start, start + timedelta(seconds=40), 10)
     series, truncated = await store.traffic(query)
     assert not truncated and sorted(series) == sorted(MODELS)
-    for model, buckets in series.items():
-        assert len(buckets) == 4
-        for index, bucket in enumerate(buckets):
+    for model, traffic in series.items():
+        assert len(traffic.buckets) == 4
+        assert traffic.total.requests == sum(r.requested_model == model for r in records)
+        for index, bucket in enumerate(traffic.buckets):
             mine = [r for r in records[index * 10 : index * 10 + 10] if r.requested_model == model]
             assert bucket.start == start + timedelta(seconds=10 * index)
             assert bucket.requests == len(mine)

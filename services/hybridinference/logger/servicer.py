@@ -24,7 +24,7 @@ from hybridinference.logger.spool import Spool, SpoolFull
 from hybridinference.logger.stats import LoggerStats, reason_key
 from hybridinference.logger.store import RecordStore, StoreUnavailable
 from hybridinference.logger.store.base import MAX_PAGE_SIZE
-from hybridinference.logger.traffic import TrafficQuery, TrafficQueryError
+from hybridinference.logger.traffic import TrafficBucket, TrafficQuery, TrafficQueryError
 from hybridinference.logger.usage import UsageQuery
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from hybridinference.logger.validation import admit
@@ -181,19 +181,24 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
         except StoreUnavailable as error:
             await abort(context, _unavailable(error))
         reply = logger_pb2.GetTrafficResponse(truncated=truncated)
-        for model, buckets in series.items():
+        for model, traffic in series.items():
             out = reply.series.add(model=model)
-            for bucket in buckets:
-                fields = dict(vars(bucket))
-                start = fields.pop("start")
-                added = out.buckets.add(**fields)
-                added.start_time.FromDatetime(start)
+            for bucket in traffic.buckets:
+                _fill(out.buckets.add(), bucket)
+            _fill(out.total, traffic.total)
         return reply
 
     async def GetStats(
         self, request: logger_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> logger_pb2.GetStatsResponse:
         return self._stats.to_proto(self._spool)
+
+
+def _fill(out: logger_pb2.TrafficBucket, bucket: TrafficBucket) -> None:
+    fields = dict(vars(bucket))
+    out.start_time.FromDatetime(fields.pop("start"))
+    for name, value in fields.items():
+        setattr(out, name, value)
 
 
 def _time(

@@ -114,44 +114,56 @@ def percentile(values: Sequence[float], q: float) -> float:
     return values[rank - 1]
 
 
-def aggregate(
-    query: TrafficQuery, samples: Iterable[TrafficSample]
-) -> dict[str, list[TrafficBucket]]:
-    """Every bucket of the window per model that had a request in it, oldest first."""
+@dataclass
+class SeriesTraffic:
+    """One model's buckets, oldest first, and the whole window as one bucket."""
+
+    buckets: list[TrafficBucket]
+    total: TrafficBucket
+
+
+def _bucket(start: datetime, acc: _Acc | None) -> TrafficBucket:
+    bucket = TrafficBucket(start)
+    if acc is None:
+        return bucket
+    ttfts, latencies = sorted(acc.ttfts), sorted(acc.latencies)
+    bucket.requests, bucket.errors = acc.requests, acc.errors
+    bucket.ttft_p50_ms, bucket.ttft_p95_ms = percentile(ttfts, 0.5), percentile(ttfts, 0.95)
+    bucket.latency_p50_ms = percentile(latencies, 0.5)
+    bucket.latency_p95_ms = percentile(latencies, 0.95)
+    bucket.completion_tokens, bucket.total_tokens = acc.completion, acc.total
+    bucket.cost_usd = acc.cost
+    return bucket
+
+
+def _add(acc: _Acc, sample: TrafficSample) -> None:
+    acc.requests += 1
+    acc.errors += 0 if sample.ok else 1
+    # A request that failed before its first token has no TTFT; it must not pull the
+    # percentiles towards 0.
+    if sample.ttft_ms > 0:
+        acc.ttfts.append(sample.ttft_ms)
+    acc.latencies.append(sample.latency_ms)
+    acc.completion += sample.completion_tokens
+    acc.total += sample.total_tokens
+    acc.cost += sample.cost_usd
+
+
+def aggregate(query: TrafficQuery, samples: Iterable[TrafficSample]) -> dict[str, SeriesTraffic]:
+    """Per model that had a request in the window: every bucket of it, and its total."""
     accs: dict[str, dict[int, _Acc]] = defaultdict(lambda: defaultdict(_Acc))
+    totals: dict[str, _Acc] = defaultdict(_Acc)
     count = query.bucket_count
-    for started_at, model, ok, ttft, latency, completion, total, cost in samples:
-        index = query.index_of(started_at)
+    for sample in samples:
+        index = query.index_of(sample.started_at)
         if not 0 <= index < count:
             continue
-        acc = accs[model][index]
-        acc.requests += 1
-        acc.errors += 0 if ok else 1
-        if ttft > 0:
-            acc.ttfts.append(ttft)
-        acc.latencies.append(latency)
-        acc.completion += completion
-        acc.total += total
-        acc.cost += cost
-    series: dict[str, list[TrafficBucket]] = {}
-    for model in sorted(accs):
-        buckets = []
-        for index in range(count):
-            bucket = TrafficBucket(query.bucket_start(index))
-            found = accs[model].get(index)
-            if found is not None:
-                ttfts, latencies = sorted(found.ttfts), sorted(found.latencies)
-                bucket.requests, bucket.errors = found.requests, found.errors
-                bucket.ttft_p50_ms, bucket.ttft_p95_ms = (
-                    percentile(ttfts, 0.5),
-                    percentile(ttfts, 0.95),
-                )
-                bucket.latency_p50_ms, bucket.latency_p95_ms = (
-                    percentile(latencies, 0.5),
-                    percentile(latencies, 0.95),
-                )
-                bucket.completion_tokens, bucket.total_tokens = found.completion, found.total
-                bucket.cost_usd = found.cost
-            buckets.append(bucket)
-        series[model] = buckets
-    return series
+        _add(accs[sample.model][index], sample)
+        _add(totals[sample.model], sample)
+    return {
+        model: SeriesTraffic(
+            [_bucket(query.bucket_start(i), accs[model].get(i)) for i in range(count)],
+            _bucket(query.start, totals[model]),
+        )
+        for model in sorted(accs)
+    }

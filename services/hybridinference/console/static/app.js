@@ -366,7 +366,9 @@
   }
 
   function hourTable(reply) {
-    const rows = reply.series.map((s) => ({ model: s.model, b: s.buckets[0], span: reply.bucket_seconds }));
+    // The window's totals (exact percentiles over the hour), not a sum of the minutes.
+    const span = reply.series.length ? reply.series[0].buckets.length * reply.bucket_seconds : 1;
+    const rows = reply.series.map((s) => ({ model: s.model, b: s.total, span }));
     return table(
       "Last hour, per model",
       [
@@ -402,13 +404,10 @@
     let shape = "";
     let built = [];
     async function refresh() {
-      const [minute, hour] = await Promise.all([
-        api("/api/v1/admin/traffic" + query({ window_seconds: 3600, bucket_seconds: 60 })),
-        api("/api/v1/admin/traffic" + query({ window_seconds: 3600, bucket_seconds: 3600 })),
-      ]);
+      const minute = await api("/api/v1/admin/traffic" + query({ window_seconds: 3600, bucket_seconds: 60 }));
       if (generation !== pageGeneration) return;
-      summary.replaceChildren(hourTable(hour));
-      if (minute.truncated || hour.truncated) {
+      summary.replaceChildren(hourTable(minute));
+      if (minute.truncated) {
         summary.append(el("p", { class: "notice", text: "More records than the logger reads at once: the oldest minutes are incomplete." }));
       }
       const data = trafficSeries(minute);

@@ -10,7 +10,7 @@ from hybridinference.logger.pagination import Cursor, ListFilters, decode_token,
 from hybridinference.logger.rows import Row, row_to_record
 from hybridinference.logger.traffic import (
     MAX_SAMPLES,
-    TrafficBucket,
+    SeriesTraffic,
     TrafficQuery,
     TrafficSample,
     aggregate,
@@ -24,7 +24,7 @@ MAX_PAGE_SIZE = 1000
 Rows = list[Row]
 Buckets = list[UsageBucket]
 Samples = list[TrafficSample]
-Series = dict[str, list[TrafficBucket]]
+Series = dict[str, SeriesTraffic]
 
 
 class StoreError(Exception):
@@ -113,8 +113,8 @@ class RecordStore(abc.ABC):
         return Page([row_to_record(row) for row in rows], token)
 
     async def traffic(self, query: TrafficQuery) -> tuple[Series, bool]:
-        """Per model, every bucket of the window; True when more than MAX_SAMPLES records fell
-        in it (the newest were counted)."""
+        """Per model, every bucket of the window and its total; True when more than MAX_SAMPLES
+        records fell in it (the newest were counted)."""
         samples = await self._fetch_traffic(query, MAX_SAMPLES + 1)
         truncated = len(samples) > MAX_SAMPLES
         return aggregate(query, samples[:MAX_SAMPLES]), truncated

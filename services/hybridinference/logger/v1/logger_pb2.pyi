@@ -721,21 +721,29 @@ class TrafficSeries(_message.Message):
 
     MODEL_FIELD_NUMBER: _builtins.int
     BUCKETS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Requested model."""
     @_builtins.property
     def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrafficBucket]:
         """One per bucket of the window."""
 
+    @_builtins.property
+    def total(self) -> Global___TrafficBucket:
+        """The whole window as one bucket (its percentiles are over every request of the window, which
+        the buckets' cannot give), starting at the window's start.
+        """
+
     def __init__(
         self,
         *,
         model: _builtins.str = ...,
         buckets: _abc.Iterable[Global___TrafficBucket] | None = ...,
+        total: Global___TrafficBucket | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "model", b"model", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
