@@ -2,61 +2,39 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import grpc
 import httpx
-import orjson
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from hybridinference.gateway.v1 import admin_pb2, admin_pb2_grpc
-from support.mesh import Mesh, mesh_config, running_mesh
+from support.auth_mesh import AuthMesh, running_auth_mesh
+from support.mesh import Mesh
 from support.polling import poll
-from support.procs import REPO
 
 SECRET_ENV = "HI_E2E_ADMIN_SECRET"
 
 
-@dataclass
-class AuthMesh:
-    mesh: Mesh
-    env: dict[str, str]
-
-    def create_key(self, *args: str) -> tuple[str, str]:
-        cli = [sys.executable, "-m", "hybridinference.cli", "--config", str(self.mesh.config_path)]
-        done = subprocess.run(
-            [*cli, "keys", "create", f"adm-{uuid.uuid4().hex[:6]}", "--json", *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        created = orjson.loads(done.stdout)
-        return str(created["id"]), str(created["key"])
+EVERY_RPC: tuple[tuple[str, object], ...] = (
+    ("ListEndpoints", admin_pb2.ListEndpointsRequest()),
+    ("ListKeys", admin_pb2.ListKeysRequest()),
+    ("RevokeKey", admin_pb2.RevokeKeyRequest(id="key_x")),
+    ("CreateKey", admin_pb2.CreateKeyRequest(name="x")),
+    ("SetKeyLimits", admin_pb2.SetKeyLimitsRequest(id="key_x")),
+    ("GetTraffic", admin_pb2.GetTrafficRequest()),
+    ("ListRequests", admin_pb2.ListRequestsRequest()),
+    ("GetRequest", admin_pb2.GetRequestRequest(request_id="r")),
+    ("GetUsage", admin_pb2.GetUsageRequest()),
+)
 
 
 @pytest.fixture(scope="module")
 def auth_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMesh]:
-    tmp = tmp_path_factory.mktemp("admin")
-    config = mesh_config(tmp)
-    config["gateway"]["auth"] = {"enabled": True, "secret_env": SECRET_ENV}
-    secret = uuid.uuid4().hex + uuid.uuid4().hex
-    env = {**os.environ, SECRET_ENV: secret}
-    os.environ[SECRET_ENV] = secret
-    try:
-        with running_mesh(tmp, config) as mesh:
-            yield AuthMesh(mesh, env)
-    finally:
-        os.environ.pop(SECRET_ENV, None)
+    with running_auth_mesh(tmp_path_factory.mktemp("admin"), SECRET_ENV) as running:
+        yield running
 
 
 def call(target: str, method: str, request: object, key: str | None) -> object:
@@ -111,11 +89,7 @@ def test_admin_rpcs_need_an_admin_key(auth_mesh: AuthMesh) -> None:
     assert get(mesh, "/api/v1/admin/keys", "hi-not-a-key").status_code == 401
     denied = get(mesh, "/api/v1/admin/keys", user_key)
     assert denied.status_code == 403, denied.text
-    for method, request in (
-        ("ListEndpoints", admin_pb2.ListEndpointsRequest()),
-        ("ListKeys", admin_pb2.ListKeysRequest()),
-        ("RevokeKey", admin_pb2.RevokeKeyRequest(id="key_x")),
-    ):
+    for method, request in EVERY_RPC:
         assert failure(mesh.envoy_grpc, method, request, user_key) == (
             grpc.StatusCode.PERMISSION_DENIED,
             "admin_key_required",
@@ -177,11 +151,7 @@ def test_list_and_revoke_keys_never_show_secrets(auth_mesh: AuthMesh) -> None:
 
 
 def test_admin_rpcs_are_shut_when_auth_is_off(mesh: Mesh) -> None:
-    for method, request in (
-        ("ListEndpoints", admin_pb2.ListEndpointsRequest()),
-        ("ListKeys", admin_pb2.ListKeysRequest()),
-        ("RevokeKey", admin_pb2.RevokeKeyRequest(id="key_x")),
-    ):
+    for method, request in EVERY_RPC:
         assert failure(mesh.envoy_grpc, method, request, None) == (
             grpc.StatusCode.PERMISSION_DENIED,
             "admin_auth_disabled",
@@ -189,3 +159,51 @@ def test_admin_rpcs_are_shut_when_auth_is_off(mesh: Mesh) -> None:
     reply = get(mesh, "/api/v1/admin/endpoints")
     assert reply.status_code == 403
     assert "gateway.auth.enabled" in reply.json()["message"]
+
+
+def test_keys_made_and_limited_over_grpc(auth_mesh: AuthMesh) -> None:
+    mesh = auth_mesh.mesh
+    _, admin_key = auth_mesh.create_key("--admin")
+    admin_ready(mesh.envoy_grpc, admin_key)
+    created = call(
+        mesh.envoy_grpc,
+        "CreateKey",
+        admin_pb2.CreateKeyRequest(
+            name="grpc-made", models=["hi-sim"], limits=admin_pb2.KeyLimits(tokens_per_minute=100)
+        ),
+        admin_key,
+    )
+    assert isinstance(created, admin_pb2.CreateKeyResponse)
+    assert created.key.startswith("hi-") and created.info.models == ["hi-sim"]
+    # Usable at once on the gateway that made it.
+    assert get(mesh, "/v1/models", created.key).status_code == 200
+    limited = call(
+        mesh.envoy_grpc,
+        "SetKeyLimits",
+        admin_pb2.SetKeyLimitsRequest(
+            id=created.info.id, limits=admin_pb2.KeyLimits(requests_per_minute=3)
+        ),
+        admin_key,
+    )
+    assert isinstance(limited, admin_pb2.SetKeyLimitsResponse)
+    assert limited.key.limits == admin_pb2.KeyLimits(requests_per_minute=3)
+    code, _ = failure(
+        mesh.envoy_grpc,
+        "SetKeyLimits",
+        admin_pb2.SetKeyLimitsRequest(
+            id=created.info.id, limits=admin_pb2.KeyLimits(max_concurrent=0)
+        ),
+        admin_key,
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert failure(
+        mesh.envoy_grpc,
+        "SetKeyLimits",
+        admin_pb2.SetKeyLimitsRequest(id="key_nope"),
+        admin_key,
+    ) == (grpc.StatusCode.NOT_FOUND, "key_not_found")
+    # A bad page token is the logger's INVALID_ARGUMENT, relayed with its field.
+    bad = get(mesh, "/api/v1/admin/requests?page_token=nonsense", admin_key)
+    assert bad.status_code == 400 and "page_token" in bad.text
+    missing = get(mesh, "/api/v1/admin/requests/no-such-request", admin_key)
+    assert missing.status_code == 404

@@ -25,6 +25,7 @@ from hybridinference.common.server import Service
 from hybridinference.common.settings import MeshSettings, load_settings
 from hybridinference.gateway import server as gateway_server
 from hybridinference.gateway.admin_servicer import AdminServicer
+from hybridinference.gateway.console_servicer import ConsoleServicer
 from hybridinference.gateway.openai_servicer import OpenAIServicer
 from hybridinference.gateway.typed_servicer import GatewayServicer
 from hybridinference.logger import server as logger_server
@@ -50,6 +51,7 @@ async def _build_worker(server: Any, settings: MeshSettings) -> Service:
 SERVED: dict[str, Served] = {
     "hybridinference.gateway.v1.GatewayService": Served(GatewayServicer, gateway_server.build),
     "hybridinference.gateway.v1.AdminService": Served(AdminServicer, gateway_server.build),
+    "hybridinference.gateway.v1.ConsoleService": Served(ConsoleServicer, gateway_server.build),
     "hybridinference.openai.v1.OpenAIService": Served(OpenAIServicer, gateway_server.build),
     "hybridinference.router.v1.RouterService": Served(RouterServicer, router_server.build),
     "hybridinference.provider.v1.ProviderService": Served(ProviderServicer, _build_worker),

@@ -86,6 +86,7 @@ def test_summary_names_everything_a_user_needs(tmp_path: Path) -> None:
         "127.0.0.1:9901",
         "built-in defaults",
         "auth:         off",
+        "console:      http://127.0.0.1:8080/console/",
         f"SQLite {tmp_path / 'var/requests.db'}",
     ]:
         assert expected in text, expected

@@ -16,9 +16,10 @@ from hybridinference.logger.pagination import InvalidPageToken, ListFilters
 from hybridinference.logger.rows import COLUMNS
 from hybridinference.logger.store import MigrationError, RecordStore, SqliteStore
 from hybridinference.logger.store.base import SCHEMA
+from hybridinference.logger.traffic import TrafficQuery
 from hybridinference.logger.usage import UsageQuery
 from hybridinference.logger.v1 import logger_pb2
-from support.logger_records import BASE_SECONDS, make_record
+from support.logger_records import BASE_SECONDS, MODELS, make_record
 
 
 @dataclass
@@ -277,3 +278,30 @@ async def test_new_fields_round_trip(store: RecordStore) -> None:
     record = make_record(1, fallbacks=2, hedged=True, prompt="p", response="r")
     await store.write_batch([record])
     assert await store.get("req-00001") == record
+
+
+async def test_traffic_buckets_per_model_and_the_new_filters(store: RecordStore) -> None:
+    """GetTraffic's numbers from a store (SQLite here, PostgreSQL via its integration test)."""
+    # 40 records one second apart: records 0..39 fall in buckets of 10 s, models alternate.
+    records = [make_record(i) for i in range(40)]
+    await store.write_batch(records)
+    start = datetime.fromtimestamp(BASE_SECONDS, UTC)
+    query = TrafficQuery.of(start, start + timedelta(seconds=40), 10)
+    series, truncated = await store.traffic(query)
+    assert not truncated and sorted(series) == sorted(MODELS)
+    for model, traffic in series.items():
+        assert len(traffic.buckets) == 4
+        assert traffic.total.requests == sum(r.requested_model == model for r in records)
+        for index, bucket in enumerate(traffic.buckets):
+            mine = [r for r in records[index * 10 : index * 10 + 10] if r.requested_model == model]
+            assert bucket.start == start + timedelta(seconds=10 * index)
+            assert bucket.requests == len(mine)
+            assert bucket.errors == sum(r.status != "OK" for r in mine)
+            assert bucket.total_tokens == sum(r.usage.total_tokens for r in mine)
+            assert bucket.cost_usd == pytest.approx(sum(r.cost_usd for r in mine))
+            ttfts = sorted(r.ttft_ms for r in mine)
+            assert bucket.ttft_p50_ms == ttfts[2]  # nearest rank of 5 samples
+            assert bucket.ttft_p95_ms == ttfts[-1]
+    failed = await store.list(ListFilters(endpoint="ep-0", errors_only=True), 100)
+    expected = [r for r in records if r.endpoint == "ep-0" and r.status != "OK"]
+    assert sorted(r.request_id for r in failed.records) == sorted(r.request_id for r in expected)

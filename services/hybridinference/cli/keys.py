@@ -20,13 +20,12 @@ from hybridinference.cli import rpc
 from hybridinference.cli.table import format_table
 from hybridinference.common.edge_settings import KeyLimitSettings
 from hybridinference.common.settings import MeshSettings
-from hybridinference.keys.issue import create_key
+from hybridinference.keys.issue import MAX_NAME_CHARS, create_key
 from hybridinference.keys.model import ApiKey
 from hybridinference.keys.store import KeyStore, KeyStoreError, open_key_store
 from hybridinference.keys.tokens import SecretMissing, server_secret
 
 T = TypeVar("T")
-MAX_NAME_CHARS = 128
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,13 +10,21 @@ import grpc
 from hybridinference.common.server import Service
 from hybridinference.common.settings import MeshSettings
 from hybridinference.gateway.admin_servicer import AdminServicer
+from hybridinference.gateway.console_servicer import ConsoleServicer
 from hybridinference.gateway.edge import Edge, EdgeStartError
 from hybridinference.gateway.metrics import register_shipper_metrics
 from hybridinference.gateway.openai_servicer import OpenAIServicer
 from hybridinference.gateway.router_client import RouterClient
 from hybridinference.gateway.runtime import GatewayRuntime
 from hybridinference.gateway.typed_servicer import GatewayServicer
-from hybridinference.gateway.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from hybridinference.gateway.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    console_pb2,
+    console_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 from hybridinference.gateway.wire_guard import GuardedRegistration
 from hybridinference.openai.v1 import openai_pb2, openai_pb2_grpc
 from hybridinference.router.hosted_in_gateway import host_router_in_gateway
@@ -47,15 +55,18 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
     guarded = cast(grpc.aio.Server, GuardedRegistration(server))
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(runtime), guarded)
     openai_pb2_grpc.add_OpenAIServiceServicer_to_server(OpenAIServicer(runtime), guarded)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(runtime), guarded)
+    admin = AdminServicer(runtime)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, guarded)
+    console_pb2_grpc.add_ConsoleServiceServicer_to_server(ConsoleServicer(), guarded)
     return Service(
         name="gateway",
         service_names=[
             gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
             openai_pb2.DESCRIPTOR.services_by_name["OpenAIService"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+            console_pb2.DESCRIPTOR.services_by_name["ConsoleService"].full_name,
         ],
         on_started=[runtime.start, *started],
         # The gateway's calls have drained before a hosted router stops.
-        cleanups=[runtime.close, *stopped],
+        cleanups=[runtime.close, admin.log_reader.close, *stopped],
     )

@@ -7,6 +7,9 @@ from hybridinference.keys.model import ApiKey
 from hybridinference.keys.store import KeyStore
 from hybridinference.keys.tokens import hash_key, new_key, new_key_id, shown_prefix
 
+# A key's name: what the operator calls it (the CLI and AdminService.CreateKey check it).
+MAX_NAME_CHARS = 128
+
 
 async def create_key(
     store: KeyStore,

@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from hybridinference.common.database import POSTGRES_ERRORS, migrate_postgres, redact
+from hybridinference.common.edge_settings import KeyLimitSettings
 from hybridinference.keys.model import ApiKey
 from hybridinference.keys.store import (
     COLUMNS,
@@ -66,6 +67,17 @@ class PostgresKeyStore(KeyStore):
             "UPDATE api_key SET revoked_at = now(), revision = nextval('api_key_revision_seq') "
             "WHERE id = $1 AND revoked_at IS NULL",
             key_id,
+        )
+        return bool(status == "UPDATE 1")
+
+    async def set_limits(self, key_id: str, limits: KeyLimitSettings) -> bool:
+        # A new revision changes the fingerprint, so every gateway reloads the key's limits.
+        status = await self._run(
+            "execute",
+            "UPDATE api_key SET limits = $2, revision = nextval('api_key_revision_seq') "
+            "WHERE id = $1 AND revoked_at IS NULL",
+            key_id,
+            limits.model_dump_json(exclude_none=True),
         )
         return bool(status == "UPDATE 1")
 

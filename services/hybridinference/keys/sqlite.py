@@ -11,6 +11,7 @@ from typing import Any
 import aiosqlite
 
 from hybridinference.common.database import migrate_sqlite
+from hybridinference.common.edge_settings import KeyLimitSettings
 from hybridinference.keys.model import ApiKey
 from hybridinference.keys.store import (
     COLUMNS,
@@ -90,6 +91,17 @@ class SqliteKeyStore(KeyStore):
                 "revision = (SELECT MAX(revision) + 1 FROM api_key) "
                 "WHERE id = ? AND revoked_at IS NULL",
                 (_now(), key_id),
+            )
+        return changed == 1
+
+    async def set_limits(self, key_id: str, limits: KeyLimitSettings) -> bool:
+        # A new revision changes the fingerprint, so every gateway reloads the key's limits.
+        async with self._lock:
+            changed = await self._write(
+                "UPDATE api_key SET limits = ?, "
+                "revision = (SELECT MAX(revision) + 1 FROM api_key) "
+                "WHERE id = ? AND revoked_at IS NULL",
+                (limits.model_dump_json(exclude_none=True), key_id),
             )
         return changed == 1
 

@@ -50,6 +50,10 @@ class KeyStore(abc.ABC):
         """Marks the key revoked; False when no active key has this id."""
 
     @abc.abstractmethod
+    async def set_limits(self, key_id: str, limits: KeyLimitSettings) -> bool:
+        """Replaces an active key's limits; False when no active key has this id."""
+
+    @abc.abstractmethod
     async def fingerprint(self) -> tuple[int, int]:
         """Changes whenever any key is added or revoked (cheap: no key material is read)."""
 

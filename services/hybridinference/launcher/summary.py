@@ -25,6 +25,13 @@ def auth_line(settings: MeshSettings) -> str:
     return f"on (API keys required, hashed with ${auth.secret_env}; `hybridinference keys create`)"
 
 
+def console_line(settings: MeshSettings, base: str) -> str:
+    url = f"{base}/console/"
+    if not settings.gateway.auth.enabled:
+        return f"{url} (needs auth on: sign in with an admin key, `keys create NAME --admin`)"
+    return f"{url} (sign in with an admin key: `hybridinference keys create NAME --admin`)"
+
+
 def render(settings: MeshSettings, config: Path | None, cwd: Path, log_dir: Path) -> str:
     grpc_target = dial_address(settings.envoy.host, settings.envoy.port)
     base = f"http://{grpc_target}"
@@ -49,6 +56,8 @@ def render(settings: MeshSettings, config: Path | None, cwd: Path, log_dir: Path
     )
     return f"""
 HybridInference is up at {base}
+
+  console:      {console_line(settings, base)}
 
   OpenAI-compatible, streaming:
     curl -N {base}/v1/chat/completions -H 'content-type: application/json' \\

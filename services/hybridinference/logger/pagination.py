@@ -33,11 +33,24 @@ class ListFilters:
     api_key_id: str = ""
     start_time: datetime | None = None
     end_time: datetime | None = None
+    endpoint: str = ""
+    # Only records whose status is not OK.
+    errors_only: bool = False
 
     def fingerprint(self) -> str:
         times = [to_micros(t) if t else None for t in (self.start_time, self.end_time)]
         digest = hashlib.blake2s(
-            orjson.dumps([self.model, self.provider, self.status, self.api_key_id, *times]),
+            orjson.dumps(
+                [
+                    self.model,
+                    self.provider,
+                    self.status,
+                    self.api_key_id,
+                    *times,
+                    self.endpoint,
+                    self.errors_only,
+                ]
+            ),
             digest_size=6,
         )
         return digest.hexdigest()

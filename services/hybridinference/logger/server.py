@@ -53,6 +53,9 @@ def register(servicer: LoggerServicer, server: grpc.aio.Server) -> None:
         "GetUsage": unary(
             servicer.GetUsage, logger_pb2.GetUsageRequest, logger_pb2.GetUsageResponse
         ),
+        "GetTraffic": unary(
+            servicer.GetTraffic, logger_pb2.GetTrafficRequest, logger_pb2.GetTrafficResponse
+        ),
         "GetStats": unary(
             servicer.GetStats, logger_pb2.GetStatsRequest, logger_pb2.GetStatsResponse
         ),

@@ -8,9 +8,11 @@ shippers, and a logger killed after acknowledging loses nothing. Reads go to the
 from __future__ import annotations
 
 import logging
-from datetime import UTC
+from datetime import UTC, datetime
+from typing import Literal
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from hybridinference.common import trace_context
 from hybridinference.common.errors import FieldViolation, ServiceError, abort, invalid_argument
@@ -23,6 +25,7 @@ from hybridinference.logger.rows import Row
 from hybridinference.logger.stats import LoggerStats, reason_key
 from hybridinference.logger.store import RecordStore, StoreUnavailable
 from hybridinference.logger.store.base import MAX_PAGE_SIZE
+from hybridinference.logger.traffic import TrafficBucket, TrafficQuery, TrafficQueryError
 from hybridinference.logger.usage import UsageQuery
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from hybridinference.logger.validation import admit
@@ -133,6 +136,8 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
             end_time=request.end_time.ToDatetime(tzinfo=UTC)
             if request.HasField("end_time")
             else None,
+            endpoint=request.endpoint,
+            errors_only=request.errors_only,
         )
         try:
             page = await self._store.list(filters, page_size, request.page_token)
@@ -170,10 +175,47 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
             out.day.FromDatetime(bucket.day)
         return reply
 
+    async def GetTraffic(
+        self, request: logger_pb2.GetTrafficRequest, context: grpc.aio.ServicerContext
+    ) -> logger_pb2.GetTrafficResponse:
+        try:
+            query = TrafficQuery.of(
+                _time(request, "start_time"), _time(request, "end_time"), request.bucket_seconds
+            )
+        except TrafficQueryError as error:
+            await abort(context, invalid_argument([FieldViolation(error.field_name, str(error))]))
+        try:
+            series, truncated = await self._store.traffic(query)
+        except StoreUnavailable as error:
+            await abort(context, _unavailable(error))
+        reply = logger_pb2.GetTrafficResponse(truncated=truncated)
+        for model, traffic in series.items():
+            out = reply.series.add(model=model)
+            for bucket in traffic.buckets:
+                _fill(out.buckets.add(), bucket)
+            _fill(out.total, traffic.total)
+        return reply
+
     async def GetStats(
         self, request: logger_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> logger_pb2.GetStatsResponse:
         return self._stats.to_proto(self._spool)
+
+
+def _fill(out: logger_pb2.TrafficBucket, bucket: TrafficBucket) -> None:
+    fields = dict(vars(bucket))
+    out.start_time.FromDatetime(fields.pop("start"))
+    for name, value in fields.items():
+        setattr(out, name, value)
+
+
+def _time(
+    request: logger_pb2.GetTrafficRequest, name: Literal["start_time", "end_time"]
+) -> datetime | None:
+    if not request.HasField(name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(request, name)
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def _links(batch: DecodedBatch, rejected: list[tuple[int, str]]) -> list[tuple[str, str]]:

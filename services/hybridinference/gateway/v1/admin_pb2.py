@@ -23,10 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from hybridinference.logger.v1 import logger_pb2 as hybridinference_dot_logger_dot_v1_dot_logger__pb2
 from hybridinference.router.v1 import router_pb2 as hybridinference_dot_router_dot_v1_dot_router__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&hybridinference/gateway/v1/admin.proto\x12\x1ahybridinference.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a&hybridinference/router/v1/router.proto\"\x16\n\x14ListEndpointsRequest\"T\n\x15ListEndpointsResponse\x12;\n\tendpoints\x18\x01 \x03(\x0b\x32(.hybridinference.router.v1.EndpointState\"*\n\x0fListKeysRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\"H\n\x10ListKeysResponse\x12\x34\n\x04keys\x18\x01 \x03(\x0b\x32&.hybridinference.gateway.v1.ApiKeyInfo\"\xae\x01\n\nApiKeyInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\r\n\x05\x61\x64min\x18\x04 \x01(\x08\x12\x0e\n\x06models\x18\x05 \x03(\t\x12\x35\n\x06limits\x18\x06 \x01(\x0b\x32%.hybridinference.gateway.v1.KeyLimits\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x03\x12\x0f\n\x07revoked\x18\x08 \x01(\x03\"\x97\x02\n\tKeyLimits\x12 \n\x13requests_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1e\n\x11tokens_per_minute\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1b\n\x0emax_concurrent\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10\x64\x61ily_budget_usd\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1f\n\x12monthly_budget_usd\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x14\n\x12_tokens_per_minuteB\x11\n\x0f_max_concurrentB\x13\n\x11_daily_budget_usdB\x15\n\x13_monthly_budget_usd\"\x1e\n\x10RevokeKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"H\n\x11RevokeKeyResponse\x12\x33\n\x03key\x18\x01 \x01(\x0b\x32&.hybridinference.gateway.v1.ApiKeyInfo2\xbd\x03\n\x0c\x41\x64minService\x12\x95\x01\n\rListEndpoints\x12\x30.hybridinference.gateway.v1.ListEndpointsRequest\x1a\x31.hybridinference.gateway.v1.ListEndpointsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/admin/endpoints\x12\x81\x01\n\x08ListKeys\x12+.hybridinference.gateway.v1.ListKeysRequest\x1a,.hybridinference.gateway.v1.ListKeysResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/admin/keys\x12\x90\x01\n\tRevokeKey\x12,.hybridinference.gateway.v1.RevokeKeyRequest\x1a-.hybridinference.gateway.v1.RevokeKeyResponse\"&\x82\xd3\xe4\x93\x02 \"\x1e/api/v1/admin/keys/{id}:revokeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&hybridinference/gateway/v1/admin.proto\x12\x1ahybridinference.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&hybridinference/logger/v1/logger.proto\x1a&hybridinference/router/v1/router.proto\"\x16\n\x14ListEndpointsRequest\"T\n\x15ListEndpointsResponse\x12;\n\tendpoints\x18\x01 \x03(\x0b\x32(.hybridinference.router.v1.EndpointState\"*\n\x0fListKeysRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\"H\n\x10ListKeysResponse\x12\x34\n\x04keys\x18\x01 \x03(\x0b\x32&.hybridinference.gateway.v1.ApiKeyInfo\"\xae\x01\n\nApiKeyInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\r\n\x05\x61\x64min\x18\x04 \x01(\x08\x12\x0e\n\x06models\x18\x05 \x03(\t\x12\x35\n\x06limits\x18\x06 \x01(\x0b\x32%.hybridinference.gateway.v1.KeyLimits\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x03\x12\x0f\n\x07revoked\x18\x08 \x01(\x03\"\x97\x02\n\tKeyLimits\x12 \n\x13requests_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1e\n\x11tokens_per_minute\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1b\n\x0emax_concurrent\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10\x64\x61ily_budget_usd\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1f\n\x12monthly_budget_usd\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x14\n\x12_tokens_per_minuteB\x11\n\x0f_max_concurrentB\x13\n\x11_daily_budget_usdB\x15\n\x13_monthly_budget_usd\"\x1e\n\x10RevokeKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"H\n\x11RevokeKeyResponse\x12\x33\n\x03key\x18\x01 \x01(\x0b\x32&.hybridinference.gateway.v1.ApiKeyInfo\"v\n\x10\x43reateKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x35\n\x06limits\x18\x04 \x01(\x0b\x32%.hybridinference.gateway.v1.KeyLimits\"V\n\x11\x43reateKeyResponse\x12\x34\n\x04info\x18\x01 \x01(\x0b\x32&.hybridinference.gateway.v1.ApiKeyInfo\x12\x0b\n\x03key\x18\x02 \x01(\t\"X\n\x13SetKeyLimitsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x35\n\x06limits\x18\x02 \x01(\x0b\x32%.hybridinference.gateway.v1.KeyLimits\"K\n\x14SetKeyLimitsResponse\x12\x33\n\x03key\x18\x01 \x01(\x0b\x32&.hybridinference.gateway.v1.ApiKeyInfo\"C\n\x11GetTrafficRequest\x12\x16\n\x0ewindow_seconds\x18\x01 \x01(\x05\x12\x16\n\x0e\x62ucket_seconds\x18\x02 \x01(\x05\"\xa9\x01\n\x12GetTrafficResponse\x12\x38\n\x06series\x18\x01 \x03(\x0b\x32(.hybridinference.logger.v1.TrafficSeries\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62ucket_seconds\x18\x03 \x01(\x05\x12\x11\n\ttruncated\x18\x04 \x01(\x08\"\xf4\x01\n\x13ListRequestsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x13\n\x0b\x65rrors_only\x18\x05 \x01(\x08\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"j\n\x14ListRequestsResponse\x12\x39\n\x07records\x18\x01 \x03(\x0b\x32(.hybridinference.logger.v1.RequestRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"N\n\x12GetRequestResponse\x12\x38\n\x06record\x18\x01 \x01(\x0b\x32(.hybridinference.logger.v1.RequestRecord\"\x92\x01\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"K\n\x10GetUsageResponse\x12\x37\n\x07\x62uckets\x18\x01 \x03(\x0b\x32&.hybridinference.logger.v1.UsageBucket2\xaa\n\n\x0c\x41\x64minService\x12\x95\x01\n\rListEndpoints\x12\x30.hybridinference.gateway.v1.ListEndpointsRequest\x1a\x31.hybridinference.gateway.v1.ListEndpointsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/admin/endpoints\x12\x81\x01\n\x08ListKeys\x12+.hybridinference.gateway.v1.ListKeysRequest\x1a,.hybridinference.gateway.v1.ListKeysResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/admin/keys\x12\x90\x01\n\tRevokeKey\x12,.hybridinference.gateway.v1.RevokeKeyRequest\x1a-.hybridinference.gateway.v1.RevokeKeyResponse\"&\x82\xd3\xe4\x93\x02 \"\x1e/api/v1/admin/keys/{id}:revoke\x12\x87\x01\n\tCreateKey\x12,.hybridinference.gateway.v1.CreateKeyRequest\x1a-.hybridinference.gateway.v1.CreateKeyResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/admin/keys:\x01*\x12\x9f\x01\n\x0cSetKeyLimits\x12/.hybridinference.gateway.v1.SetKeyLimitsRequest\x1a\x30.hybridinference.gateway.v1.SetKeyLimitsResponse\",\x82\xd3\xe4\x93\x02&\"!/api/v1/admin/keys/{id}:setLimits:\x01*\x12\x8a\x01\n\nGetTraffic\x12-.hybridinference.gateway.v1.GetTrafficRequest\x1a..hybridinference.gateway.v1.GetTrafficResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/admin/traffic\x12\x91\x01\n\x0cListRequests\x12/.hybridinference.gateway.v1.ListRequestsRequest\x1a\x30.hybridinference.gateway.v1.ListRequestsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/admin/requests\x12\x98\x01\n\nGetRequest\x12-.hybridinference.gateway.v1.GetRequestRequest\x1a..hybridinference.gateway.v1.GetRequestResponse\"+\x82\xd3\xe4\x93\x02%\x12#/api/v1/admin/requests/{request_id}\x12\x82\x01\n\x08GetUsage\x12+.hybridinference.gateway.v1.GetUsageRequest\x1a,.hybridinference.gateway.v1.GetUsageResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/admin/usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,22 +41,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['ListKeys']._serialized_options = b'\202\323\344\223\002\024\022\022/api/v1/admin/keys'
   _globals['_ADMINSERVICE'].methods_by_name['RevokeKey']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['RevokeKey']._serialized_options = b'\202\323\344\223\002 \"\036/api/v1/admin/keys/{id}:revoke'
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=140
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=162
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=164
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=248
-  _globals['_LISTKEYSREQUEST']._serialized_start=250
-  _globals['_LISTKEYSREQUEST']._serialized_end=292
-  _globals['_LISTKEYSRESPONSE']._serialized_start=294
-  _globals['_LISTKEYSRESPONSE']._serialized_end=366
-  _globals['_APIKEYINFO']._serialized_start=369
-  _globals['_APIKEYINFO']._serialized_end=543
-  _globals['_KEYLIMITS']._serialized_start=546
-  _globals['_KEYLIMITS']._serialized_end=825
-  _globals['_REVOKEKEYREQUEST']._serialized_start=827
-  _globals['_REVOKEKEYREQUEST']._serialized_end=857
-  _globals['_REVOKEKEYRESPONSE']._serialized_start=859
-  _globals['_REVOKEKEYRESPONSE']._serialized_end=931
-  _globals['_ADMINSERVICE']._serialized_start=934
-  _globals['_ADMINSERVICE']._serialized_end=1379
+  _globals['_ADMINSERVICE'].methods_by_name['CreateKey']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['CreateKey']._serialized_options = b'\202\323\344\223\002\027\"\022/api/v1/admin/keys:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['SetKeyLimits']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['SetKeyLimits']._serialized_options = b'\202\323\344\223\002&\"!/api/v1/admin/keys/{id}:setLimits:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['GetTraffic']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['GetTraffic']._serialized_options = b'\202\323\344\223\002\027\022\025/api/v1/admin/traffic'
+  _globals['_ADMINSERVICE'].methods_by_name['ListRequests']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['ListRequests']._serialized_options = b'\202\323\344\223\002\030\022\026/api/v1/admin/requests'
+  _globals['_ADMINSERVICE'].methods_by_name['GetRequest']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['GetRequest']._serialized_options = b'\202\323\344\223\002%\022#/api/v1/admin/requests/{request_id}'
+  _globals['_ADMINSERVICE'].methods_by_name['GetUsage']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['GetUsage']._serialized_options = b'\202\323\344\223\002\025\022\023/api/v1/admin/usage'
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=213
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=235
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=237
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=321
+  _globals['_LISTKEYSREQUEST']._serialized_start=323
+  _globals['_LISTKEYSREQUEST']._serialized_end=365
+  _globals['_LISTKEYSRESPONSE']._serialized_start=367
+  _globals['_LISTKEYSRESPONSE']._serialized_end=439
+  _globals['_APIKEYINFO']._serialized_start=442
+  _globals['_APIKEYINFO']._serialized_end=616
+  _globals['_KEYLIMITS']._serialized_start=619
+  _globals['_KEYLIMITS']._serialized_end=898
+  _globals['_REVOKEKEYREQUEST']._serialized_start=900
+  _globals['_REVOKEKEYREQUEST']._serialized_end=930
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=932
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=1004
+  _globals['_CREATEKEYREQUEST']._serialized_start=1006
+  _globals['_CREATEKEYREQUEST']._serialized_end=1124
+  _globals['_CREATEKEYRESPONSE']._serialized_start=1126
+  _globals['_CREATEKEYRESPONSE']._serialized_end=1212
+  _globals['_SETKEYLIMITSREQUEST']._serialized_start=1214
+  _globals['_SETKEYLIMITSREQUEST']._serialized_end=1302
+  _globals['_SETKEYLIMITSRESPONSE']._serialized_start=1304
+  _globals['_SETKEYLIMITSRESPONSE']._serialized_end=1379
+  _globals['_GETTRAFFICREQUEST']._serialized_start=1381
+  _globals['_GETTRAFFICREQUEST']._serialized_end=1448
+  _globals['_GETTRAFFICRESPONSE']._serialized_start=1451
+  _globals['_GETTRAFFICRESPONSE']._serialized_end=1620
+  _globals['_LISTREQUESTSREQUEST']._serialized_start=1623
+  _globals['_LISTREQUESTSREQUEST']._serialized_end=1867
+  _globals['_LISTREQUESTSRESPONSE']._serialized_start=1869
+  _globals['_LISTREQUESTSRESPONSE']._serialized_end=1975
+  _globals['_GETREQUESTREQUEST']._serialized_start=1977
+  _globals['_GETREQUESTREQUEST']._serialized_end=2016
+  _globals['_GETREQUESTRESPONSE']._serialized_start=2018
+  _globals['_GETREQUESTRESPONSE']._serialized_end=2096
+  _globals['_GETUSAGEREQUEST']._serialized_start=2099
+  _globals['_GETUSAGEREQUEST']._serialized_end=2245
+  _globals['_GETUSAGERESPONSE']._serialized_start=2247
+  _globals['_GETUSAGERESPONSE']._serialized_end=2322
+  _globals['_ADMINSERVICE']._serialized_start=2325
+  _globals['_ADMINSERVICE']._serialized_end=3647
 # @@protoc_insertion_point(module_scope)

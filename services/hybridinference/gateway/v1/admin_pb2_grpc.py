@@ -53,6 +53,36 @@ class AdminServiceStub:
                 request_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
                 response_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.RevokeKeyResponse.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/hybridinference.gateway.v1.AdminService/CreateKey',
+                request_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.SetKeyLimits = channel.unary_unary(
+                '/hybridinference.gateway.v1.AdminService/SetKeyLimits',
+                request_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.SetKeyLimitsRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.SetKeyLimitsResponse.FromString,
+                _registered_method=True)
+        self.GetTraffic = channel.unary_unary(
+                '/hybridinference.gateway.v1.AdminService/GetTraffic',
+                request_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetTrafficRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetTrafficResponse.FromString,
+                _registered_method=True)
+        self.ListRequests = channel.unary_unary(
+                '/hybridinference.gateway.v1.AdminService/ListRequests',
+                request_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.ListRequestsRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.ListRequestsResponse.FromString,
+                _registered_method=True)
+        self.GetRequest = channel.unary_unary(
+                '/hybridinference.gateway.v1.AdminService/GetRequest',
+                request_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetRequestRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetRequestResponse.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/hybridinference.gateway.v1.AdminService/GetUsage',
+                request_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -83,6 +113,49 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """Creates a key; the reply is the only place its plain text ever appears.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetKeyLimits(self, request, context):
+        """Replaces an active key's own limits (an absent limit falls back to the defaults).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTraffic(self, request, context):
+        """Traffic over a recent window, per model and time bucket, from the request log: request
+        rate, errors, TTFT and latency percentiles, tokens and cost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRequests(self, request, context):
+        """The request log, newest first, with filters and pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRequest(self, request, context):
+        """One request record by request id; NOT_FOUND when absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """Tokens, requests and cost per API key, model and UTC day.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +173,36 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeKey,
                     request_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.RevokeKeyRequest.FromString,
                     response_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.CreateKeyRequest.FromString,
+                    response_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'SetKeyLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetKeyLimits,
+                    request_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.SetKeyLimitsRequest.FromString,
+                    response_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.SetKeyLimitsResponse.SerializeToString,
+            ),
+            'GetTraffic': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTraffic,
+                    request_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetTrafficRequest.FromString,
+                    response_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetTrafficResponse.SerializeToString,
+            ),
+            'ListRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRequests,
+                    request_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.ListRequestsRequest.FromString,
+                    response_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.ListRequestsResponse.SerializeToString,
+            ),
+            'GetRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRequest,
+                    request_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetRequestRequest.FromString,
+                    response_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetRequestResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetUsageRequest.FromString,
+                    response_serializer=hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -187,6 +290,168 @@ class AdminService:
             '/hybridinference.gateway.v1.AdminService/RevokeKey',
             hybridinference_dot_gateway_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
             hybridinference_dot_gateway_dot_v1_dot_admin__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.gateway.v1.AdminService/CreateKey',
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.CreateKeyRequest.SerializeToString,
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetKeyLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.gateway.v1.AdminService/SetKeyLimits',
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.SetKeyLimitsRequest.SerializeToString,
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.SetKeyLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTraffic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.gateway.v1.AdminService/GetTraffic',
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetTrafficRequest.SerializeToString,
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetTrafficResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.gateway.v1.AdminService/ListRequests',
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.ListRequestsRequest.SerializeToString,
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.ListRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.gateway.v1.AdminService/GetRequest',
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetRequestRequest.SerializeToString,
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.gateway.v1.AdminService/GetUsage',
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetUsageRequest.SerializeToString,
+            hybridinference_dot_gateway_dot_v1_dot_admin__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

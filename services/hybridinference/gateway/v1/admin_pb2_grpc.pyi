@@ -43,6 +43,20 @@ class AdminServiceStub:
     """Lists the API keys (never the keys themselves nor their hashes), oldest first."""
     RevokeKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeKeyRequest, _admin_pb2.RevokeKeyResponse]
     """Revokes one key; gateways stop accepting it within their key refresh interval."""
+    CreateKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateKeyRequest, _admin_pb2.CreateKeyResponse]
+    """Creates a key; the reply is the only place its plain text ever appears."""
+    SetKeyLimits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetKeyLimitsRequest, _admin_pb2.SetKeyLimitsResponse]
+    """Replaces an active key's own limits (an absent limit falls back to the defaults)."""
+    GetTraffic: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetTrafficRequest, _admin_pb2.GetTrafficResponse]
+    """Traffic over a recent window, per model and time bucket, from the request log: request
+    rate, errors, TTFT and latency percentiles, tokens and cost.
+    """
+    ListRequests: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListRequestsRequest, _admin_pb2.ListRequestsResponse]
+    """The request log, newest first, with filters and pagination."""
+    GetRequest: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetRequestRequest, _admin_pb2.GetRequestResponse]
+    """One request record by request id; NOT_FOUND when absent."""
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetUsageRequest, _admin_pb2.GetUsageResponse]
+    """Tokens, requests and cost per API key, model and UTC day."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -59,6 +73,20 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Lists the API keys (never the keys themselves nor their hashes), oldest first."""
     RevokeKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeKeyRequest, _admin_pb2.RevokeKeyResponse]  # type: ignore[assignment]
     """Revokes one key; gateways stop accepting it within their key refresh interval."""
+    CreateKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateKeyRequest, _admin_pb2.CreateKeyResponse]  # type: ignore[assignment]
+    """Creates a key; the reply is the only place its plain text ever appears."""
+    SetKeyLimits: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetKeyLimitsRequest, _admin_pb2.SetKeyLimitsResponse]  # type: ignore[assignment]
+    """Replaces an active key's own limits (an absent limit falls back to the defaults)."""
+    GetTraffic: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetTrafficRequest, _admin_pb2.GetTrafficResponse]  # type: ignore[assignment]
+    """Traffic over a recent window, per model and time bucket, from the request log: request
+    rate, errors, TTFT and latency percentiles, tokens and cost.
+    """
+    ListRequests: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListRequestsRequest, _admin_pb2.ListRequestsResponse]  # type: ignore[assignment]
+    """The request log, newest first, with filters and pagination."""
+    GetRequest: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetRequestRequest, _admin_pb2.GetRequestResponse]  # type: ignore[assignment]
+    """One request record by request id; NOT_FOUND when absent."""
+    GetUsage: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetUsageRequest, _admin_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """Tokens, requests and cost per API key, model and UTC day."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operator RPCs on the gateway. Every call needs an admin API key (`keys create --admin`):
@@ -90,5 +118,55 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RevokeKeyResponse, _abc.Awaitable[_admin_pb2.RevokeKeyResponse]]:
         """Revokes one key; gateways stop accepting it within their key refresh interval."""
+
+    @_abc_1.abstractmethod
+    def CreateKey(
+        self,
+        request: _admin_pb2.CreateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CreateKeyResponse, _abc.Awaitable[_admin_pb2.CreateKeyResponse]]:
+        """Creates a key; the reply is the only place its plain text ever appears."""
+
+    @_abc_1.abstractmethod
+    def SetKeyLimits(
+        self,
+        request: _admin_pb2.SetKeyLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetKeyLimitsResponse, _abc.Awaitable[_admin_pb2.SetKeyLimitsResponse]]:
+        """Replaces an active key's own limits (an absent limit falls back to the defaults)."""
+
+    @_abc_1.abstractmethod
+    def GetTraffic(
+        self,
+        request: _admin_pb2.GetTrafficRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetTrafficResponse, _abc.Awaitable[_admin_pb2.GetTrafficResponse]]:
+        """Traffic over a recent window, per model and time bucket, from the request log: request
+        rate, errors, TTFT and latency percentiles, tokens and cost.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRequests(
+        self,
+        request: _admin_pb2.ListRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListRequestsResponse, _abc.Awaitable[_admin_pb2.ListRequestsResponse]]:
+        """The request log, newest first, with filters and pagination."""
+
+    @_abc_1.abstractmethod
+    def GetRequest(
+        self,
+        request: _admin_pb2.GetRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetRequestResponse, _abc.Awaitable[_admin_pb2.GetRequestResponse]]:
+        """One request record by request id; NOT_FOUND when absent."""
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _admin_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetUsageResponse, _abc.Awaitable[_admin_pb2.GetUsageResponse]]:
+        """Tokens, requests and cost per API key, model and UTC day."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

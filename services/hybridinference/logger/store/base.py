@@ -10,6 +10,13 @@ from pathlib import Path
 from hybridinference.common.database import Schema
 from hybridinference.logger.pagination import Cursor, ListFilters, decode_token, encode_token
 from hybridinference.logger.rows import Row, row_to_record
+from hybridinference.logger.traffic import (
+    MAX_SAMPLES,
+    SeriesTraffic,
+    TrafficQuery,
+    TrafficSample,
+    aggregate,
+)
 from hybridinference.logger.usage import UsageBucket, UsageQuery
 from hybridinference.logger.v1 import logger_pb2
 
@@ -18,6 +25,8 @@ MAX_PAGE_SIZE = 1000
 # An alias because RecordStore.list shadows the builtin inside the class body.
 Rows = list[Row]
 Buckets = list[UsageBucket]
+Samples = list[TrafficSample]
+Series = dict[str, SeriesTraffic]
 
 
 class StoreError(Exception):
@@ -114,6 +123,17 @@ class RecordStore(abc.ABC):
             last = rows[-1]
             token = encode_token(Cursor(last.started_at, last.request_id), filters)
         return Page([row_to_record(row) for row in rows], token)
+
+    async def traffic(self, query: TrafficQuery) -> tuple[Series, bool]:
+        """Per model, every bucket of the window and its total; True when more than MAX_SAMPLES
+        records fell in it (the newest were counted)."""
+        samples = await self._fetch_traffic(query, MAX_SAMPLES + 1)
+        truncated = len(samples) > MAX_SAMPLES
+        return aggregate(query, samples[:MAX_SAMPLES]), truncated
+
+    @abc.abstractmethod
+    async def _fetch_traffic(self, query: TrafficQuery, limit: int) -> Samples:
+        """The window's samples, newest first, at most ``limit``."""
 
     @abc.abstractmethod
     async def usage(self, query: UsageQuery) -> Buckets:

@@ -27,7 +27,8 @@ from hybridinference.common.database import Migration, migrate_postgres, redact
 from hybridinference.logger.pagination import Cursor, ListFilters
 from hybridinference.logger.rows import COLUMN_LIST, COLUMNS, Row, record_to_row
 from hybridinference.logger.store.base import SCHEMA, RecordStore, StoreUnavailable
-from hybridinference.logger.store.sql import list_query
+from hybridinference.logger.store.sql import list_query, traffic_query
+from hybridinference.logger.traffic import TrafficQuery, TrafficSample
 from hybridinference.logger.usage import UsageBucket, UsageQuery, usage_bucket
 from hybridinference.logger.v1 import logger_pb2
 
@@ -189,6 +190,14 @@ class PostgresStore(RecordStore):
         except _TRANSIENT as error:
             raise StoreUnavailable(f"PostgreSQL read failed: {error}") from error
         return [usage_bucket(tuple(row)) for row in fetched]
+
+    async def _fetch_traffic(self, query: TrafficQuery, limit: int) -> list[TrafficSample]:
+        sql = traffic_query(numbered=True)
+        try:
+            fetched: list[Any] = await self._pool.fetch(sql, query.start, query.end, limit)
+        except _TRANSIENT as error:
+            raise StoreUnavailable(f"PostgreSQL read failed: {error}") from error
+        return [TrafficSample._make(row) for row in fetched]
 
     async def _fetch_one(self, request_id: str) -> Row | None:
         rows = await self._read(_SELECT_ONE, [request_id])

@@ -33,9 +33,12 @@ def list_query(
         ("provider", filters.provider),
         ("status", filters.status),
         ("api_key_id", filters.api_key_id),
+        ("endpoint", filters.endpoint),
     ):
         if value:
             where.append(f"{column} = {bind(value)}")
+    if filters.errors_only:
+        where.append("status <> 'OK'")
     if filters.start_time is not None:
         where.append(f"started_at >= {bind(db_time(filters.start_time))}")
     if filters.end_time is not None:
@@ -50,4 +53,15 @@ def list_query(
     return (
         f"SELECT {COLUMN_LIST} FROM request_log {clause}"
         f"ORDER BY started_at DESC, request_id DESC LIMIT {bind(limit)}"
+    )
+
+
+def traffic_query(numbered: bool) -> str:
+    """The samples of a window, newest first (params: start, end, limit)."""
+    one, two, three = ("$1", "$2", "$3") if numbered else ("?", "?", "?")
+    return (
+        "SELECT started_at, requested_model, status = 'OK', ttft_ms, latency_ms, "
+        "COALESCE(completion_tokens, 0), COALESCE(total_tokens, 0), cost_usd FROM request_log "
+        f"WHERE started_at >= {one} AND started_at < {two} "
+        f"ORDER BY started_at DESC LIMIT {three}"
     )

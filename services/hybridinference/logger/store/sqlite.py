@@ -20,7 +20,8 @@ from hybridinference.common.database import Migration, migrate_sqlite
 from hybridinference.logger.pagination import Cursor, ListFilters
 from hybridinference.logger.rows import COLUMN_LIST, COLUMNS, Row, record_to_row
 from hybridinference.logger.store.base import SCHEMA, RecordStore, StoreUnavailable
-from hybridinference.logger.store.sql import list_query
+from hybridinference.logger.store.sql import list_query, traffic_query
+from hybridinference.logger.traffic import TrafficQuery, TrafficSample
 from hybridinference.logger.usage import UsageBucket, UsageQuery, hourly_rollup, usage_bucket
 from hybridinference.logger.v1 import logger_pb2
 
@@ -160,6 +161,17 @@ class SqliteStore(RecordStore):
             raise StoreUnavailable(f"SQLite read failed: {error}") from error
         return [
             usage_bucket((parse_iso_utc(f"{row[0]}T00:00:00.000000Z"), *row[1:])) for row in fetched
+        ]
+
+    async def _fetch_traffic(self, query: TrafficQuery, limit: int) -> list[TrafficSample]:
+        params = [iso_utc(query.start), iso_utc(query.end), limit]
+        try:
+            async with self._reader.execute(traffic_query(numbered=False), params) as cursor:
+                fetched = await cursor.fetchall()
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"SQLite read failed: {error}") from error
+        return [
+            TrafficSample(parse_iso_utc(row[0]), row[1], bool(row[2]), *row[3:]) for row in fetched
         ]
 
     async def _fetch_one(self, request_id: str) -> Row | None:

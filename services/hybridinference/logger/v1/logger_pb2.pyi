@@ -306,6 +306,8 @@ class ListRecordsRequest(_message.Message):
     API_KEY_ID_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    ERRORS_ONLY_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Only records with this requested model, when set."""
     provider: _builtins.str
@@ -318,6 +320,10 @@ class ListRecordsRequest(_message.Message):
     """Token from a previous response, for the next page."""
     api_key_id: _builtins.str
     """Only records with this API key id, when set."""
+    endpoint: _builtins.str
+    """Only records with this endpoint id, when set."""
+    errors_only: _builtins.bool
+    """Only records whose status is not OK."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Only records that started at or after this time, when set."""
@@ -337,10 +343,12 @@ class ListRecordsRequest(_message.Message):
         api_key_id: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        endpoint: _builtins.str = ...,
+        errors_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "end_time", b"end_time", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "start_time", b"start_time", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "end_time", b"end_time", "endpoint", b"endpoint", "errors_only", b"errors_only", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "start_time", b"start_time", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -610,3 +618,163 @@ class GetStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
+
+@_typing.final
+class GetTrafficRequest(_message.Message):
+    """Asks for traffic over [start_time, end_time) in buckets of bucket_seconds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    BUCKET_SECONDS_FIELD_NUMBER: _builtins.int
+    bucket_seconds: _builtins.int
+    """Width of one bucket, in seconds (1..86400); the window holds at most 1440 buckets."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window (inclusive); required."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the window (exclusive); required, after start_time."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        bucket_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_seconds", b"bucket_seconds", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTrafficRequest: _TypeAlias = GetTrafficRequest  # noqa: Y015
+
+@_typing.final
+class TrafficBucket(_message.Message):
+    """One time bucket of one model's traffic."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    TTFT_P50_MS_FIELD_NUMBER: _builtins.int
+    TTFT_P95_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P95_MS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    requests: _builtins.int
+    """Requests that started in the bucket."""
+    errors: _builtins.int
+    """Of those, requests whose status was not OK."""
+    ttft_p50_ms: _builtins.float
+    """Median time to first token of the requests that had one, in milliseconds; 0 when none."""
+    ttft_p95_ms: _builtins.float
+    """95th percentile of the same, in milliseconds."""
+    latency_p50_ms: _builtins.float
+    """Median total latency, in milliseconds; 0 when no requests."""
+    latency_p95_ms: _builtins.float
+    """95th percentile of the same, in milliseconds."""
+    completion_tokens: _builtins.int
+    """Completion tokens."""
+    total_tokens: _builtins.int
+    """All tokens (prompt and completion)."""
+    cost_usd: _builtins.float
+    """Cost in US dollars."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the bucket."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        ttft_p50_ms: _builtins.float = ...,
+        ttft_p95_ms: _builtins.float = ...,
+        latency_p50_ms: _builtins.float = ...,
+        latency_p95_ms: _builtins.float = ...,
+        completion_tokens: _builtins.int = ...,
+        total_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "errors", b"errors", "latency_p50_ms", b"latency_p50_ms", "latency_p95_ms", b"latency_p95_ms", "requests", b"requests", "start_time", b"start_time", "total_tokens", b"total_tokens", "ttft_p50_ms", b"ttft_p50_ms", "ttft_p95_ms", b"ttft_p95_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrafficBucket: _TypeAlias = TrafficBucket  # noqa: Y015
+
+@_typing.final
+class TrafficSeries(_message.Message):
+    """One requested model's traffic: every bucket of the window, oldest first, empty ones included."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Requested model."""
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrafficBucket]:
+        """One per bucket of the window."""
+
+    @_builtins.property
+    def total(self) -> Global___TrafficBucket:
+        """The whole window as one bucket (its percentiles are over every request of the window, which
+        the buckets' cannot give), starting at the window's start.
+        """
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        buckets: _abc.Iterable[Global___TrafficBucket] | None = ...,
+        total: Global___TrafficBucket | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "model", b"model", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrafficSeries: _TypeAlias = TrafficSeries  # noqa: Y015
+
+@_typing.final
+class GetTrafficResponse(_message.Message):
+    """Traffic over the window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """Whether the window held more records than the logger reads for one call: the newest ones
+    were counted, the oldest buckets may be incomplete.
+    """
+    @_builtins.property
+    def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrafficSeries]:
+        """One series per requested model that had requests in the window, by model name."""
+
+    def __init__(
+        self,
+        *,
+        series: _abc.Iterable[Global___TrafficSeries] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["series", b"series", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTrafficResponse: _TypeAlias = GetTrafficResponse  # noqa: Y015

@@ -61,6 +61,11 @@ class LoggerServiceStub:
                 request_serializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.GetTraffic = channel.unary_unary(
+                '/hybridinference.logger.v1.LoggerService/GetTraffic',
+                request_serializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetTrafficRequest.SerializeToString,
+                response_deserializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetTrafficResponse.FromString,
+                _registered_method=True)
 
 
 class LoggerServiceServicer:
@@ -103,6 +108,13 @@ class LoggerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTraffic(self, request, context):
+        """Traffic per requested model and time bucket over a recent window, from the request log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LoggerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +142,11 @@ def add_LoggerServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsRequest.FromString,
                     response_serializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'GetTraffic': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTraffic,
+                    request_deserializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetTrafficRequest.FromString,
+                    response_serializer=hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetTrafficResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +286,33 @@ class LoggerService:
             '/hybridinference.logger.v1.LoggerService/GetStats',
             hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsRequest.SerializeToString,
             hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTraffic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridinference.logger.v1.LoggerService/GetTraffic',
+            hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetTrafficRequest.SerializeToString,
+            hybridinference_dot_logger_dot_v1_dot_logger__pb2.GetTrafficResponse.FromString,
             options,
             channel_credentials,
             insecure,

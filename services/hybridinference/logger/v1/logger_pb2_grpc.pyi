@@ -45,6 +45,8 @@ class LoggerServiceStub:
     """Usage aggregates per API key, model and UTC day, from the hourly rollup."""
     GetStats: _grpc.UnaryUnaryMultiCallable[_logger_pb2.GetStatsRequest, _logger_pb2.GetStatsResponse]
     """The logger's counters: records accepted, rejected and truncated by reason, spool backlog."""
+    GetTraffic: _grpc.UnaryUnaryMultiCallable[_logger_pb2.GetTrafficRequest, _logger_pb2.GetTrafficResponse]
+    """Traffic per requested model and time bucket over a recent window, from the request log."""
 
 @_typing.type_check_only
 class LoggerServiceAsyncStub(LoggerServiceStub):
@@ -63,6 +65,8 @@ class LoggerServiceAsyncStub(LoggerServiceStub):
     """Usage aggregates per API key, model and UTC day, from the hourly rollup."""
     GetStats: _aio.UnaryUnaryMultiCallable[_logger_pb2.GetStatsRequest, _logger_pb2.GetStatsResponse]  # type: ignore[assignment]
     """The logger's counters: records accepted, rejected and truncated by reason, spool backlog."""
+    GetTraffic: _aio.UnaryUnaryMultiCallable[_logger_pb2.GetTrafficRequest, _logger_pb2.GetTrafficResponse]  # type: ignore[assignment]
+    """Traffic per requested model and time bucket over a recent window, from the request log."""
 
 class LoggerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Internal request-log service (gRPC only). Records arrive in batches from the gateways and are
@@ -108,5 +112,13 @@ class LoggerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_logger_pb2.GetStatsResponse, _abc.Awaitable[_logger_pb2.GetStatsResponse]]:
         """The logger's counters: records accepted, rejected and truncated by reason, spool backlog."""
+
+    @_abc_1.abstractmethod
+    def GetTraffic(
+        self,
+        request: _logger_pb2.GetTrafficRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_logger_pb2.GetTrafficResponse, _abc.Awaitable[_logger_pb2.GetTrafficResponse]]:
+        """Traffic per requested model and time bucket over a recent window, from the request log."""
 
 def add_LoggerServiceServicer_to_server(servicer: LoggerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
