@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from tests.compose.podman import Podman
 from support.procs import REPO
+from tests.compose.podman import Podman
 
 COMPOSE_FILE = REPO / "deploy" / "docker-compose.yml"
 OVERRIDE = Path(__file__).resolve().parent / "docker-compose.test.yml"

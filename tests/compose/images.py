@@ -18,8 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.compose.podman import Build, Podman
 from support.procs import REPO
+from tests.compose.podman import Build, Podman
 
 HERE = Path(__file__).resolve().parent
 STANDINS = HERE / "standins"

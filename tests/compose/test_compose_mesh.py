@@ -31,11 +31,11 @@ import httpx
 import openai
 import pytest
 
+from support.polling import poll
 from tests.compose import images
 from tests.compose.compose import SERVICES, Compose, HealthClock
 from tests.compose.mesh import ComposeMesh, render
 from tests.compose.podman import Podman
-from support.polling import poll
 
 MODEL = "hi-sim"
 UID = "10001"

@@ -14,10 +14,10 @@ import grpc
 import pytest
 
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
-from tests.fuzz import edge_fuzz
 from support.mesh import Mesh, mesh_config, running_mesh
 from support.polling import poll
 from support.procs import wait_healthy
+from tests.fuzz import edge_fuzz
 
 SEED = int(os.environ.get("HI_EDGE_FUZZ_SEED", "20"))
 # The slice `make test` runs (a few seconds); `make fuzz` sets 10,000 and 2,000.
