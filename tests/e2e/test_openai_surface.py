@@ -9,6 +9,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from support.mesh import Mesh
+from support.polling import poll
+from support.records import get_record
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 
@@ -178,14 +180,24 @@ def test_body_over_envoy_limit_is_413_not_buffered(http: httpx.Client, mesh: Mes
     assert reply.status_code == 413
 
 
-def test_provider_dying_mid_stream_gives_error_event(http: httpx.Client, mesh: Mesh) -> None:
+def test_provider_dying_mid_stream_gives_error_event_and_no_done(
+    http: httpx.Client, mesh: Mesh
+) -> None:
     reply = post(http, mesh, {"model": "hi-dying", "messages": HELLO, "stream": True})
     frames = [f for f in reply.content.split(b"\n\n") if f]
-    assert frames[-1] == b"data: [DONE]"
-    error = orjson.loads(frames[-2][6:])["error"]
-    assert error["type"] == "api_error" and error["message"]
-    tokens = [orjson.loads(f[6:]) for f in frames[:-2]]
-    assert any(t["choices"][0]["delta"].get("content") for t in tokens)
+    # No [DONE]: a client that skips error events must not take the cut answer as complete.
+    assert b"data: [DONE]" not in frames
+    error = orjson.loads(frames[-1][6:])["error"]
+    assert error["type"] == "api_error" and error["code"] == "upstream_disconnected"
+    # The sim's endpoint aborts after 3 tokens; the message says so and names nothing internal.
+    assert "after 3 tokens" in error["message"] and "sim-dying" not in error["message"]
+    tokens = [orjson.loads(f[6:]) for f in frames[:-1]]
+    assert sum(1 for t in tokens if t["choices"][0]["delta"].get("content")) == 3
+    request_id = reply.headers["x-request-id"]
+    record = poll(lambda: get_record(mesh, request_id), timeout_s=10, what="the cut record")
+    assert record.status == "UNAVAILABLE"
+    assert record.error.startswith("stream cut after 3 tokens: ")
+    assert record.usage.completion_tokens == 3
 
 
 def test_provider_dying_without_stream_is_503(http: httpx.Client, mesh: Mesh) -> None:

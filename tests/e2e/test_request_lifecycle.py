@@ -11,10 +11,10 @@ import pytest
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
 from support.mesh import Mesh
 from support.polling import poll
+from support.records import get_record
 
 HELLO = [chat_pb2.ChatMessage(role="user", content="hello there")]
 
@@ -24,19 +24,6 @@ def cancelled_total(mesh: Mesh, endpoint: str) -> int:
         stub = provider_pb2_grpc.ProviderServiceStub(channel)
         reply = stub.GetStatus(provider_pb2.GetStatusRequest(endpoint=endpoint), timeout=5)
     return int(reply.endpoints[0].cancelled_total)
-
-
-def get_record(mesh: Mesh, request_id: str) -> logger_pb2.RequestRecord | None:
-    with grpc.insecure_channel(mesh.address("logger")) as channel:
-        stub = logger_pb2_grpc.LoggerServiceStub(channel)
-        try:
-            return stub.GetRecord(
-                logger_pb2.GetRecordRequest(request_id=request_id), timeout=5
-            ).record
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
 
 
 def test_grpc_client_cancel_reaches_the_provider_within_a_second(mesh: Mesh) -> None:

@@ -177,7 +177,7 @@ def test_grpc_garbage_bytes(mesh: Mesh, payload: bytes) -> None:
             code = grpc.StatusCode.OK
         except grpc.RpcError as error:
             code = error.code()
-    # Undecodable protobuf is INVALID_ARGUMENT (gateway/wire_guard.py), never UNKNOWN.
+    # Undecodable protobuf is INVALID_ARGUMENT (common/wire_guard.py), never UNKNOWN.
     assert code in ALLOWED, code
 
 

@@ -117,7 +117,10 @@ def test_tracing_off_adds_no_tracer() -> None:
         yaml.safe_load(envoy_config.TEMPLATE.read_text()), load_settings(None)
     )
     assert "tracing" not in _hcm(config)
-    assert [c["name"] for c in config["static_resources"]["clusters"]] == ["gateway"]
+    assert [c["name"] for c in config["static_resources"]["clusters"]] == [
+        "gateway",
+        "edge_loopback",
+    ]
 
 
 def test_tracing_on_renders_a_valid_opentelemetry_tracer(tmp_path: Path) -> None:
@@ -160,3 +163,34 @@ def _hcm(config: dict[str, Any]) -> dict[str, Any]:
         0
     ]["typed_config"]
     return hcm
+
+
+def test_edge_timeouts_and_loopback_follow_the_settings() -> None:
+    settings = load_settings(
+        None,
+        envoy={
+            "host": "0.0.0.0",
+            "port": 18125,
+            "request_headers_timeout_s": 1.5,
+            "request_timeout_s": 45,
+        },
+    )
+    config = envoy_config.apply_settings(
+        yaml.safe_load(envoy_config.TEMPLATE.read_text()), settings
+    )
+    hcm = _hcm(config)
+    assert hcm["request_headers_timeout"] == "1.5s"
+    assert hcm["request_timeout"] == "45s"
+    # The gRPC-over-HTTP/1 detour dials this listener itself (a wildcard bind on loopback).
+    loopback = next(
+        c for c in config["static_resources"]["clusters"] if c["name"] == "edge_loopback"
+    )
+    endpoint = loopback["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18125}
+
+
+def test_rendered_config_has_no_yaml_aliases(tmp_path: Path) -> None:
+    """The template shares route parts through anchors; rendered files spell everything out."""
+    path = envoy_config.render(load_settings(None), tmp_path / "run")
+    text = path.read_text()
+    assert "&id0" not in text and "*id0" not in text

@@ -7,7 +7,7 @@ import orjson
 from openai.types import Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from hybridinference.common.errors import ServiceError
+from hybridinference.common.errors import UPSTREAM_DISCONNECTED, ServiceError, stream_cut_error
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway import openai_format as fmt
 from hybridinference.router.v1 import router_pb2
@@ -77,3 +77,27 @@ def test_error_frame_carries_openai_error() -> None:
         "param": None,
         "code": "provider_unavailable",
     }
+
+
+def test_stream_cut_by_a_dead_upstream_names_no_address() -> None:
+    raw = ServiceError(
+        grpc.StatusCode.UNAVAILABLE, "Stream removed (Socket closed) ipv4:10.0.0.7:50053"
+    )
+    cut = stream_cut_error(raw, 3)
+    (payload,) = frames(fmt.error_frame(cut))
+    error = orjson.loads(payload)["error"]
+    assert error["code"] == UPSTREAM_DISCONNECTED
+    assert error["type"] == "api_error"
+    assert "3 tokens" in error["message"]
+    assert "Socket" not in error["message"] and "10.0.0.7" not in error["message"]
+
+
+def test_stream_cut_by_the_deadline_is_a_timeout() -> None:
+    cut = stream_cut_error(ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline"), 0)
+    assert cut.reason == "timeout"
+    assert cut.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_stream_error_a_client_can_act_on_is_kept() -> None:
+    quota = ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "tokens per minute", "quota_exceeded")
+    assert stream_cut_error(quota, 5) is quota

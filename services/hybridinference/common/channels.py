@@ -39,6 +39,10 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     # gRPC turns SO_REUSEPORT on by default, so a second process could bind a port already in use
     # and silently take half its connections; a port conflict must fail at startup instead.
     ("grpc.so_reuseport", 0),
+    # Request metadata up to 32 KiB, above Envoy's 16 KiB header limit (max_request_headers_kb in
+    # deploy/envoy/envoy.yaml): a client with huge headers meets the edge's 431, not gRPC's
+    # default 8 KiB soft limit (a RESOURCE_EXHAUSTED that reached HTTP clients as 429).
+    ("grpc.max_metadata_size", 32 * 1024),
 ]
 
 CHANNEL_OPTIONS: list[tuple[str, int]] = [

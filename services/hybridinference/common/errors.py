@@ -100,7 +100,8 @@ class ServiceError(Exception):
             return self.violations[0].field
         return _PARAM_BY_REASON.get(self.reason)
 
-    def to_status(self) -> grpc.Status:
+    def to_status_proto(self) -> status_pb2.Status:
+        """The error as google.rpc.Status, with its details (BadRequest, ErrorInfo, ...)."""
         details: list[any_pb2.Any] = []
         if self.violations:
             bad_request = error_details_pb2.BadRequest(
@@ -131,8 +132,10 @@ class ServiceError(Exception):
             delay = duration_pb2.Duration()
             delay.FromNanoseconds(int(self.retry_after_s * 1e9))
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
-        return rpc_status.to_status(status)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+
+    def to_status(self) -> grpc.Status:
+        return rpc_status.to_status(self.to_status_proto())
 
     def openai_body(self) -> bytes:
         """OpenAI's error JSON for this error."""
@@ -150,6 +153,37 @@ class ServiceError(Exception):
     @property
     def http_status(self) -> int:
         return HTTP_STATUS.get(self.code, 500)
+
+
+# Mid-stream failures of the upstream hop (a worker or router gone, a connection reset): their
+# gRPC messages ("Stream removed (Socket closed)", peer addresses) are not the client's business.
+_DISCONNECTS = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.DATA_LOSS,
+    grpc.StatusCode.CANCELLED,
+}
+UPSTREAM_DISCONNECTED = "upstream_disconnected"
+
+
+def stream_cut_error(error: ServiceError, tokens_sent: int) -> ServiceError:
+    """What the client is told when its stream fails after ``tokens_sent`` content deltas: a
+    stable code, a message naming no internal address. The stream then ends *without*
+    ``[DONE]``, so a client that skips error events still sees a truncated answer, not a
+    complete one."""
+    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        reason, why = "timeout", "the request deadline passed"
+    elif error.code in _DISCONNECTS:
+        reason, why = UPSTREAM_DISCONNECTED, "the model's upstream disconnected"
+    else:
+        return error
+    return ServiceError(
+        error.code,
+        f"The response was cut off after {tokens_sent} tokens: {why}. The answer is incomplete.",
+        reason,
+    )
 
 
 def _pack(message: Message) -> any_pb2.Any:
@@ -215,4 +249,5 @@ __all__ = [
     "code_from_value",
     "from_rpc_error",
     "invalid_argument",
+    "stream_cut_error",
 ]

@@ -32,6 +32,7 @@ from hybridinference.common.metrics import (
 )
 from hybridinference.common.settings import CONFIG_ENV, ConfigError, MeshSettings, load_settings
 from hybridinference.common.tracing import Tracing, setup_tracing
+from hybridinference.common.wire_guard import GuardedRegistration
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ async def serve(
     service = await build(server, settings)
     serve_metrics(host, metrics_port, service.name)
     health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    # Every service's health check is reachable from the public port (through Envoy): garbage
+    # bytes get INVALID_ARGUMENT there too, not UNKNOWN and a logged traceback.
+    health_pb2_grpc.add_HealthServicer_to_server(health, GuardedRegistration(server))
     reflection.enable_server_reflection(
         [
             *service.service_names,

@@ -281,6 +281,11 @@ class EnvoySettings(SettingsSection):
     port: Port = Field(default=8080, ge=0, le=65535)
     admin_port: Port = Field(default=9901, ge=0, le=65535)
     base_id: int = Field(default=0, ge=0)
+    # A slow client is answered 408 and its connection closed: request headers must arrive
+    # within request_headers_timeout_s, the whole request within request_timeout_s (a response
+    # that streams for minutes is not affected: the timer stops once the request is in).
+    request_headers_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 def dial_host(host: str) -> str:

@@ -3,7 +3,8 @@
 Envoy passes these bodies through untouched. HTTP status: Envoy's transcoder cannot give an
 HttpBody reply a custom error body *and* a non-200 status, so an error reply is an OpenAI error
 body plus the `x-hybridinference-http-status` response header, which Envoy's front config turns
-into the HTTP status (and removes). Errors after the first streamed byte become an SSE error event.
+into the HTTP status (and removes). Errors after the first streamed byte become an SSE error event
+with a stable code and no `[DONE]` after it (common.errors.stream_cut_error).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.api import httpbody_pb2
 
-from hybridinference.common.errors import ServiceError
+from hybridinference.common.errors import ServiceError, stream_cut_error
 from hybridinference.common.logs import bind_request_id
 from hybridinference.gateway import openai_format as fmt
 from hybridinference.gateway.chat_call import ChatCall
@@ -98,7 +99,9 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         except ServiceError as error:
             execution.fail(error)
             if streaming:
-                yield _body(fmt.error_frame(error) + fmt.DONE_FRAME, fmt.SSE)
+                # No [DONE] after it: the answer is incomplete (see stream_cut_error).
+                cut = stream_cut_error(error, execution.streamed_tokens)
+                yield _body(fmt.error_frame(cut), fmt.SSE)
             else:
                 yield await _error_reply(context, request_id, error)
         except asyncio.CancelledError:
@@ -108,7 +111,10 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             log.exception("unexpected error")
             internal = ServiceError(grpc.StatusCode.INTERNAL, "internal error", "internal")
             execution.fail(internal)
-            if not streaming:
+            if streaming:
+                cut = stream_cut_error(internal, execution.streamed_tokens)
+                yield _body(fmt.error_frame(cut), fmt.SSE)
+            else:
                 yield await _error_reply(context, request_id, internal)
         finally:
             runtime.record(execution)

@@ -12,6 +12,9 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.router_client import Execution
 from hybridinference.logger.v1 import logger_pb2
 
+# How a record's `error` starts when the stream failed after part of the answer was sent.
+STREAM_CUT_PREFIX = "stream cut after"
+
 
 def prompt_text(messages: Sequence[chat_pb2.ChatMessage]) -> str:
     """The prompt as stored with content capture on: the messages as a JSON array, each as its
@@ -58,4 +61,9 @@ def build_record(execution: Execution) -> logger_pb2.RequestRecord:
         record.usage.CopyFrom(execution.completion.usage)
         record.cost_usd = execution.completion.cost_usd
         record.finish_reason = execution.completion.finish_reason
+    if execution.stream_cut:
+        # No completion came, so no usage either: what the client did receive is counted here.
+        record.error = f"{STREAM_CUT_PREFIX} {execution.streamed_tokens} tokens: {execution.error}"
+        if execution.completion is None:
+            record.usage.completion_tokens = execution.streamed_tokens
     return record

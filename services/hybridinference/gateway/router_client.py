@@ -105,6 +105,14 @@ class Execution:
     # response are stored then; otherwise nothing is collected).
     capture: bool = False
     response_parts: list[str] = field(default_factory=list)
+    # Content deltas passed on to the client (one per generated token from our providers); with
+    # a failure after the first, the record says the stream was cut and after how many.
+    streamed_tokens: int = 0
+
+    @property
+    def stream_cut(self) -> bool:
+        """The request failed after part of its answer had been sent."""
+        return self.status != grpc.StatusCode.OK and self.streamed_tokens > 0
 
     def fail(self, error: ServiceError) -> None:
         self.status = error.code
@@ -164,6 +172,7 @@ async def stream_route(
             if event.HasField("selection"):
                 execution.selection = event.selection
             if event.delta:
+                execution.streamed_tokens += 1
                 if execution.first_token_monotonic is None:
                     execution.first_token_monotonic = time.monotonic()
                 if execution.capture:

@@ -12,6 +12,7 @@ import grpc
 from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.common.errors import ServiceError, abort
 from hybridinference.common.settings import GatewaySettings
+from hybridinference.gateway import client_deadline
 from hybridinference.gateway import metrics as gateway_metrics
 from hybridinference.gateway.edge import Edge
 from hybridinference.gateway.records import build_record
@@ -63,10 +64,16 @@ class GatewayRuntime:
         await self.shipper.close(timeout_s=5.0)
 
     def timeout(self, context: grpc.aio.ServicerContext) -> float:
-        """The client's remaining deadline, capped by the configured request timeout."""
+        """The client's remaining deadline (gRPC's, or an HTTP client's header), capped by the
+        configured request timeout."""
+        limits = [self.settings.request_timeout_s]
         remaining = context.time_remaining()
-        cap = self.settings.request_timeout_s
-        return cap if remaining is None else min(remaining, cap)
+        if remaining is not None:
+            limits.append(remaining)
+        wanted = client_deadline.deadline_s(context.invocation_metadata())
+        if wanted is not None:
+            limits.append(wanted)
+        return min(limits)
 
     def record(self, execution: Execution) -> None:
         # Releases the quota slot and charges tokens/cost, then ships the record; neither is

@@ -9,6 +9,7 @@ import grpc
 
 from hybridinference.common.server import Service
 from hybridinference.common.settings import MeshSettings
+from hybridinference.common.wire_guard import GuardedRegistration
 from hybridinference.gateway.admin_servicer import AdminServicer
 from hybridinference.gateway.console_servicer import ConsoleServicer
 from hybridinference.gateway.edge import Edge, EdgeStartError
@@ -25,7 +26,6 @@ from hybridinference.gateway.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
 )
-from hybridinference.gateway.wire_guard import GuardedRegistration
 from hybridinference.openai.v1 import openai_pb2, openai_pb2_grpc
 from hybridinference.router.hosted_in_gateway import host_router_in_gateway
 

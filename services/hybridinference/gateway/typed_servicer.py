@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from hybridinference.common.errors import ServiceError, abort
+from hybridinference.common.errors import ServiceError, abort, stream_cut_error
 from hybridinference.common.logs import bind_request_id
 from hybridinference.gateway.chat_call import ChatCall
 from hybridinference.gateway.edge import visible_models
@@ -28,6 +28,16 @@ from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.gateway.validation import check_chat, raise_if_invalid
 
 SURFACE = "grpc"
+# Set by Envoy's edge policy on requests that came as HTTP/JSON under /api/ (deploy/envoy).
+DIALECT_HEADER = "x-hybridinference-dialect"
+
+
+def _http_client(context: grpc.aio.ServicerContext) -> bool:
+    """The call is an HTTP client's, transcoded by Envoy (not a native gRPC one)."""
+    return any(
+        key == DIALECT_HEADER and value == "api"
+        for key, value in context.invocation_metadata() or ()
+    )
 
 
 def _to_call(
@@ -113,25 +123,42 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             await self._admit(execution, context)
             model = endpoint = ""
             first = True
-            async with contextlib.aclosing(
-                stream_route(self._runtime.router, execution, self._runtime.timeout(context))
-            ) as events:
-                async for event in events:
-                    if first:
-                        # Sent once routing succeeded, so a failure before it is a
-                        # trailers-only response that Envoy maps to an HTTP error status.
-                        await echo_request_id(context, execution.request_id)
-                        first = False
-                    if event.HasField("selection"):
-                        model = event.selection.served_model
-                        endpoint = event.selection.endpoint
-                    reply = gateway_pb2.ChatStreamResponse(
-                        id=execution.request_id, model=model, delta=event.delta, endpoint=endpoint
-                    )
-                    if event.HasField("completion"):
-                        reply.finish_reason = event.completion.finish_reason
-                        reply.usage.CopyFrom(event.completion.usage)
-                    yield reply
+            try:
+                async with contextlib.aclosing(
+                    stream_route(self._runtime.router, execution, self._runtime.timeout(context))
+                ) as events:
+                    async for event in events:
+                        if first:
+                            # Sent once routing succeeded, so a failure before it is a
+                            # trailers-only response that Envoy maps to an HTTP error status.
+                            await echo_request_id(context, execution.request_id)
+                            first = False
+                        if event.HasField("selection"):
+                            model = event.selection.served_model
+                            endpoint = event.selection.endpoint
+                        reply = gateway_pb2.ChatStreamResponse(
+                            id=execution.request_id,
+                            model=model,
+                            delta=event.delta,
+                            endpoint=endpoint,
+                        )
+                        if event.HasField("completion"):
+                            reply.finish_reason = event.completion.finish_reason
+                            reply.usage.CopyFrom(event.completion.usage)
+                        yield reply
+            except ServiceError as error:
+                # An HTTP client of the SSE stream never reads the trailers a gRPC status would
+                # travel in (its 200 is long sent): it gets the error as the last event.
+                if first or not _http_client(context):
+                    raise
+                execution.fail(error)
+                cut = stream_cut_error(error, execution.streamed_tokens)
+                yield gateway_pb2.ChatStreamResponse(
+                    id=execution.request_id,
+                    model=model,
+                    endpoint=endpoint,
+                    error=cut.to_status_proto(),
+                )
 
     async def ListModels(
         self, request: gateway_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

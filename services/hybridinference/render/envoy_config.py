@@ -2,8 +2,9 @@
 
 The committed file is the single source of the Envoy config (valid as is for the default ports).
 Rendering loads it and replaces only what depends on the settings: the listener address, the admin
-port, the gateway's address and an absolute descriptor path, so Envoy works from any directory; with
-tracing on it also adds Envoy's OpenTelemetry tracer (hybridinference/render/envoy_tracing.py).
+port, the edge's request timeouts, the gateway's and the listener's own address (edge_loopback)
+and an absolute descriptor path, so Envoy works from any directory; with tracing on it also adds
+Envoy's OpenTelemetry tracer (hybridinference/render/envoy_tracing.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ DESCRIPTOR = REPO / "deploy" / "envoy" / "hybridinference.pb"
 _HCM = "envoy.filters.network.http_connection_manager"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 GATEWAY_CLUSTER = "gateway"
+# Envoy's own ingress listener, for the one request it refuses on a second pass (gRPC over HTTP/1).
+LOOPBACK_CLUSTER = "edge_loopback"
 
 
 def _socket(address: dict[str, Any]) -> dict[str, Any]:
@@ -35,6 +38,24 @@ def _named(items: list[dict[str, Any]], name: str, what: str) -> dict[str, Any]:
         if item.get("name") == name:
             return item
     raise ValueError(f"envoy config: no {what} named {name!r}")
+
+
+class _Expanded(yaml.SafeDumper):
+    """Writes each value where it is used: the template shares route parts through YAML anchors,
+    but a rendered config is read by people debugging a deployment, without `*id001` aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(config: dict[str, Any]) -> str:
+    """A rendered config as YAML text (anchors expanded)."""
+    return yaml.dump(config, Dumper=_Expanded, sort_keys=False)
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as a protobuf JSON duration, in milliseconds at most ("10s", "0.25s")."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 def apply_settings(
@@ -53,9 +74,17 @@ def apply_settings(
     for chain in listener["filter_chains"]:
         hcm = _named(chain["filters"], _HCM, "network filter")["typed_config"]
         hcms.append(hcm)
+        hcm["request_headers_timeout"] = _duration(settings.envoy.request_headers_timeout_s)
+        hcm["request_timeout"] = _duration(settings.envoy.request_timeout_s)
         transcoder = _named(hcm["http_filters"], _TRANSCODER, "http filter")["typed_config"]
         transcoder["proto_descriptor"] = str(descriptor.resolve())
 
+    loopback = _named(resources["clusters"], LOOPBACK_CLUSTER, "cluster")
+    for group in loopback["load_assignment"]["endpoints"]:
+        for endpoint in group["lb_endpoints"]:
+            _socket(endpoint["endpoint"]["address"]).update(
+                address=dial_host(settings.envoy.host), port_value=settings.envoy.port
+            )
     cluster = _named(resources["clusters"], GATEWAY_CLUSTER, "cluster")
     gateway = settings.gateway
     for group in cluster["load_assignment"]["endpoints"]:
@@ -76,5 +105,5 @@ def render(
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / "envoy.yaml"
     header = f"# Rendered by hybridinference.launcher from {template}; edit that file instead.\n"
-    target.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    target.write_text(header + dump(config))
     return target

@@ -210,7 +210,8 @@ def scale_out(config: dict[str, Any], scale: ScaleOut) -> dict[str, Any]:
     _replicated(gateway, scale.gateways, scale)
     for vhost in _ingress_hcm(config)["route_config"]["virtual_hosts"]:
         for route in vhost["routes"]:
-            route["route"]["retry_policy"] = copy.deepcopy(_RETRY_POLICY)
+            if "route" in route:  # direct_response routes (the edge policy) have no upstream
+                route["route"]["retry_policy"] = copy.deepcopy(_RETRY_POLICY)
     if scale.router_listener is not None:
         router = copy.deepcopy(gateway)
         router["name"] = ROUTER_CLUSTER
@@ -234,7 +235,7 @@ def dump(config: dict[str, Any], source: str) -> str:
         f"# GENERATED from deploy/envoy/envoy.yaml and {source} by\n"
         "# `python -m hybridinference.render`; edit those, never this file.\n"
     )
-    return header + yaml.safe_dump(config, sort_keys=False)
+    return header + envoy_config.dump(config)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 from hybridinference.common.v1 import chat_pb2 as _chat_pb2
 import builtins as _builtins
 import sys
@@ -207,6 +208,7 @@ class ChatStreamResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Request id assigned by the gateway (same on every event)."""
     model: _builtins.str
@@ -221,6 +223,13 @@ class ChatStreamResponse(_message.Message):
     def usage(self) -> _chat_pb2.Usage:
         """Set on the final event only."""
 
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """The stream failed after it began. Sent only to HTTP clients (/api/v1/chat:stream through
+        Envoy), which cannot read gRPC trailers: then it is the last event and the stream ends
+        without an error status. gRPC clients get the error as the call's status instead.
+        """
+
     def __init__(
         self,
         *,
@@ -230,10 +239,11 @@ class ChatStreamResponse(_message.Message):
         finish_reason: _chat_pb2.FinishReason.ValueType = ...,
         usage: _chat_pb2.Usage | None = ...,
         endpoint: _builtins.str = ...,
+        error: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "endpoint", b"endpoint", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "endpoint", b"endpoint", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

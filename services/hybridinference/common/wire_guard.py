@@ -1,9 +1,10 @@
 """Undecodable request bytes become INVALID_ARGUMENT instead of grpc's UNKNOWN and a traceback.
 
 grpc.aio parses the request before any servicer code runs and answers a protobuf DecodeError
-with UNKNOWN (logging it as an unexpected servicer error). The gateway is public, so garbage on
-the wire is ordinary bad input: its handlers get a deserializer that turns a parse failure into
-a marker, and a behaviour that answers the marker with a clear 400-class status.
+with UNKNOWN (logging it as an unexpected servicer error). The gateway (and every service's
+grpc.health.v1) is reachable from the public port, so garbage on the wire is ordinary bad input:
+its handlers get a deserializer that turns a parse failure into a marker, and a behaviour that
+answers the marker with a clear 400-class status.
 """
 
 from __future__ import annotations
