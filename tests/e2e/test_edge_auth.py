@@ -361,3 +361,39 @@ def test_cli_lists_and_revokes(edge: Edge) -> None:
     assert again.returncode == 1 and "no active key" in again.stderr
     assert key_id not in edge.cli("keys", "list").stdout
     assert key_id in edge.cli("keys", "list", "--all").stdout
+
+
+def test_cli_keys_go_through_the_admin_api_with_an_admin_key(edge: Edge) -> None:
+    _, admin = edge.create_key("--admin")
+    via_api = ("keys", "--admin-key", admin)
+    created = edge.cli(*via_api, "create", "through-api", "--rpm", "5", "--json")
+    assert created.returncode == 0, created.stderr
+    assert "note:" not in created.stderr  # the gateway answered: no fallback to the store
+    key_id, key = (str(orjson.loads(created.stdout)[k]) for k in ("id", "key"))
+    assert grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.OK
+    listing = edge.cli(*via_api, "list", "--json")
+    (mine,) = [k for k in map(orjson.loads, listing.stdout.splitlines()) if k["id"] == key_id]
+    assert mine["limits"] == {"requests_per_minute": 5} and mine["revoked_at"] is None
+    assert edge.cli(*via_api, "set-limits", key_id, "--rpm", "9").returncode == 0
+    relisted = edge.cli(*via_api, "list", "--json").stdout.splitlines()
+    assert {"id": key_id, "rpm": 9} in [
+        {"id": k["id"], "rpm": k["limits"].get("requests_per_minute")}
+        for k in map(orjson.loads, relisted)
+    ]
+    assert edge.cli(*via_api, "revoke", key_id).returncode == 0
+    # The answering gateway applies a revocation at once.
+    assert grpc_code(edge.mesh.envoy_grpc, key) is grpc.StatusCode.UNAUTHENTICATED
+    again = edge.cli(*via_api, "revoke", key_id)
+    assert again.returncode == 1 and "no active key" in again.stderr
+
+
+def test_cli_keys_refuse_a_non_admin_key_and_fall_back_when_no_gateway_answers(
+    edge: Edge,
+) -> None:
+    _, plain = edge.create_key()
+    refused = edge.cli("keys", "--admin-key", plain, "list")
+    assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+    nobody = f"http://127.0.0.1:{free_port()}"
+    fallback = edge.cli("keys", "--admin-key", plain, "--url", nobody, "list")
+    assert fallback.returncode == 0, fallback.stderr
+    assert "using the key store" in fallback.stderr

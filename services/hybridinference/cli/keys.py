@@ -1,35 +1,38 @@
-"""``hybridinference keys create|list|revoke``: API keys in the request-log database.
+"""``hybridinference keys create|list|set-limits|revoke``: API keys.
 
-Talks to the database directly (the same one the logger uses, from the same config), so the
-first admin key can be made before anything runs. ``create`` needs the server secret
-(``$HI_AUTH_SECRET`` by default) that the gateways hash keys with.
+Through a running gateway's admin API when an admin key is given (``--admin-key`` or
+``$HI_ADMIN_KEY``), else straight to the key store, so the first admin key can be made before
+anything runs (cli/key_backends.py says how the two are chosen). From the store, ``create`` needs
+the server secret (``$HI_AUTH_SECRET`` by default) that the gateways hash keys with.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import orjson
 from pydantic import ValidationError
 
 from hybridinference.cli import rpc
+from hybridinference.cli.key_backends import ADMIN_KEY_ENV, KeyBackend, KeyView, choose
 from hybridinference.cli.table import format_table
 from hybridinference.common.edge_settings import KeyLimitSettings
 from hybridinference.common.settings import MeshSettings
-from hybridinference.keys.issue import MAX_NAME_CHARS, create_key
-from hybridinference.keys.model import ApiKey
-from hybridinference.keys.store import KeyStore, KeyStoreError, open_key_store
-from hybridinference.keys.tokens import SecretMissing, server_secret
+from hybridinference.keys.issue import MAX_NAME_CHARS
 
 T = TypeVar("T")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("keys", help="create, list and revoke API keys")
+    parser = commands.add_parser("keys", help="create, list, limit and revoke API keys")
+    parser.add_argument(
+        "--admin-key",
+        help=f"an admin key: manage keys through the gateway's admin API (${ADMIN_KEY_ENV})",
+    )
+    parser.add_argument("--url", help="the admin API at http://HOST:PORT (default: Envoy's port)")
+    parser.add_argument("--direct", action="store_true", help="the gateway's own port, not Envoy")
     actions = parser.add_subparsers(dest="keys_action", required=True, metavar="ACTION")
 
     create = actions.add_parser("create", help="create a key and print it (shown only once)")
@@ -42,11 +45,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dest="models",
         help="a model the key may use (repeat; default: every model)",
     )
-    create.add_argument("--rpm", type=int, help="requests per minute")
-    create.add_argument("--tpm", type=int, help="tokens per minute")
-    create.add_argument("--max-concurrent", type=int, help="requests in flight at once")
-    create.add_argument("--daily-usd", type=float, help="spend per UTC day, USD")
-    create.add_argument("--monthly-usd", type=float, help="spend per UTC month, USD")
+    add_limit_options(create)
     create.add_argument("--json", action="store_true", help="print the new key as JSON")
     create.set_defaults(run=run_create)
 
@@ -55,23 +54,28 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(run=run_list)
 
+    limits = actions.add_parser(
+        "set-limits", help="replace a key's limits (unset ones fall back to the defaults)"
+    )
+    limits.add_argument("key_id")
+    add_limit_options(limits)
+    limits.set_defaults(run=run_set_limits)
+
     revoke = actions.add_parser("revoke", help="revoke a key by its id (key_…)")
     revoke.add_argument("key_id")
     revoke.set_defaults(run=run_revoke)
 
 
-def _with_store(settings: MeshSettings, work: Callable[[KeyStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        store = await open_key_store(settings.logger)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rpm", type=int, help="requests per minute")
+    parser.add_argument("--tpm", type=int, help="tokens per minute")
+    parser.add_argument("--max-concurrent", type=int, help="requests in flight at once")
+    parser.add_argument("--daily-usd", type=float, help="spend per UTC day, USD")
+    parser.add_argument("--monthly-usd", type=float, help="spend per UTC month, USD")
 
-    try:
-        return asyncio.run(main())
-    except KeyStoreError as error:
-        raise rpc.CliError(str(error)) from None
+
+def backend(args: argparse.Namespace, settings: MeshSettings) -> KeyBackend:
+    return choose(settings, args.admin_key, args.url, args.direct)
 
 
 def limits_from(args: argparse.Namespace) -> KeyLimitSettings:
@@ -90,7 +94,7 @@ def limits_from(args: argparse.Namespace) -> KeyLimitSettings:
         raise rpc.CliError(f"invalid limits: {problems}") from None
 
 
-def key_json(key: ApiKey) -> dict[str, object]:
+def key_json(key: KeyView) -> dict[str, object]:
     return {
         "id": key.id,
         "name": key.name,
@@ -108,14 +112,8 @@ def run_create(args: argparse.Namespace, settings: MeshSettings) -> int:
     if not name or len(name) > MAX_NAME_CHARS:
         raise rpc.CliError(f"the name must be 1..{MAX_NAME_CHARS} characters")
     limits = limits_from(args)
-    try:
-        secret = server_secret(settings.gateway.auth.secret_env)
-    except SecretMissing as error:
-        raise rpc.CliError(str(error)) from None
     models = tuple(dict.fromkeys(args.models))
-    key, plain = _with_store(
-        settings, lambda store: create_key(store, secret, name, args.admin, models, limits)
-    )
+    key, plain = backend(args, settings).create(name, args.admin, models, limits)
     if args.json:
         print(orjson.dumps({**key_json(key), "key": plain}).decode())
     else:
@@ -132,7 +130,7 @@ def run_create(args: argparse.Namespace, settings: MeshSettings) -> int:
     return 0
 
 
-def keys_table(keys: list[ApiKey]) -> str:
+def keys_table(keys: list[KeyView]) -> str:
     rows = [
         (
             key.id,
@@ -152,7 +150,7 @@ def keys_table(keys: list[ApiKey]) -> str:
 
 
 def run_list(args: argparse.Namespace, settings: MeshSettings) -> int:
-    keys = _with_store(settings, lambda store: store.list_keys(include_revoked=args.all))
+    keys = backend(args, settings).list(include_revoked=args.all)
     if args.json:
         for key in keys:
             print(orjson.dumps(key_json(key)).decode())
@@ -162,7 +160,15 @@ def run_list(args: argparse.Namespace, settings: MeshSettings) -> int:
 
 
 def run_revoke(args: argparse.Namespace, settings: MeshSettings) -> int:
-    if not _with_store(settings, lambda store: store.revoke(args.key_id)):
+    if not backend(args, settings).revoke(args.key_id):
         raise rpc.CliError(f"no active key with id {args.key_id!r}")
     print(f"revoked {args.key_id}", file=sys.stderr)
+    return 0
+
+
+def run_set_limits(args: argparse.Namespace, settings: MeshSettings) -> int:
+    limits = limits_from(args)
+    if not backend(args, settings).set_limits(args.key_id, limits):
+        raise rpc.CliError(f"no active key with id {args.key_id!r}")
+    print(f"set the limits of {args.key_id}", file=sys.stderr)
     return 0
