@@ -108,6 +108,13 @@ class MemoryCounters(Counters):
         # In memory an admission never outlives its answer; this only undoes one.
         self._release(ticket, -1, -ticket.reserved.tokens, -ticket.reserved.cost_usd)
 
+    def usage(self, key_id: str, now: float) -> tuple[int, float]:
+        """Tokens charged in now's fixed minute and the spend of now's day (reservations
+        included), for tests and diagnostics."""
+        usage = self._usage.get(key_id, _KeyUsage())
+        w = windows_at(now)
+        return usage.minutes.get(w.minute, _Minute()).tokens, usage.days.get(w.day, 0.0)
+
     def _release(self, ticket: Ticket, requests: int, tokens: int, cost_usd: float) -> None:
         usage = self._usage.get(ticket.key_id)
         if usage is None or usage.in_flight.pop(ticket.ticket, None) is None:
