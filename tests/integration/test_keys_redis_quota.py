@@ -19,6 +19,7 @@ from hybridinference.gateway.quota.counters import CountersUnavailable, Reservat
 from hybridinference.gateway.quota.guard import QuotaGuard
 from hybridinference.gateway.quota.limits import QuotaLimits
 from hybridinference.gateway.quota.redis_counters import RedisCounters
+from hybridinference.gateway.quota.windows import sliding_retry_after
 from hybridinference.keys.model import ApiKey
 from support.procs import free_port
 
@@ -59,7 +60,10 @@ async def test_requests_per_minute_shared_by_two_replicas(prefix: str) -> None:
     assert results[:3] == [None, None, None]
     refusal = results[3]
     assert refusal is not None and refusal.limit_name == "requests_per_minute"
-    assert refusal.used == 3 and 0 < refusal.retry_after_s <= 60
+    # Sliding minute: until enough of this minute's 3 slid out (up to 2 minutes away).
+    assert refusal.used == 3
+    assert refusal.retry_after_s == pytest.approx(sliding_retry_after(0, 3, 2, now))
+    assert 0 < refusal.retry_after_s <= 120
 
 
 async def test_tokens_and_budgets_charged_by_one_replica_refuse_on_the_other(prefix: str) -> None:
