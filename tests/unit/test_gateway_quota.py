@@ -10,6 +10,7 @@ import orjson
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
 from hybridinference.common.edge_settings import KeyLimitSettings
 from hybridinference.common.errors import ServiceError, from_rpc_error
@@ -188,6 +189,7 @@ class DeadCounters(Counters):
 async def test_store_down_fails_open_or_closed() -> None:
     limited = key(requests_per_minute=1)
     dead = DeadCounters()
+    gave_up = gave_up_voids()
     open_guard = dead_guard(dead, fail_open=True)
     assert await open_guard.admit(limited) is None
     closed_guard = dead_guard(dead, fail_open=False)
@@ -198,6 +200,13 @@ async def test_store_down_fails_open_or_closed() -> None:
     # Each lost admission is voided, retried a bounded number of times, then given up on.
     await until(lambda: open_guard.pending == 0 and closed_guard.pending == 0, 5, "voids")
     assert dead.voided == 2 * 3
+    # Abandoned voids are counted, not silently dropped.
+    assert gave_up_voids() == gave_up + 2
+
+
+def gave_up_voids() -> float:
+    value = REGISTRY.get_sample_value("hi_gateway_quota_gave_up_total", {"operation": "void"})
+    return value or 0.0
 
 
 def dead_guard(dead: DeadCounters, fail_open: bool) -> QuotaGuard:

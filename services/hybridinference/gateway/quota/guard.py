@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from hybridinference.common.edge_settings import KeyLimitSettings, QuotaSettings
+from hybridinference.gateway import metrics as gateway_metrics
 from hybridinference.gateway.chat_call import ChatCall
 from hybridinference.gateway.quota.counters import (
     Counters,
@@ -99,6 +100,7 @@ class QuotaGuard:
         try:
             refusal = await self._counters.admit(ticket, self._hold_s)
         except CountersUnavailable:
+            gateway_metrics.QUOTA_STORE_ERRORS.labels("admit").inc()
             # The store may have applied the admission and lost only the answer (or apply it
             # later): take it back, and forbid it should it arrive after that.
             self._run(lambda: self._counters.void(ticket, self._hold_s), "void")
@@ -128,7 +130,9 @@ class QuotaGuard:
                 await operation()
                 return
             except CountersUnavailable:
+                gateway_metrics.QUOTA_STORE_ERRORS.labels(what).inc()
                 if attempt == self._attempts:
+                    gateway_metrics.QUOTA_GAVE_UP.labels(what).inc()
                     log.warning(
                         "quota %s gave up after %d attempts; its slot expires on its own",
                         what,
