@@ -314,3 +314,14 @@ async def test_void_takes_an_admission_back() -> None:
     await counters.void(lost, 60)
     assert counters.usage("k", NOW) == (0, 0.0)
     assert await counters.admit(ticket("k", "t2", limits, NOW), 60) is None
+
+
+async def test_an_admission_that_never_left_is_not_voided() -> None:
+    class SkippedCounters(DeadCounters):
+        async def admit(self, ticket: Ticket, hold_s: float) -> Refusal | None:
+            raise CountersUnavailable("skipped", sent=False)
+
+    skipped = SkippedCounters()
+    guard = dead_guard(skipped, fail_open=True)
+    assert await guard.admit(key(requests_per_minute=1)) is None
+    assert guard.pending == 0 and skipped.voided == 0

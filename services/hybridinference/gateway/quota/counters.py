@@ -9,7 +9,15 @@ from hybridinference.gateway.quota.limits import QuotaLimits, Refusal
 
 
 class CountersUnavailable(Exception):
-    """The shared counter store did not answer in time; the guard applies the failure mode."""
+    """The shared counter store did not answer in time; the guard applies the failure mode.
+
+    ``sent`` is False when the call never left (the store was skipped after a recent failure):
+    then there is nothing the store could apply late, and nothing to undo.
+    """
+
+    def __init__(self, message: str, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 @dataclass(frozen=True)

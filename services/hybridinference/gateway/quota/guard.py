@@ -99,11 +99,12 @@ class QuotaGuard:
         ticket = Ticket(key.id, uuid.uuid4().hex, limits, self.reservation(call), time.time())
         try:
             refusal = await self._counters.admit(ticket, self._hold_s)
-        except CountersUnavailable:
+        except CountersUnavailable as error:
             gateway_metrics.QUOTA_STORE_ERRORS.labels("admit").inc()
-            # The store may have applied the admission and lost only the answer (or apply it
-            # later): take it back, and forbid it should it arrive after that.
-            self._run(lambda: self._counters.void(ticket, self._hold_s), "void")
+            if error.sent:
+                # The store may have applied the admission and lost only the answer (or apply
+                # it later): take it back, and forbid it should it arrive after that.
+                self._run(lambda: self._counters.void(ticket, self._hold_s), "void")
             if self._fail_open:
                 return None
             raise quota_store_unavailable() from None

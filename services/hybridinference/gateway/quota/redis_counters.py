@@ -142,7 +142,7 @@ class RedisCounters(Counters):
         if time.monotonic() < self._down_until:
             if asyncio.iscoroutine(operation):
                 operation.close()
-            raise CountersUnavailable("redis marked down after a recent failure")
+            raise CountersUnavailable("redis marked down after a recent failure", sent=False)
         try:
             return await asyncio.wait_for(operation, self._timeout_s)
         except (TimeoutError, RedisError, OSError) as error:
