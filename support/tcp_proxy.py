@@ -14,7 +14,9 @@ T = TypeVar("T")
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every connection and refuses new
-    ones (accepted, then closed at once) until ``restore()``. Runs on its own thread and loop."""
+    ones (accepted, then closed at once) until ``restore()``; ``stall_replies()`` keeps
+    forwarding requests but holds every reply until ``resume()`` (a server that does the work
+    and answers too late). Runs on its own thread and loop."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
@@ -23,6 +25,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._cut = False
+        self._replies: asyncio.Event | None = None
         self.port = 0
 
     def start(self) -> int:
@@ -30,6 +33,12 @@ class TcpProxy:
         self._server = self._call(self._listen())
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
+
+    def stall_replies(self) -> None:
+        self._call(self._set_replies(False))
+
+    def resume(self) -> None:
+        self._call(self._set_replies(True))
 
     def cut(self) -> None:
         self._call(self._set_cut(True))
@@ -46,7 +55,16 @@ class TcpProxy:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     async def _listen(self) -> asyncio.Server:
+        self._replies = asyncio.Event()
+        self._replies.set()
         return await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    async def _set_replies(self, flowing: bool) -> None:
+        assert self._replies is not None
+        if flowing:
+            self._replies.set()
+        else:
+            self._replies.clear()
 
     async def _set_cut(self, cut: bool) -> None:
         self._cut = cut
@@ -70,16 +88,22 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer, self._replies))
         finally:
             for w in (writer, up_writer):
                 self._writers.discard(w)
                 w.transport.abort()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    flowing: asyncio.Event | None = None,
+) -> None:
     with contextlib.suppress(ConnectionError, OSError):
         while data := await reader.read(65536):
+            if flowing is not None:
+                await flowing.wait()
             writer.write(data)
             await writer.drain()
     writer.transport.abort()

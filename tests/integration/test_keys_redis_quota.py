@@ -15,10 +15,11 @@ import redis.asyncio as aioredis
 
 from hybridinference.common.edge_settings import KeyLimitSettings
 from hybridinference.common.errors import ServiceError
-from hybridinference.gateway.quota.counters import CountersUnavailable
+from hybridinference.gateway.quota.counters import CountersUnavailable, Reservation, Ticket
 from hybridinference.gateway.quota.guard import QuotaGuard
 from hybridinference.gateway.quota.limits import QuotaLimits
 from hybridinference.gateway.quota.redis_counters import RedisCounters
+from hybridinference.gateway.quota.windows import sliding_retry_after
 from hybridinference.keys.model import ApiKey
 from support.procs import free_port
 
@@ -50,7 +51,7 @@ async def test_requests_per_minute_shared_by_two_replicas(prefix: str) -> None:
     now = time.time()
     try:
         results = [
-            await counters.admit("key_r", uuid.uuid4().hex, limits, now, 60)
+            await counters.admit(Ticket("key_r", uuid.uuid4().hex, limits, Reservation(), now), 60)
             for counters in (a, b, a, b)
         ]
     finally:
@@ -59,7 +60,10 @@ async def test_requests_per_minute_shared_by_two_replicas(prefix: str) -> None:
     assert results[:3] == [None, None, None]
     refusal = results[3]
     assert refusal is not None and refusal.limit_name == "requests_per_minute"
-    assert refusal.used == 3 and 0 < refusal.retry_after_s <= 60
+    # Sliding minute: until enough of this minute's 3 slid out (up to 2 minutes away).
+    assert refusal.used == 3
+    assert refusal.retry_after_s == pytest.approx(sliding_retry_after(0, 3, 2, now))
+    assert 0 < refusal.retry_after_s <= 120
 
 
 async def test_tokens_and_budgets_charged_by_one_replica_refuse_on_the_other(prefix: str) -> None:
@@ -72,9 +76,9 @@ async def test_tokens_and_budgets_charged_by_one_replica_refuse_on_the_other(pre
             ("monthly_budget_usd", QuotaLimits(monthly_budget_usd=0.01), 0, 0.02),
         ):
             key_id = f"key_{name}"
-            assert await a.admit(key_id, "t1", limits, now, 60) is None
-            await a.settle(key_id, "t1", limits, tokens, cost, now)
-            refusal = await b.admit(key_id, "t2", limits, now, 60)
+            assert await a.admit(Ticket(key_id, "t1", limits, Reservation(), now), 60) is None
+            await a.settle(Ticket(key_id, "t1", limits, Reservation(), now), tokens, cost)
+            refusal = await b.admit(Ticket(key_id, "t2", limits, Reservation(), now), 60)
             assert refusal is not None and refusal.limit_name == name, name
     finally:
         await a.close()
@@ -86,14 +90,14 @@ async def test_concurrency_slots_across_replicas(prefix: str) -> None:
     limits = QuotaLimits(max_concurrent=2)
     now = time.time()
     try:
-        assert await a.admit("key_c", "t1", limits, now, 60) is None
-        assert await b.admit("key_c", "t2", limits, now, 60) is None
-        refusal = await a.admit("key_c", "t3", limits, now, 60)
+        assert await a.admit(Ticket("key_c", "t1", limits, Reservation(), now), 60) is None
+        assert await b.admit(Ticket("key_c", "t2", limits, Reservation(), now), 60) is None
+        refusal = await a.admit(Ticket("key_c", "t3", limits, Reservation(), now), 60)
         assert refusal is not None and refusal.limit_name == "max_concurrent"
-        await b.settle("key_c", "t2", limits, 0, 0.0, now)
-        assert await a.admit("key_c", "t4", limits, now, 60) is None
+        await b.settle(Ticket("key_c", "t2", limits, Reservation(), now), 0, 0.0)
+        assert await a.admit(Ticket("key_c", "t4", limits, Reservation(), now), 60) is None
         # Slots of a replica that died expire after hold_s.
-        assert await b.admit("key_c", "t5", limits, now + 61, 60) is None
+        assert await b.admit(Ticket("key_c", "t5", limits, Reservation(), now + 61), 60) is None
     finally:
         await a.close()
         await b.close()
@@ -115,11 +119,16 @@ async def test_redis_down_is_decided_fast_in_both_modes(prefix: str) -> None:
     try:
         started = time.monotonic()
         with pytest.raises(CountersUnavailable):
-            await dead.admit("key_d", "t", QuotaLimits(requests_per_minute=1), time.time(), 60)
-        open_guard = QuotaGuard(dead, KeyLimitSettings(), fail_open=True, hold_s=60)
+            limits = QuotaLimits(requests_per_minute=1)
+            await dead.admit(Ticket("key_d", "t", limits, Reservation(), time.time()), 60)
+        open_guard = QuotaGuard(
+            dead, KeyLimitSettings(), fail_open=True, hold_s=60, settle_attempts=1
+        )
         for _ in range(5):
             assert await open_guard.admit(key) is None
-        closed_guard = QuotaGuard(dead, KeyLimitSettings(), fail_open=False, hold_s=60)
+        closed_guard = QuotaGuard(
+            dead, KeyLimitSettings(), fail_open=False, hold_s=60, settle_attempts=1
+        )
         with pytest.raises(ServiceError) as caught:
             await closed_guard.admit(key)
         assert caught.value.http_status == 503

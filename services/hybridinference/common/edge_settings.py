@@ -47,6 +47,10 @@ class QuotaSettings(SettingsSection):
     redis_retry_after_s: float = Field(default=1.0, ge=0)
     # Redis down: "open" lets requests through uncounted, "closed" refuses them with 503.
     failure_mode: Literal["open", "closed"] = "open"
+    # A settle (or the undoing of an admission whose answer was lost) that fails is retried
+    # this many times in all, waiting settle_backoff_s, then twice that, ... (at most 5 s).
+    settle_attempts: int = Field(default=8, ge=1, le=100)
+    settle_backoff_s: float = Field(default=0.2, gt=0, le=60)
 
 
 class TlsSettings(SettingsSection):

@@ -20,6 +20,7 @@ from hybridinference.gateway.auth import (
 )
 from hybridinference.gateway.key_refresh import KeyRefresher
 from hybridinference.gateway.quota.guard import QuotaGuard, open_counters
+from hybridinference.gateway.quota.reservation import Reserver
 from hybridinference.gateway.router_client import Execution
 from hybridinference.keys.model import ApiKey
 from hybridinference.keys.store import KeyStore, KeyStoreError, open_key_store
@@ -75,6 +76,9 @@ class Edge:
             gateway.auth.default_limits,
             fail_open=gateway.quota.failure_mode == "open",
             hold_s=gateway.request_timeout_s + _HOLD_SLACK_S,
+            reserver=Reserver.from_settings(settings),
+            settle_attempts=gateway.quota.settle_attempts,
+            settle_backoff_s=gateway.quota.settle_backoff_s,
         )
         return cls(Authenticator(cache), quotas, refresher, store)
 
@@ -127,10 +131,11 @@ class Edge:
             return
         self._authenticator.authorize(key, execution.call.model)
         if self._quotas is not None:
-            execution.quota_ticket = await self._quotas.admit(key)
+            execution.quota_ticket = await self._quotas.admit(key, execution.call)
 
     def settle(self, execution: Execution) -> None:
-        """Releases the request's slot and charges its tokens and cost (in the background)."""
+        """Releases the request's slot and replaces its reservation by the tokens and cost it
+        used (in the background)."""
         if self._quotas is None or execution.quota_ticket is None:
             return
         completion = execution.completion

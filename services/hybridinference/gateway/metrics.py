@@ -75,6 +75,17 @@ HEDGED = Counter(
     "Served requests whose winning attempt was a hedge (a backup started on a slow first pick).",
     ["model", "endpoint"],
 )
+QUOTA_STORE_ERRORS = Counter(
+    "hi_gateway_quota_store_errors_total",
+    "Quota counter-store calls that failed or timed out, by operation (admit, settle, void).",
+    ["operation"],
+)
+QUOTA_GAVE_UP = Counter(
+    "hi_gateway_quota_gave_up_total",
+    "Settles and voids abandoned after every retry: their slot expires on its own and their "
+    "reservation stays charged.",
+    ["operation"],
+)
 
 # Codes that mean the model name itself may be made up: such names never become label values.
 _UNTRUSTED_NAME = frozenset(
