@@ -5,13 +5,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from support.polling import poll
 from support.procs import REPO, free_port, stop_process, wait_healthy, write_config
+
+
+def _envoy_ready(admin_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -113,7 +123,11 @@ def mesh_config(tmp: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def running_mesh(tmp: Path, config: dict[str, Any] | None = None) -> Iterator[Mesh]:
+def running_mesh(
+    tmp: Path, config: dict[str, Any] | None = None, *, serving_through_envoy: bool = True
+) -> Iterator[Mesh]:
+    """The mesh, once it serves through Envoy; or, with ``serving_through_envoy=False`` (an Envoy
+    set up to refuse requests), once the gateway serves and Envoy's admin says it is ready."""
     config = config or mesh_config(tmp)
     config_path = write_config(tmp / "mesh.yaml", config)
     log_path = tmp / "launcher.log"
@@ -135,8 +149,12 @@ def running_mesh(tmp: Path, config: dict[str, Any] | None = None) -> Iterator[Me
         )
     mesh = Mesh(config, config_path, proc, log_path)
     try:
-        # Envoy starts last, so the gateway answering through it means the whole mesh is up.
-        wait_healthy(mesh.envoy_grpc, timeout_s=60, proc=proc)
+        if serving_through_envoy:
+            # Envoy starts last, so the gateway answering through it means the whole mesh is up.
+            wait_healthy(mesh.envoy_grpc, timeout_s=60, proc=proc)
+        else:
+            wait_healthy(mesh.address("gateway"), timeout_s=60, proc=proc)
+            poll(lambda: _envoy_ready(config["envoy"]["admin_port"]) or None, 30, "Envoy ready")
         yield mesh
     except Exception:
         print(mesh.logs()[-20000:])

@@ -237,8 +237,9 @@ def test_requests_are_spread_and_a_dead_replica_is_routed_around(scaled: ScaledM
         live_gateway.stop(signal.SIGKILL)
         _wait_unhealthy(scaled, "gateway", int(live_gateway.address.rpartition(":")[2]))
         reply = scaled.chat(client)
-        assert reply.status_code == 503
-        assert reply.json()["error"]["type"] == "envoy_error"
+        assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+        error = reply.json()["error"]
+        assert (error["type"], error["code"]) == ("server_error", "no_healthy_upstream")
 
 
 def test_committed_scaleout_config_lists_both_replica_tiers() -> None:

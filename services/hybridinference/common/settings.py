@@ -286,6 +286,11 @@ class EnvoySettings(SettingsSection):
     # that streams for minutes is not affected: the timer stops once the request is in).
     request_headers_timeout_s: float = Field(default=10.0, gt=0, le=300)
     request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # Envoy's overload manager: above 95% of this heap it answers new requests 503 with
+    # Retry-After (above 90% it stops keep-alive and returns memory) instead of growing until the
+    # kernel kills it; beyond max_connections open connections, a new one is closed at once.
+    max_heap_mb: int = Field(default=1024, ge=1, le=1024 * 1024)
+    max_connections: int = Field(default=10000, ge=1, le=10_000_000)
 
 
 def dial_host(host: str) -> str:

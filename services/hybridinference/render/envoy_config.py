@@ -2,9 +2,9 @@
 
 The committed file is the single source of the Envoy config (valid as is for the default ports).
 Rendering loads it and replaces only what depends on the settings: the listener address, the admin
-port, the edge's request timeouts, the gateway's and the listener's own address (edge_loopback)
-and an absolute descriptor path, so Envoy works from any directory; with tracing on it also adds
-Envoy's OpenTelemetry tracer (hybridinference/render/envoy_tracing.py).
+port, the edge's request timeouts and overload limits, the gateway's and the listener's own
+address (edge_loopback) and an absolute descriptor path, so Envoy works from any directory; with
+tracing on it also adds Envoy's OpenTelemetry tracer (hybridinference/render/envoy_tracing.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ DESCRIPTOR = REPO / "deploy" / "envoy" / "hybridinference.pb"
 
 _HCM = "envoy.filters.network.http_connection_manager"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+_HEAP_MONITOR = "envoy.resource_monitors.fixed_heap"
+_CONNECTIONS_MONITOR = "envoy.resource_monitors.global_downstream_max_connections"
 GATEWAY_CLUSTER = "gateway"
 # Envoy's own ingress listener, for the one request it refuses on a second pass (gRPC over HTTP/1).
 LOOPBACK_CLUSTER = "edge_loopback"
@@ -92,8 +94,17 @@ def apply_settings(
             _socket(endpoint["endpoint"]["address"]).update(
                 address=dial_host(gateway.host), port_value=gateway.port
             )
+    _apply_overload_limits(config, settings)
     add_tracing(config, hcms, settings.tracing)
     return config
+
+
+def _apply_overload_limits(config: dict[str, Any], settings: MeshSettings) -> None:
+    monitors = config["overload_manager"]["resource_monitors"]
+    heap = _named(monitors, _HEAP_MONITOR, "resource monitor")["typed_config"]
+    heap["max_heap_size_bytes"] = settings.envoy.max_heap_mb * 1024 * 1024
+    connections = _named(monitors, _CONNECTIONS_MONITOR, "resource monitor")["typed_config"]
+    connections["max_active_downstream_connections"] = settings.envoy.max_connections
 
 
 def render(
