@@ -5,10 +5,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import ConfigError
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.providers import upstream_errors as ue
-from hybridinference.providers.keys import KeyPool, key_env_names, read_keys
+from hybridinference.providers.keys import KeyPool, key_env_names, read_keys, with_key_rotation
 from hybridinference.providers.openai_wire import MalformedChunk, StreamAssembler
 from hybridinference.providers.sse import SseParser
 from hybridinference.providers.vllm_metrics import HitRateWindow, parse_load
@@ -81,6 +82,35 @@ def test_key_pool_round_robin_cooldown_and_exhaustion() -> None:
     assert pool.acquire() == "b"
     now[0] += 15
     assert pool.usable() == 2
+
+
+async def test_key_rotation_rests_rejected_keys_and_passes_other_errors() -> None:
+    pool = KeyPool("ep", ["a", "b", "c"], cooldown_s=20, clock=lambda: 100.0)
+    tried: list[str | None] = []
+
+    async def rejects(status: int, accept: str) -> str:
+        async def call(key: str | None) -> str:
+            tried.append(key)
+            if key != accept:
+                raise ue.http_error("ep", status, "no", {"Retry-After": "3"})
+            return f"ok with {key}"
+
+        return await with_key_rotation(pool, "ep", call)
+
+    assert await rejects(429, "b") == "ok with b"
+    assert tried == ["a", "b"] and pool.usable() == 2
+    # A 500 is the request's failure, not the key's: no rotation, no rest.
+    tried.clear()
+    with pytest.raises(ServiceError) as caught:
+        await rejects(500, "none")
+    assert tried == ["c"] and caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert pool.usable() == 2
+    # Without a pool: one call, no key.
+    assert await with_key_rotation(None, "ep", lambda key: _echo(key)) == "None"
+
+
+async def _echo(key: str | None) -> str:
+    return str(key)
 
 
 def test_keys_come_from_named_variables_only() -> None:

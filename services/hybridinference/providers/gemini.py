@@ -12,7 +12,6 @@ connect) and the idle gap between chunks are enforced here with asyncio timers.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import types as types_
@@ -29,7 +28,8 @@ from hybridinference.common.settings import ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers import upstream_errors as ue
-from hybridinference.providers.keys import KeyPool, required_keys
+from hybridinference.providers.deadline import FirstOutputDeadline
+from hybridinference.providers.keys import KeyPool, required_keys, with_key_rotation
 from hybridinference.providers.sampling import sampling_options
 
 log = logging.getLogger(__name__)
@@ -153,15 +153,6 @@ class GeminiAdapter:
             ue.MALFORMED, self.endpoint_id, f"malformed response: {self._redact(str(error))}"
         )
 
-    def _timeout(self, streamed: int) -> ServiceError:
-        settings = self._settings
-        return ue.timeout_error(
-            self.endpoint_id,
-            bool(streamed),
-            settings.first_token_timeout_s,
-            settings.idle_timeout_s,
-        )
-
     def _session(self) -> aiohttp.ClientSession:
         """One pooled session for all keys, with a hook that tells ``generate`` its response."""
         if self._http is None or self._http.closed:
@@ -174,7 +165,7 @@ class GeminiAdapter:
         return self._http
 
     async def _open(
-        self, request: provider_pb2.GenerateRequest, deadline: float
+        self, request: provider_pb2.GenerateRequest, deadline: FirstOutputDeadline
     ) -> tuple[AsyncIterator[types.GenerateContentResponse], Any, list[aiohttp.ClientResponse]]:
         """Starts the stream and reads its first chunk (the SDK sends the request lazily, so a
         429 only shows there), rotating pooled keys on 429/401.
@@ -184,13 +175,16 @@ class GeminiAdapter:
         """
         contents, system = gemini_contents(request)
         config = gemini_config(request, system)
-        for attempt in range(len(self._keys)):
-            key = self._keys.acquire()
+
+        async def attempt(
+            key: str | None,
+        ) -> tuple[AsyncIterator[types.GenerateContentResponse], Any, list[aiohttp.ClientResponse]]:
+            assert key is not None
             responses: list[aiohttp.ClientResponse] = []
             # Set and reset around awaits only, never across a yield of ``generate``.
             token = _responses.set(responses)
             try:
-                async with asyncio.timeout_at(deadline):
+                async with deadline.scope(False):
                     stream = await self._client(key).aio.models.generate_content_stream(
                         model=self.model, contents=contents, config=config
                     )
@@ -202,29 +196,20 @@ class GeminiAdapter:
                 return chunks, first, responses
             except TimeoutError:
                 _close_all(responses)
-                raise self._timeout(0) from None
+                raise deadline.error(False) from None
             except (genai_errors.APIError, aiohttp.ClientError, OSError, ValueError) as raw:
                 _close_all(responses)
-                error = self._map(raw, 0)
-                status = raw.code if isinstance(raw, genai_errors.APIError) else None
-                if status in (401, 429):
-                    self._keys.cool_down(key, error.retry_after_s)
-                    if attempt + 1 < len(self._keys):
-                        log.warning(
-                            "upstream key rejected; trying the next pooled key",
-                            extra={"endpoint": self.endpoint_id, "upstream_status": status},
-                        )
-                        continue
-                raise error from None
+                raise self._map(raw, 0) from None
             finally:
                 _responses.reset(token)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        return await with_key_rotation(self._keys, self.endpoint_id, attempt)
 
     async def generate(
         self, request: provider_pb2.GenerateRequest
     ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.first_token_timeout_s
+        # The SDK has no read timeout of its own: the idle gap is timed here.
+        deadline = FirstOutputDeadline(self._settings, timed_idle=True)
         chunks, chunk, responses = await self._open(request, deadline)
         streamed = 0
         prompt = completion = cached = 0
@@ -248,15 +233,13 @@ class GeminiAdapter:
                         event.model = self.model
                     streamed += 1
                     yield event
-                # Before the first token the absolute deadline; after it, the idle gap.
-                when = deadline if not streamed else loop.time() + self._settings.idle_timeout_s
                 try:
-                    async with asyncio.timeout_at(when):
+                    async with deadline.scope(bool(streamed)):
                         chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     chunk = None
                 except TimeoutError:
-                    raise self._timeout(streamed) from None
+                    raise deadline.error(bool(streamed)) from None
                 except (genai_errors.APIError, aiohttp.ClientError, OSError, ValueError) as raw:
                     raise self._map(raw, streamed) from None
             completed = True

@@ -1,0 +1,109 @@
+"""Reads one OpenAI-format SSE stream (bytes) into provider events: the one reader behind the
+openai (SDK), openai_compatible and vllm (raw HTTP) adapters.
+
+Each adapter opens the request its own way and hands over a ``read`` that returns the next
+network read (``b""`` at the end) and a ``fail`` that names its transport's exceptions; parsing,
+the first-output deadline, ``[DONE]``, error events inside a 200 stream and "ended before it
+finished" are decided here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+
+import orjson
+
+from hybridinference.common.errors import ServiceError
+from hybridinference.provider.v1 import provider_pb2
+from hybridinference.providers import upstream_errors as ue
+from hybridinference.providers.deadline import FirstOutputDeadline
+from hybridinference.providers.openai_wire import MalformedChunk, StreamAssembler
+from hybridinference.providers.sse import SseParser
+
+_DONE = b"[DONE]"
+
+Read = Callable[[], Awaitable[bytes]]
+# A transport exception raised by ``read`` (and the output events so far) → the error to raise.
+Fail = Callable[[BaseException, int], ServiceError]
+Redact = Callable[[str], str]
+
+
+def _merged(events: list[provider_pb2.GenerateResponse]) -> provider_pb2.GenerateResponse:
+    """Consecutive text events as one; the first one's model (set on a stream's first event)."""
+    merged = events[0]
+    merged.delta = "".join(event.delta for event in events)
+    return merged
+
+
+def stream_error(endpoint: str, error: object, redact: Redact) -> ServiceError:
+    """An error event inside a 200 stream (vLLM and others send these mid-stream)."""
+    status = 500
+    message = str(error)
+    if isinstance(error, dict):
+        message = str(error.get("message", error))
+        code = error.get("code")
+        if isinstance(code, int) and 400 <= code < 600:
+            status = code
+    return ue.http_error(endpoint, status, redact(message))
+
+
+def disconnected(endpoint: str, detail: str, events: int) -> ServiceError:
+    return ue.upstream_error(ue.DISCONNECTED, endpoint, f"{detail} (after {events} chunks)")
+
+
+async def openai_events(
+    read: Read,
+    assembler: StreamAssembler,
+    deadline: FirstOutputDeadline,
+    endpoint: str,
+    fail: Fail,
+    redact: Redact,
+) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
+    """The events of one stream, ending with the assembler's final event."""
+    parser = SseParser()
+    done = False
+    while not done:
+        output = bool(assembler.deltas)
+        try:
+            if output:
+                chunk = await read()
+            else:
+                async with deadline.scope(False) as scope:
+                    chunk = await read()
+        except Exception as error:
+            if not output and scope.expired():
+                raise deadline.error(False) from None
+            raise fail(error, assembler.deltas) from None
+        payloads = parser.feed(chunk) if chunk else parser.finish()
+        # Text that arrived in one network read leaves as one event: every hop after this one
+        # pays per message, and nothing here waits for more data, so the first token is never
+        # delayed. An error after some text still lets that text out first.
+        texts: list[provider_pb2.GenerateResponse] = []
+        failure: ServiceError | None = None
+        for payload in payloads:
+            if payload == _DONE:
+                done = True
+                break
+            try:
+                decoded = orjson.loads(payload)
+                if isinstance(decoded, dict) and "error" in decoded:
+                    failure = stream_error(endpoint, decoded["error"], redact)
+                    break
+                event = assembler.chunk(decoded)
+            except (orjson.JSONDecodeError, MalformedChunk) as error:
+                failure = ue.upstream_error(
+                    ue.MALFORMED, endpoint, f"malformed stream chunk: {redact(str(error))}"
+                )
+                break
+            if event is not None:
+                texts.append(event)
+        if texts:
+            yield texts[0] if len(texts) == 1 else _merged(texts)
+        if failure is not None:
+            raise failure
+        if not chunk:
+            # End of body: a finish_reason means the stream really ended, [DONE] or not.
+            if not done and not assembler.finished:
+                raise disconnected(endpoint, "stream ended before it finished", assembler.deltas)
+            done = True
+    yield assembler.final()
