@@ -135,8 +135,9 @@ def parse_path_us(chunks: int = 64, rounds: int = 2000) -> float:
         parser = SseParser()
         assembler = StreamAssembler("m")
         for frame in frames:
+            events: list[provider_pb2.GenerateResponse] = []
             for payload in parser.feed(frame):
-                assembler.chunk(orjson.loads(payload))
+                assembler.chunk(orjson.loads(payload), events)
     return (time.process_time() - start) / (rounds * chunks) * 1e6
 
 

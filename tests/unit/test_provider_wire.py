@@ -8,9 +8,10 @@ import pytest
 from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import ConfigError
 from hybridinference.common.v1 import chat_pb2
+from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers import upstream_errors as ue
 from hybridinference.providers.keys import KeyPool, key_env_names, read_keys, with_key_rotation
-from hybridinference.providers.openai_wire import MalformedChunk, StreamAssembler
+from hybridinference.providers.openai_wire import MalformedChunk, StreamAssembler, merge_events
 from hybridinference.providers.sse import SseParser
 from hybridinference.providers.vllm_metrics import HitRateWindow, parse_load
 
@@ -122,15 +123,23 @@ def test_keys_come_from_named_variables_only() -> None:
     assert "sk-" not in str(caught.value)
 
 
+def _events(assembler: StreamAssembler, chunk: object) -> list[provider_pb2.GenerateResponse]:
+    out: list[provider_pb2.GenerateResponse] = []
+    assembler.chunk(chunk, out)
+    return out
+
+
 def test_stream_assembler_contract() -> None:
     assembler = StreamAssembler("m")
-    assert assembler.chunk({"choices": [{"delta": {"role": "assistant", "content": ""}}]}) is None
-    first = assembler.chunk({"choices": [{"delta": {"content": "Hi"}}]})
-    assert first is not None and first.model == "m"
-    second = assembler.chunk({"choices": [{"delta": {"content": "!"}, "finish_reason": "length"}]})
-    assert second is not None and not second.model
-    assembler.chunk({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
-    final = assembler.final()
+    assert _events(assembler, {"choices": [{"delta": {"role": "assistant", "content": ""}}]}) == []
+    [first] = _events(assembler, {"choices": [{"delta": {"content": "Hi"}}]})
+    assert first.model == "m"
+    [second] = _events(
+        assembler, {"choices": [{"delta": {"content": "!"}, "finish_reason": "length"}]}
+    )
+    assert not second.model
+    _events(assembler, {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+    [final] = assembler.final()
     assert final.finish_reason == chat_pb2.FINISH_REASON_LENGTH
     assert (final.usage.prompt_tokens, final.usage.completion_tokens, final.usage.total_tokens) == (
         3,
@@ -139,10 +148,77 @@ def test_stream_assembler_contract() -> None:
     )
 
 
+def test_stream_assembler_relays_tools_reasoning_logprobs_and_choices() -> None:
+    assembler = StreamAssembler("m")
+    [thinking] = _events(
+        assembler, {"choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]}
+    )
+    assert thinking.reasoning == "hm" and thinking.model == "m" and assembler.deltas == 1
+    calls = {
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "f", "arguments": ""},
+            },
+            {"index": 1, "id": "c2", "type": "function", "function": {"name": "g"}},
+        ]
+    }
+    [call] = _events(assembler, {"choices": [{"index": 0, "delta": calls}]})
+    assert [(c.index, c.id, c.name) for c in call.tool_calls] == [(0, "c1", "f"), (1, "c2", "g")]
+    lp = {"content": [{"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []}]}
+    both = _events(
+        assembler,
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]},
+                },
+                {"index": 1, "delta": {"content": "a"}, "logprobs": lp, "finish_reason": "stop"},
+            ]
+        },
+    )
+    assert [e.index for e in both] == [0, 1]
+    assert both[0].tool_calls[0].arguments == "{}"
+    assert both[1].logprobs.content[0].bytes == b"a"
+    _events(
+        assembler,
+        {
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+            "usage": {
+                "prompt_tokens": 3,
+                "completion_tokens": 9,
+                "prompt_tokens_details": {"cached_tokens": 2},
+                "completion_tokens_details": {"reasoning_tokens": 4},
+            },
+        },
+    )
+    first, last = assembler.final()
+    assert (first.index, first.finish_reason) == (0, chat_pb2.FINISH_REASON_TOOL_CALLS)
+    assert (last.index, last.finish_reason) == (1, chat_pb2.FINISH_REASON_STOP)
+    assert last.usage.reasoning_tokens == 4 and last.usage.cached_tokens == 2
+
+
+def test_merge_events_joins_one_choices_fragments() -> None:
+    events = [
+        provider_pb2.GenerateResponse(delta="a", model="m"),
+        provider_pb2.GenerateResponse(
+            tool_calls=[chat_pb2.ToolCallDelta(index=0, id="c", name="f", arguments="{")]
+        ),
+        provider_pb2.GenerateResponse(tool_calls=[chat_pb2.ToolCallDelta(index=0, arguments="}")]),
+        provider_pb2.GenerateResponse(index=1, delta="b"),
+    ]
+    merged = merge_events(events)
+    assert len(merged) == 2 and merged[0].model == "m" and merged[0].delta == "a"
+    assert [(c.id, c.arguments) for c in merged[0].tool_calls] == [("c", "{}")]
+
+
 def test_stream_assembler_counts_chunks_without_usage_and_rejects_garbage() -> None:
     assembler = StreamAssembler("m")
-    assembler.chunk({"choices": [{"delta": {"content": "a"}, "finish_reason": "stop"}]})
-    assert assembler.final().usage.completion_tokens == 1
+    _events(assembler, {"choices": [{"delta": {"content": "a"}, "finish_reason": "stop"}]})
+    assert assembler.final()[-1].usage.completion_tokens == 1
     bad: object
     for bad in (
         [],
@@ -151,7 +227,7 @@ def test_stream_assembler_counts_chunks_without_usage_and_rejects_garbage() -> N
         {"usage": {"x": 1}},
     ):
         with pytest.raises(MalformedChunk):
-            StreamAssembler("m").chunk(bad)
+            _events(StreamAssembler("m"), bad)
 
 
 METRICS = """# HELP vllm:num_requests_running Number of requests in model execution batches.

@@ -28,7 +28,7 @@ from hybridinference.providers import upstream_errors as ue
 from hybridinference.providers.deadline import FirstOutputDeadline
 from hybridinference.providers.keys import KeyPool, key_env_names, read_keys, with_key_rotation
 from hybridinference.providers.openai_stream import disconnected, openai_events
-from hybridinference.providers.openai_wire import StreamAssembler, chat_body
+from hybridinference.providers.openai_wire import COMPATIBLE, Dialect, StreamAssembler, chat_body
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ class OpenAICompatibleAdapter:
     """ProviderAdapter for one endpoint of an OpenAI-compatible HTTP server."""
 
     kind = "openai_compatible"
-    # The body field for the token cap; OpenAI-compatible engines all accept max_tokens.
-    max_tokens_field = "max_tokens"
+    # What the upstream accepts beyond OpenAI's API: OpenAI-compatible engines (vLLM, SGLang,
+    # ...) take vLLM's sampling and guided-decoding extensions and reasoning_content.
+    dialect: Dialect = COMPATIBLE
 
     def __init__(
         self, endpoint: ProviderEndpointSettings, environ: Mapping[str, str] | None = None
@@ -158,7 +159,7 @@ class OpenAICompatibleAdapter:
         self, request: provider_pb2.GenerateRequest
     ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
         deadline = FirstOutputDeadline(self._settings)
-        body = orjson.dumps(chat_body(self.model, request, self.max_tokens_field))
+        body = orjson.dumps(chat_body(self.model, request, self.dialect))
         response = await self._open(body, request.request_id, deadline)
         completed = False
         try:

@@ -7,6 +7,7 @@ pool (cool down, next key) and the router (another endpoint) at once, not after 
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
@@ -21,7 +22,7 @@ from hybridinference.providers import upstream_errors as ue
 from hybridinference.providers.deadline import FirstOutputDeadline
 from hybridinference.providers.keys import KeyPool, required_keys, with_key_rotation
 from hybridinference.providers.openai_stream import disconnected, openai_events
-from hybridinference.providers.openai_wire import StreamAssembler, chat_messages, sampling_options
+from hybridinference.providers.openai_wire import OPENAI, StreamAssembler, chat_body
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 # runs at DEBUG, so nothing near an Authorization header reaches the logs.
 for _name in ("openai", "httpx", "httpx2", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+
+# The keyword parameters of the SDK's chat.completions.create.
+_SDK_PARAMS = frozenset(
+    inspect.signature(openai.resources.chat.completions.AsyncCompletions.create).parameters
+) - {"self", "extra_body", "extra_headers", "extra_query", "timeout"}
 
 
 class OpenAIAdapter:
@@ -96,22 +102,19 @@ class OpenAIAdapter:
         self, request: provider_pb2.GenerateRequest, deadline: FirstOutputDeadline
     ) -> Any:
         """The SDK's streaming response (status 200, body unread), rotating keys on 429/401."""
-        options = sampling_options(request.sampling, "max_completion_tokens")
+        body = chat_body(self.model, request, OPENAI)
+        # The SDK's own parameters by name; anything else (a passthrough field) as extra_body.
+        extra_body = {name: body.pop(name) for name in list(body) if name not in _SDK_PARAMS}
         extra_headers = {"X-Request-Id": request.request_id} if request.request_id else None
 
         async def attempt(key: str | None) -> Any:
             assert key is not None
             try:
                 async with deadline.scope(False):
-                    # Built as a dict: the SDK's typed overloads cannot see through **options.
+                    # Built as a dict: the SDK's typed overloads cannot see through **body.
                     create: Any = self._client(key).chat.completions.with_streaming_response.create
                     return await create(
-                        model=self.model,
-                        messages=chat_messages(request),
-                        stream=True,
-                        stream_options={"include_usage": True},
-                        extra_headers=extra_headers,
-                        **options,
+                        **body, extra_body=extra_body or None, extra_headers=extra_headers
                     ).__aenter__()
             except TimeoutError:
                 raise deadline.error(False) from None

@@ -17,7 +17,7 @@ from hybridinference.common.errors import ServiceError
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers import upstream_errors as ue
 from hybridinference.providers.deadline import FirstOutputDeadline
-from hybridinference.providers.openai_wire import MalformedChunk, StreamAssembler
+from hybridinference.providers.openai_wire import MalformedChunk, StreamAssembler, merge_events
 from hybridinference.providers.sse import SseParser
 
 _DONE = b"[DONE]"
@@ -26,13 +26,6 @@ Read = Callable[[], Awaitable[bytes]]
 # A transport exception raised by ``read`` (and the output events so far) → the error to raise.
 Fail = Callable[[BaseException, int], ServiceError]
 Redact = Callable[[str], str]
-
-
-def _merged(events: list[provider_pb2.GenerateResponse]) -> provider_pb2.GenerateResponse:
-    """Consecutive text events as one; the first one's model (set on a stream's first event)."""
-    merged = events[0]
-    merged.delta = "".join(event.delta for event in events)
-    return merged
 
 
 def stream_error(endpoint: str, error: object, redact: Redact) -> ServiceError:
@@ -75,10 +68,10 @@ async def openai_events(
                 raise deadline.error(False) from None
             raise fail(error, assembler.deltas) from None
         payloads = parser.feed(chunk) if chunk else parser.finish()
-        # Text that arrived in one network read leaves as one event: every hop after this one
-        # pays per message, and nothing here waits for more data, so the first token is never
-        # delayed. An error after some text still lets that text out first.
-        texts: list[provider_pb2.GenerateResponse] = []
+        # Output that arrived in one network read leaves as one event per choice: every hop
+        # after this one pays per message, and nothing here waits for more data, so the first
+        # token is never delayed. An error after some output still lets that output out first.
+        events: list[provider_pb2.GenerateResponse] = []
         failure: ServiceError | None = None
         for payload in payloads:
             if payload == _DONE:
@@ -89,16 +82,17 @@ async def openai_events(
                 if isinstance(decoded, dict) and "error" in decoded:
                     failure = stream_error(endpoint, decoded["error"], redact)
                     break
-                event = assembler.chunk(decoded)
+                assembler.chunk(decoded, events)
             except (orjson.JSONDecodeError, MalformedChunk) as error:
                 failure = ue.upstream_error(
                     ue.MALFORMED, endpoint, f"malformed stream chunk: {redact(str(error))}"
                 )
                 break
-            if event is not None:
-                texts.append(event)
-        if texts:
-            yield texts[0] if len(texts) == 1 else _merged(texts)
+        if len(events) == 1:
+            yield events[0]
+        elif events:
+            for event in merge_events(events):
+                yield event
         if failure is not None:
             raise failure
         if not chunk:
@@ -106,4 +100,5 @@ async def openai_events(
             if not done and not assembler.finished:
                 raise disconnected(endpoint, "stream ended before it finished", assembler.deltas)
             done = True
-    yield assembler.final()
+    for event in assembler.final():
+        yield event
