@@ -36,19 +36,25 @@ log = logging.getLogger(__name__)
 _ERROR_BODY_LIMIT = 2048
 
 
-def error_detail(body: bytes) -> str:
-    """The human part of an upstream error body (OpenAI's error.message when it is JSON)."""
+def error_body(body: bytes) -> tuple[str, str | None, str | None]:
+    """The human part of an upstream error body (OpenAI's error.message when it is JSON) with
+    its ``code`` and ``param`` when it has them."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:_ERROR_BODY_LIMIT].decode(errors="replace").strip()
+        return body[:_ERROR_BODY_LIMIT].decode(errors="replace").strip(), None, None
     if isinstance(parsed, dict):
         error = parsed.get("error", parsed)
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])[:_ERROR_BODY_LIMIT]
+            code, param = error.get("code"), error.get("param")
+            return (
+                str(error["message"])[:_ERROR_BODY_LIMIT],
+                code if isinstance(code, str) else None,
+                param if isinstance(param, str) else None,
+            )
         if isinstance(error, str):
-            return error[:_ERROR_BODY_LIMIT]
-    return body[:_ERROR_BODY_LIMIT].decode(errors="replace").strip()
+            return error[:_ERROR_BODY_LIMIT], None, None
+    return body[:_ERROR_BODY_LIMIT].decode(errors="replace").strip(), None, None
 
 
 def api_root(base_url: str) -> str:
@@ -146,11 +152,14 @@ class OpenAICompatibleAdapter:
             body = b""
         finally:
             response.release()
+        detail, code, param = error_body(body)
         return ue.http_error(
             self.endpoint_id,
             response.status,
-            self._redact(error_detail(body)),
+            self._redact(detail),
             dict(response.headers),
+            code=code,
+            param=param,
         )
 
     # -- the adapter interface --------------------------------------------------------------
@@ -219,7 +228,7 @@ class OpenAICompatibleAdapter:
                     raise ue.http_error(
                         self.endpoint_id,
                         response.status,
-                        self._redact(error_detail(body)),
+                        self._redact(error_body(body)[0]),
                         dict(response.headers),
                     )
         except (aiohttp.ClientError, TimeoutError) as error:

@@ -80,11 +80,15 @@ class OpenAIAdapter:
     def _map(self, error: Exception, streamed: int) -> ServiceError:
         """The one translation of SDK exceptions into the error table."""
         if isinstance(error, openai.APIStatusError):
+            body = error.body
+            message = body.get("message") if isinstance(body, dict) else None
             return ue.http_error(
                 self.endpoint_id,
                 error.status_code,
-                self._redact(str(error.message)),
+                self._redact(str(message or error.message)),
                 dict(error.response.headers),
+                code=error.code,
+                param=error.param,
             )
         if isinstance(error, openai.APITimeoutError):
             failure = ue.IDLE_TIMEOUT if streamed else ue.FIRST_TOKEN_TIMEOUT

@@ -32,12 +32,17 @@ def stream_error(endpoint: str, error: object, redact: Redact) -> ServiceError:
     """An error event inside a 200 stream (vLLM and others send these mid-stream)."""
     status = 500
     message = str(error)
+    name = param = None
     if isinstance(error, dict):
         message = str(error.get("message", error))
         code = error.get("code")
         if isinstance(code, int) and 400 <= code < 600:
             status = code
-    return ue.http_error(endpoint, status, redact(message))
+        elif isinstance(code, str):
+            name = code
+        if isinstance(error.get("param"), str):
+            param = error["param"]
+    return ue.http_error(endpoint, status, redact(message), code=name, param=param)
 
 
 def disconnected(endpoint: str, detail: str, events: int) -> ServiceError:
