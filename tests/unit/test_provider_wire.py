@@ -264,3 +264,14 @@ def test_hit_rate_window_uses_the_interval() -> None:
     assert window.update(parse_load(later)) == 0.9
     # No new lookups: the last rate stands.
     assert window.update(parse_load(later)) == 0.9
+
+
+def test_default_max_tokens_goes_upstream_only_without_a_client_limit() -> None:
+    from hybridinference.providers.sampling import sampling_options
+
+    assert sampling_options(chat_pb2.SamplingParams(default_max_tokens=300)) == {"max_tokens": 300}
+    assert sampling_options(chat_pb2.SamplingParams(max_tokens=5, default_max_tokens=300)) == {
+        "max_tokens": 5
+    }
+    renamed = sampling_options(chat_pb2.SamplingParams(default_max_tokens=9), {"max_tokens": "m"})
+    assert renamed == {"m": 9}
