@@ -127,7 +127,14 @@ class VllmEngineSettings(SettingsSection):
     dtype: str = "auto"
     max_model_len: int | None = Field(default=None, gt=0)
     enforce_eager: bool = False
-    # Further AsyncEngineArgs fields, passed through as given.
+    # vLLM's tool-call parser for the model's format (e.g. "hermes", "llama3_json", "pythonic"):
+    # turns on tools with tool_choice auto/required. Named tool_choice and structured output
+    # use guided decoding, but vLLM still wants a parser configured for any tools.
+    tool_call_parser: str | None = None
+    # vLLM's reasoning parser (e.g. "deepseek_r1", "qwen3"): splits reasoning from content.
+    reasoning_parser: str | None = None
+    # Further `vllm serve` options by their engine-argument names (e.g.
+    # {"structured_outputs_config": {"backend": "xgrammar"}}); dicts and lists as JSON.
     extra_args: dict[str, Any] = Field(default_factory=dict)
 
 
