@@ -338,20 +338,24 @@ def _token_logprobs(items: Any) -> list[chat_pb2.TokenLogprob]:
     return result
 
 
-def _tool_call_deltas(calls: Any) -> list[chat_pb2.ToolCallDelta]:
-    fragments = []
+def _add_tool_calls(event: provider_pb2.GenerateResponse, calls: Any) -> None:
+    """Streamed tool-call fragments onto ``event``. Most fragments are an index and a piece of
+    arguments, so only the fields present are set (this runs once per chunk of a call)."""
+    add = event.tool_calls.add
     for position, call in enumerate(calls):
-        function = call.get("function") or {}
-        fragments.append(
-            chat_pb2.ToolCallDelta(
-                index=int(call.get("index", position)),
-                id=call.get("id") or "",
-                type=call.get("type") or "",
-                name=function.get("name") or "",
-                arguments=function.get("arguments") or "",
-            )
-        )
-    return fragments
+        fragment = add(index=int(call.get("index", position)))
+        function = call.get("function")
+        if function:
+            arguments = function.get("arguments")
+            if arguments:
+                fragment.arguments = arguments
+            name = function.get("name")
+            if name:
+                fragment.name = name
+        call_id = call.get("id")
+        if call_id:
+            fragment.id = call_id
+            fragment.type = call.get("type") or "function"
 
 
 def merge_events(
@@ -486,7 +490,7 @@ class StreamAssembler:
             calls = delta.get("tool_calls")
             if calls:
                 event = event or provider_pb2.GenerateResponse()
-                event.tool_calls.extend(_tool_call_deltas(calls))
+                _add_tool_calls(event, calls)
         logprobs = choice.get("logprobs")
         if logprobs:
             content_lp = logprobs.get("content")
