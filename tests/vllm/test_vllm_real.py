@@ -375,3 +375,22 @@ def test_engine_without_max_tokens_is_not_cut_at_16(mesh: Mesh) -> None:
     # This greedy prompt runs for 100+ tokens (see the cancellation test); vLLM's
     # SamplingParams default would stop it at 16 with finish "length".
     assert events[-1].usage.completion_tokens > 16
+
+
+@pytest.mark.parametrize(("worker", "endpoint"), WORKERS)
+def test_two_choices_with_logprobs(mesh: Mesh, worker: str, endpoint: str) -> None:
+    req = generate_request(endpoint, 8)
+    req.sampling.n = 2
+    req.sampling.temperature = 1.0
+    req.sampling.seed = 7
+    req.sampling.logprobs = True
+    req.sampling.top_logprobs = 2
+    streamed, whole = asyncio.run(both_ways(mesh.worker_address(worker), req))
+    finished = {e.index: e.finish_reason for e in streamed if e.finish_reason}
+    assert set(finished) == {0, 1}
+    for index in (0, 1):
+        tokens = [t for e in streamed if e.index == index for t in e.logprobs.content]
+        assert tokens, f"choice {index} has no logprobs"
+        assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in tokens)
+    assert [c.index for c in whole.choices] == [0, 1]
+    assert all(c.logprobs.content for c in whole.choices)
