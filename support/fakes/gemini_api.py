@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +176,15 @@ class GeminiFake:
     @property
     def url(self) -> str:
         return self._server.url
+
+    @classmethod
+    def running(cls) -> Iterator[GeminiFake]:
+        """A started fake, stopped when the generator closes (``yield from`` it in a fixture)."""
+        fake = cls().start()
+        try:
+            yield fake
+        finally:
+            fake.stop()
 
     def start(self) -> GeminiFake:
         self._server.start()

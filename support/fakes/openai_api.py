@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,6 +166,15 @@ class OpenAIFake:
     @property
     def base_url(self) -> str:
         return f"{self._server.url}/v1"
+
+    @classmethod
+    def running(cls) -> Iterator[OpenAIFake]:
+        """A started fake, stopped when the generator closes (``yield from`` it in a fixture)."""
+        fake = cls().start()
+        try:
+            yield fake
+        finally:
+            fake.stop()
 
     def start(self) -> OpenAIFake:
         self._server.start()

@@ -13,13 +13,13 @@ import pydantic
 import pytest
 from google.protobuf import struct_pb2
 
-from hybridinference.common.chat_events import ChoiceAccumulator
 from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
 from support.fakes.gemini_api import GeminiFake, camel_keys, field_of, signature_of
+from support.generations import run_generation
 
 
 class Weather(pydantic.BaseModel):
@@ -42,11 +42,7 @@ TIME = tool("get_time", {})
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[GeminiFake]:
-    server = GeminiFake().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from GeminiFake.running()
 
 
 @pytest.fixture(autouse=True)
@@ -75,23 +71,9 @@ def request(
     )
 
 
-async def run(
-    adapter: ProviderAdapter, req: provider_pb2.GenerateRequest
-) -> tuple[list[provider_pb2.GenerateResponse], ChoiceAccumulator]:
-    merged = ChoiceAccumulator()
-    events = []
-    try:
-        async for event in adapter.generate(req):
-            events.append(event)
-            merged.add(event)
-    finally:
-        await adapter.close()
-    return events, merged
-
-
 async def test_function_calling_loop_with_parallel_calls(fake: GeminiFake) -> None:
     options = chat_pb2.ChatOptions(tools=[WEATHER, TIME])
-    _, merged = await run(make(fake), request(options=options))
+    _, merged = await run_generation(make(fake), request(options=options))
     sent = fake.state.requests[-1]
     declarations = sent["tools"][0]["functionDeclarations"]
     assert [d["name"] for d in declarations] == ["get_weather", "get_time"]
@@ -111,7 +93,7 @@ async def test_function_calling_loop_with_parallel_calls(fake: GeminiFake) -> No
         chat_pb2.ChatMessage(role="tool", tool_call_id=calls[0].id, content='{"sky": "sunny"}'),
         chat_pb2.ChatMessage(role="tool", tool_call_id=calls[1].id, content="noon"),
     ]
-    _, answer = await run(make(fake), request(history, options))
+    _, answer = await run_generation(make(fake), request(history, options))
     sent = fake.state.requests[-1]
     model_turn, results_turn = sent["contents"][1], sent["contents"][2]
     assert model_turn["role"] == "model"
@@ -166,7 +148,7 @@ async def test_tool_choice_becomes_the_function_calling_config(
     options = chat_pb2.ChatOptions(
         tools=[tool("get_weather", {}, strict), TIME], tool_choice=choice
     )
-    _, merged = await run(make(fake), request(options=options))
+    _, merged = await run_generation(make(fake), request(options=options))
     assert fake.state.requests[-1]["toolConfig"]["functionCallingConfig"] == config
     assert [c.function.name for c in merged.choices()[0].message.tool_calls] == called
 
@@ -180,7 +162,7 @@ async def test_structured_output_validates(fake: GeminiFake) -> None:
             json_schema=chat_pb2.JsonSchema(name="weather", schema=schema),
         )
     )
-    _, merged = await run(make(fake), request(options=options))
+    _, merged = await run_generation(make(fake), request(options=options))
     config = fake.state.requests[-1]["generationConfig"]
     assert config["responseMimeType"] == "application/json"
     assert config["responseJsonSchema"]["required"] == ["city", "celsius", "sunny"]
@@ -189,7 +171,7 @@ async def test_structured_output_validates(fake: GeminiFake) -> None:
 
 async def test_thoughts_are_reasoning_deltas_and_tokens(fake: GeminiFake) -> None:
     options = chat_pb2.ChatOptions(reasoning_effort=chat_pb2.REASONING_EFFORT_MEDIUM)
-    events, merged = await run(make(fake), request(options=options, max_tokens=2))
+    events, merged = await run_generation(make(fake), request(options=options, max_tokens=2))
     thinking = camel_keys(fake.state.requests[-1]["generationConfig"]["thinkingConfig"])
     assert thinking == {"thinkingBudget": 8192, "includeThoughts": True}
     assert events[0].reasoning == "think0 " and events[0].model == "ok"
@@ -205,14 +187,16 @@ async def test_gemini_params_and_effort_none(fake: GeminiFake) -> None:
         reasoning_effort=chat_pb2.REASONING_EFFORT_NONE,
         gemini=chat_pb2.GeminiParams(top_k=7),
     )
-    await run(make(fake), request(options=options))
+    await run_generation(make(fake), request(options=options))
     config = fake.state.requests[-1]["generationConfig"]
     assert camel_keys(config["thinkingConfig"]) == {"thinkingBudget": 0, "includeThoughts": False}
     assert config["topK"] == 7
 
 
 async def test_candidates_and_logprobs(fake: GeminiFake) -> None:
-    _, merged = await run(make(fake), request(n=2, logprobs=True, top_logprobs=2, max_tokens=2))
+    _, merged = await run_generation(
+        make(fake), request(n=2, logprobs=True, top_logprobs=2, max_tokens=2)
+    )
     config = fake.state.requests[-1]["generationConfig"]
     assert (config["candidateCount"], config["responseLogprobs"], config["logprobs"]) == (
         2,
@@ -229,7 +213,7 @@ async def test_candidates_and_logprobs(fake: GeminiFake) -> None:
 async def test_inline_image_goes_as_inline_data(fake: GeminiFake) -> None:
     image = chat_pb2.ContentPart(image_url=chat_pb2.ImageUrl(url="data:image/jpeg;base64,AAEC"))
     message = chat_pb2.ChatMessage(role="user", parts=[chat_pb2.ContentPart(text="what?"), image])
-    await run(make(fake), request([message]))
+    await run_generation(make(fake), request([message]))
     parts = fake.state.requests[-1]["contents"][0]["parts"]
     assert camel_keys(parts[1]) == {"inlineData": {"mimeType": "image/jpeg", "data": "AAEC"}}
 
@@ -247,7 +231,7 @@ async def test_refuses_what_gemini_cannot_do_by_name(fake: GeminiFake) -> None:
         chat_pb2.ChatMessage(role="tool", tool_call_id="nope", content="x"),
     ]
     with pytest.raises(ServiceError) as caught:
-        await run(make(fake), request(messages, options, logit_bias={1: 5.0}))
+        await run_generation(make(fake), request(messages, options, logit_bias={1: 5.0}))
     error = caught.value
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "unsupported_parameter"
@@ -266,7 +250,7 @@ async def test_refuses_what_gemini_cannot_do_by_name(fake: GeminiFake) -> None:
 
 async def test_context_overflow_is_context_length_exceeded(fake: GeminiFake) -> None:
     with pytest.raises(ServiceError) as caught:
-        await run(make(fake, model="context-overflow"), request())
+        await run_generation(make(fake, model="context-overflow"), request())
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.reason == "context_length_exceeded"
     assert caught.value.param == "messages"

@@ -13,13 +13,13 @@ import pydantic
 import pytest
 from google.protobuf import struct_pb2
 
-from hybridinference.common.chat_events import ChoiceAccumulator
 from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
 from support.fakes.openai_api import OpenAIFake
+from support.generations import run_generation
 
 KINDS = ["openai", "openai_compatible", "vllm"]
 
@@ -50,11 +50,7 @@ TIME_TOOL.function.parameters.update({"type": "object", "properties": {}})
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[OpenAIFake]:
-    server = OpenAIFake().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from OpenAIFake.running()
 
 
 @pytest.fixture(autouse=True)
@@ -83,24 +79,10 @@ def request(
     )
 
 
-async def run(
-    adapter: ProviderAdapter, req: provider_pb2.GenerateRequest
-) -> tuple[list[provider_pb2.GenerateResponse], ChoiceAccumulator]:
-    merged = ChoiceAccumulator()
-    events = []
-    try:
-        async for event in adapter.generate(req):
-            events.append(event)
-            merged.add(event)
-    finally:
-        await adapter.close()
-    return events, merged
-
-
 @pytest.mark.parametrize("kind", KINDS)
 async def test_tool_loop_with_parallel_calls(kind: str, fake: OpenAIFake) -> None:
     options = chat_pb2.ChatOptions(tools=[WEATHER_TOOL, TIME_TOOL])
-    events, merged = await run(make(kind, fake), request(options=options))
+    events, merged = await run_generation(make(kind, fake), request(options=options))
     sent = fake.state.requests[-1]
     assert sent["tools"][0]["function"]["parameters"]["properties"]["days"]["minimum"] == 1
     assert isinstance(
@@ -124,7 +106,7 @@ async def test_tool_loop_with_parallel_calls(kind: str, fake: OpenAIFake) -> Non
         chat_pb2.ChatMessage(role="tool", tool_call_id=calls[0].id, content="sunny"),
         chat_pb2.ChatMessage(role="tool", tool_call_id=calls[1].id, content="noon"),
     ]
-    _, answer = await run(make(kind, fake), request(history, options))
+    _, answer = await run_generation(make(kind, fake), request(history, options))
     sent = fake.state.requests[-1]
     assert sent["messages"][1] == {
         "role": "assistant",
@@ -150,7 +132,7 @@ async def test_named_tool_choice_and_no_parallel_calls(kind: str, fake: OpenAIFa
         tool_choice=chat_pb2.ToolChoice(function_name="get_time"),
         parallel_tool_calls=False,
     )
-    _, merged = await run(make(kind, fake), request(options=options))
+    _, merged = await run_generation(make(kind, fake), request(options=options))
     sent = fake.state.requests[-1]
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_time"}}
     assert sent["parallel_tool_calls"] is False
@@ -167,7 +149,7 @@ async def test_structured_output_validates(kind: str, fake: OpenAIFake) -> None:
             json_schema=chat_pb2.JsonSchema(name="weather", schema=schema, strict=True),
         )
     )
-    _, merged = await run(make(kind, fake), request(options=options))
+    _, merged = await run_generation(make(kind, fake), request(options=options))
     sent = fake.state.requests[-1]["response_format"]
     assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "weather"
     assert sent["json_schema"]["strict"] is True
@@ -176,7 +158,7 @@ async def test_structured_output_validates(kind: str, fake: OpenAIFake) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_logprobs_and_two_choices(kind: str, fake: OpenAIFake) -> None:
-    events, merged = await run(
+    events, merged = await run_generation(
         make(kind, fake), request(n=2, logprobs=True, top_logprobs=2, max_tokens=3)
     )
     sent = fake.state.requests[-1]
@@ -196,7 +178,7 @@ async def test_logprobs_and_two_choices(kind: str, fake: OpenAIFake) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 async def test_reasoning_deltas_and_tokens(kind: str, fake: OpenAIFake) -> None:
     options = chat_pb2.ChatOptions(reasoning_effort=chat_pb2.REASONING_EFFORT_HIGH)
-    events, merged = await run(make(kind, fake), request(options=options, max_tokens=2))
+    events, merged = await run_generation(make(kind, fake), request(options=options, max_tokens=2))
     assert fake.state.requests[-1]["reasoning_effort"] == "high"
     assert events[0].reasoning and events[0].model
     [choice] = merged.choices()
@@ -213,14 +195,14 @@ async def test_reasoning_counts_as_output_for_the_first_token_deadline(
     # Reasoning every 150 ms, the first content after ~450 ms: past the 0.3 s first-token
     # timeout, which the model meets with its first reasoning delta.
     adapter = make(kind, fake, model="reasoning-slow", first_token_timeout_s=0.3)
-    _, merged = await run(adapter, request(max_tokens=2))
+    _, merged = await run_generation(adapter, request(max_tokens=2))
     assert merged.text() == "w0 w1"
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_context_length_error_keeps_its_meaning(kind: str, fake: OpenAIFake) -> None:
     with pytest.raises(ServiceError) as caught:
-        await run(make(kind, fake, model="context-overflow"), request())
+        await run_generation(make(kind, fake, model="context-overflow"), request())
     error = caught.value
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "context_length_exceeded" and error.param == "messages"
@@ -234,7 +216,7 @@ async def test_unreachable_upstream_message_names_no_address() -> None:
         ProviderEndpointSettings(id="hidden-ep", model="m", base_url="http://127.0.0.1:9/v1"),
     )
     with pytest.raises(ServiceError) as caught:
-        await run(adapter, request())
+        await run_generation(adapter, request())
     assert caught.value.reason == "upstream_connect_failed"
     assert "127.0.0.1" not in caught.value.message and "hidden-ep" not in caught.value.message
 
@@ -264,7 +246,9 @@ async def test_engines_get_vllm_options_and_passthrough_fields(kind: str, fake: 
         chat_pb2.ChatMessage(role="assistant", content="a", reasoning_content="because"),
         chat_pb2.ChatMessage(role="user", content="sure?"),
     ]
-    await run(make(kind, fake), request(history, vllm_options(), logit_bias={42: -100.0}))
+    await run_generation(
+        make(kind, fake), request(history, vllm_options(), logit_bias={42: -100.0})
+    )
     sent = fake.state.requests[-1]
     assert (sent["top_k"], round(sent["min_p"], 3)) == (5, 0.1)
     assert sent["structured_outputs"] == {"choice": ["yes", "no"]}
@@ -282,7 +266,7 @@ async def test_openai_refuses_what_it_cannot_take_by_name(fake: OpenAIFake) -> N
     options = vllm_options()
     options.gemini.thinking_budget = 100
     with pytest.raises(ServiceError) as caught:
-        await run(make("openai", fake), request(options=options))
+        await run_generation(make("openai", fake), request(options=options))
     error = caught.value
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "unsupported_parameter"
@@ -296,7 +280,7 @@ async def test_openai_refuses_what_it_cannot_take_by_name(fake: OpenAIFake) -> N
     ]
     history = [chat_pb2.ChatMessage(role="assistant", content="a", reasoning_content="why")]
     with pytest.raises(ServiceError) as again:
-        await run(make("openai", fake), request(history))
+        await run_generation(make("openai", fake), request(history))
     assert again.value.param == "messages[0].reasoning_content"
     # Refused before any call upstream.
     assert len(fake.state.requests) == calls
@@ -305,7 +289,7 @@ async def test_openai_refuses_what_it_cannot_take_by_name(fake: OpenAIFake) -> N
 async def test_openai_gets_passthrough_fields_through_the_sdk(fake: OpenAIFake) -> None:
     options = chat_pb2.ChatOptions(service_tier="flex", user="u-1")
     options.extra_body.update({"prediction_hint": "x"})
-    await run(make("openai", fake), request(options=options, max_tokens=2))
+    await run_generation(make("openai", fake), request(options=options, max_tokens=2))
     sent = fake.state.requests[-1]
     assert (sent["service_tier"], sent["user"], sent["prediction_hint"]) == ("flex", "u-1", "x")
     assert sent["max_completion_tokens"] == 2
@@ -315,7 +299,7 @@ async def test_tool_call_stream_keeps_fragment_order_under_merging(fake: OpenAIF
     # Everything the fake writes may arrive in one read; merged events must still rebuild the
     # same arguments as OpenAI's own stream accumulator would.
     options = chat_pb2.ChatOptions(tools=[WEATHER_TOOL])
-    events, _ = await run(make("vllm", fake), request(options=options))
+    events, _ = await run_generation(make("vllm", fake), request(options=options))
     rebuilt: dict[int, str] = {}
     for event in events:
         for fragment in event.tool_calls:

@@ -27,8 +27,8 @@ from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers import upstream_errors as ue
 from hybridinference.providers.deadline import FirstOutputDeadline
 from hybridinference.providers.keys import KeyPool, key_env_names, read_keys, with_key_rotation
-from hybridinference.providers.openai_stream import disconnected, openai_events
-from hybridinference.providers.openai_wire import COMPATIBLE, Dialect, StreamAssembler, chat_body
+from hybridinference.providers.openai_stream import openai_events
+from hybridinference.providers.openai_wire import COMPATIBLE, Dialect, chat_body
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +172,14 @@ class OpenAICompatibleAdapter:
         response = await self._open(body, request.request_id, deadline)
         completed = False
         try:
+            # aiohttp's read timeout (sock_read) is the idle gap between reads.
             async for event in openai_events(
                 response.content.readany,
-                StreamAssembler(self.model),
+                self.model,
                 deadline,
                 self.endpoint_id,
-                self._transport_error,
                 self._redact,
+                (aiohttp.ServerTimeoutError,),
             ):
                 yield event
             completed = True
@@ -189,20 +190,6 @@ class OpenAICompatibleAdapter:
                 # Mid-stream exit (error, cancellation, aclose): drop the connection so the
                 # upstream sees the client go away and aborts the generation.
                 response.close()
-
-    def _transport_error(self, error: BaseException, events: int) -> ServiceError:
-        if isinstance(error, aiohttp.ServerTimeoutError):
-            # aiohttp's read timeout is the idle gap between reads.
-            return ue.timeout_error(
-                self.endpoint_id,
-                True,
-                self._settings.first_token_timeout_s,
-                self._settings.idle_timeout_s,
-            )
-        # aiohttp.ClientError and anything else the connection raises mid-body.
-        return disconnected(
-            self.endpoint_id, self._redact(str(error) or type(error).__name__), events
-        )
 
     async def status(self) -> provider_pb2.EndpointStatus:
         status = provider_pb2.EndpointStatus(

@@ -21,8 +21,8 @@ from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers import upstream_errors as ue
 from hybridinference.providers.deadline import FirstOutputDeadline
 from hybridinference.providers.keys import KeyPool, required_keys, with_key_rotation
-from hybridinference.providers.openai_stream import disconnected, openai_events
-from hybridinference.providers.openai_wire import OPENAI, StreamAssembler, chat_body
+from hybridinference.providers.openai_stream import openai_events, reader
+from hybridinference.providers.openai_wire import OPENAI, chat_body
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +127,6 @@ class OpenAIAdapter:
 
         return await with_key_rotation(self._keys, self.endpoint_id, attempt)
 
-    def _transport_error(self, error: BaseException, events: int) -> ServiceError:
-        if isinstance(error, httpx2.TimeoutException):
-            # The SDK client's read timeout is the idle gap between reads.
-            return ue.timeout_error(
-                self.endpoint_id,
-                True,
-                self._settings.first_token_timeout_s,
-                self._settings.idle_timeout_s,
-            )
-        return disconnected(
-            self.endpoint_id, self._redact(str(error) or type(error).__name__), events
-        )
-
     async def generate(
         self, request: provider_pb2.GenerateRequest
     ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
@@ -148,22 +135,16 @@ class OpenAIAdapter:
         # The SDK sends the request and maps its errors; the body is read raw, through the same
         # reader as the HTTP adapters (one assembler for OpenAI-format chunks, no pydantic model
         # per chunk).
-        reads = response.http_response.aiter_bytes().__aiter__()
-
-        async def read() -> bytes:
-            try:
-                return bytes(await reads.__anext__())
-            except StopAsyncIteration:
-                return b""
-
+        read = reader(response.http_response.aiter_bytes().__aiter__())
         try:
+            # The SDK client's read timeout is the idle gap between reads.
             async for event in openai_events(
                 read,
-                StreamAssembler(self.model),
+                self.model,
                 deadline,
                 self.endpoint_id,
-                self._transport_error,
                 self._redact,
+                (httpx2.TimeoutException,),
             ):
                 yield event
         finally:

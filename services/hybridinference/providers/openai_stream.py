@@ -2,14 +2,14 @@
 openai (SDK), openai_compatible and vllm (raw HTTP) adapters.
 
 Each adapter opens the request its own way and hands over a ``read`` that returns the next
-network read (``b""`` at the end) and a ``fail`` that names its transport's exceptions; parsing,
-the first-output deadline, ``[DONE]``, error events inside a 200 stream and "ended before it
-finished" are decided here once.
+network read (``b""`` at the end) and the exception types its transport raises for the idle
+timeout; parsing, the first-output deadline, ``[DONE]``, error events inside a 200 stream, a
+connection lost mid-stream and "ended before it finished" are decided here once.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import orjson
 
@@ -23,9 +23,20 @@ from hybridinference.providers.sse import SseParser
 _DONE = b"[DONE]"
 
 Read = Callable[[], Awaitable[bytes]]
-# A transport exception raised by ``read`` (and the output events so far) → the error to raise.
-Fail = Callable[[BaseException, int], ServiceError]
 Redact = Callable[[str], str]
+
+
+def reader(chunks: AsyncIterator[bytes] | AsyncIterator[str]) -> Read:
+    """A ``read`` over an iterator of body pieces (an SDK's byte stream, vLLM's SSE strings)."""
+
+    async def read() -> bytes:
+        try:
+            piece = await chunks.__anext__()
+        except StopAsyncIteration:
+            return b""
+        return piece.encode() if isinstance(piece, str) else bytes(piece)
+
+    return read
 
 
 def stream_error(endpoint: str, error: object, redact: Redact) -> ServiceError:
@@ -51,13 +62,15 @@ def disconnected(endpoint: str, detail: str, events: int) -> ServiceError:
 
 async def openai_events(
     read: Read,
-    assembler: StreamAssembler,
+    model: str,
     deadline: FirstOutputDeadline,
     endpoint: str,
-    fail: Fail,
     redact: Redact,
+    idle_timeouts: tuple[type[BaseException], ...] = (),
 ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
-    """The events of one stream, ending with the assembler's final event."""
+    """The events of one stream, ending with each choice's finish and the usage. A read that
+    raises one of ``idle_timeouts`` is the idle timeout; any other failure a lost stream."""
+    assembler = StreamAssembler(model)
     parser = SseParser()
     done = False
     while not done:
@@ -71,7 +84,10 @@ async def openai_events(
         except Exception as error:
             if not output and scope.expired():
                 raise deadline.error(False) from None
-            raise fail(error, assembler.deltas) from None
+            if isinstance(error, idle_timeouts):
+                raise deadline.error(True) from None
+            detail = redact(str(error) or type(error).__name__)
+            raise disconnected(endpoint, detail, assembler.deltas) from None
         payloads = parser.feed(chunk) if chunk else parser.finish()
         # Output that arrived in one network read leaves as one event per choice: every hop
         # after this one pays per message, and nothing here waits for more data, so the first

@@ -34,8 +34,8 @@ from hybridinference.common.settings import (
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers import upstream_errors as ue
 from hybridinference.providers.deadline import FirstOutputDeadline
-from hybridinference.providers.openai_stream import openai_events
-from hybridinference.providers.openai_wire import COMPATIBLE, StreamAssembler, chat_body
+from hybridinference.providers.openai_stream import openai_events, reader
+from hybridinference.providers.openai_wire import COMPATIBLE, chat_body
 from hybridinference.providers.vllm_metrics import HitRateWindow, parse_load
 
 log = logging.getLogger(__name__)
@@ -187,35 +187,15 @@ class VllmEngineAdapter:
             # vLLM's `type` is an exception name, not an OpenAI code: the message decides
             # (a context overflow is recognised by its wording).
             raise self._rejected(status, str(failure.message), None, failure.param)
-        chunks = result.__aiter__()
-
-        async def read() -> bytes:
-            try:
-                return str(await chunks.__anext__()).encode()
-            except StopAsyncIteration:
-                return b""
-
         try:
             async for event in openai_events(
-                read,
-                StreamAssembler(self.model),
-                deadline,
-                self.endpoint_id,
-                self._engine_failed,
-                str,
+                reader(result.__aiter__()), self.model, deadline, self.endpoint_id, str
             ):
                 yield event
         finally:
             # Closing vLLM's generator aborts the request inside the engine (also on
             # cancellation, which closes this generator).
             await result.aclose()
-
-    def _engine_failed(self, error: BaseException, events: int) -> ServiceError:
-        return ue.upstream_error(
-            ue.DISCONNECTED,
-            self.endpoint_id,
-            f"vLLM engine failed after {events} chunks: {type(error).__name__}: {error}",
-        )
 
     async def status(self) -> provider_pb2.EndpointStatus:
         status = provider_pb2.EndpointStatus(
