@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import grpc
 import openai
@@ -135,9 +135,20 @@ def mesh(
             ],
         },
     ]
+    # What both modes honour with this setup (guided decoding, a tool parser); the output
+    # limit keeps the gateway's default max_tokens inside the tiny context.
+    capabilities = {
+        "tools": True,
+        "structured_output": True,
+        "json_mode": True,
+        "logprobs": True,
+        "multiple_choices": True,
+        "context_length": 512,
+        "max_output_tokens": 128,
+    }
     config["models"] += [
-        {"name": "hi-tiny", "endpoints": ["tiny-http"]},
-        {"name": "hi-tiny-engine", "endpoints": ["tiny-engine"]},
+        {"name": "hi-tiny", "endpoints": ["tiny-http"], "capabilities": capabilities},
+        {"name": "hi-tiny-engine", "endpoints": ["tiny-engine"], "capabilities": capabilities},
     ]
     os.environ.update(VLLM_ENV)
     with running_mesh(tmp, config) as running:
@@ -394,3 +405,76 @@ def test_two_choices_with_logprobs(mesh: Mesh, worker: str, endpoint: str) -> No
         assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in tokens)
     assert [c.index for c in whole.choices] == [0, 1]
     assert all(c.logprobs.content for c in whole.choices)
+
+
+MODELS = ["hi-tiny", "hi-tiny-engine"]
+
+
+def sdk(mesh: Mesh) -> Any:
+    # Typed loosely: the SDK's overloads cannot see through the keyword dicts below.
+    client: Any = openai.OpenAI(base_url=f"{mesh.http_url}/v1", api_key="unused", max_retries=0)
+    return client.chat.completions
+
+
+def tool_spec() -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {"name": "answer", "parameters": Answer.model_json_schema()},
+    }
+
+
+ASK = [{"role": "user", "content": "hello there, how are you today?"}]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_parse_with_a_pydantic_model_through_envoy(mesh: Mesh, model: str) -> None:
+    completion = sdk(mesh).parse(
+        model=model, messages=ASK, response_format=Answer, temperature=0, max_tokens=64
+    )
+    parsed = completion.choices[0].message.parsed
+    assert isinstance(parsed, Answer)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_streamed_structured_output_through_envoy(mesh: Mesh, model: str) -> None:
+    stream = sdk(mesh).create(
+        model=model,
+        messages=ASK,
+        temperature=0,
+        max_tokens=64,
+        stream=True,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": Answer.model_json_schema()},
+        },
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    Answer.model_validate_json(text)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_named_tool_choice_through_envoy(mesh: Mesh, model: str, stream: bool) -> None:
+    options: dict[str, Any] = {
+        "model": model,
+        "messages": ASK,
+        "temperature": 0,
+        "max_tokens": 64,
+        "tools": [tool_spec()],
+        "tool_choice": {"type": "function", "function": {"name": "answer"}},
+    }
+    if not stream:
+        [call] = sdk(mesh).create(**options).choices[0].message.tool_calls
+        name, arguments = call.function.name, call.function.arguments
+    else:
+        pieces: list[str] = []
+        names: list[str] = []
+        for chunk in sdk(mesh).create(**options, stream=True):
+            for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                if delta.function and delta.function.name:
+                    names.append(delta.function.name)
+                if delta.function and delta.function.arguments:
+                    pieces.append(delta.function.arguments)
+        [name], arguments = names, "".join(pieces)
+    assert name == "answer"
+    Answer.model_validate_json(arguments)
