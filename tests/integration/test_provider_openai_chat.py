@@ -276,7 +276,7 @@ async def test_openai_refuses_what_it_cannot_take_by_name(fake: OpenAIFake) -> N
         "min_p",
         "chat_template_kwargs",
         "structured_outputs",
-        "thinking_budget",
+        "extra_body.google.thinking_config.thinking_budget",
     ]
     history = [chat_pb2.ChatMessage(role="assistant", content="a", reasoning_content="why")]
     with pytest.raises(ServiceError) as again:

@@ -275,3 +275,25 @@ def test_default_max_tokens_goes_upstream_only_without_a_client_limit() -> None:
     }
     renamed = sampling_options(chat_pb2.SamplingParams(default_max_tokens=9), {"max_tokens": "m"})
     assert renamed == {"m": 9}
+
+
+def test_schema_properties_keep_the_required_order_whatever_the_struct_order() -> None:
+    from google.protobuf import struct_pb2
+
+    from hybridinference.providers.openai_wire import struct_dict
+
+    schema = struct_pb2.Struct()
+    schema.update(
+        {
+            "type": "object",
+            "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}, "b": {}},
+            "required": ["zeta", "alpha"],
+            "maxItems": 2,
+        }
+    )
+    again = struct_pb2.Struct()
+    again.ParseFromString(schema.SerializeToString())
+    for struct in (schema, again):
+        plain = struct_dict(struct)
+        assert list(plain["properties"]) == ["zeta", "alpha", "b"]
+        assert isinstance(plain["maxItems"], int)

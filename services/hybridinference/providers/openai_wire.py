@@ -54,10 +54,11 @@ _IMAGE_DETAILS = {
     chat_pb2.IMAGE_DETAIL_LOW: "low",
     chat_pb2.IMAGE_DETAIL_HIGH: "high",
 }
-# The Gemini-only options, by the name a client sets them with.
+# The Gemini-only options, by the name the gateway gives them (an OpenAI client sends thinking
+# as Gemini's compatibility extension, extra_body.google.thinking_config; top_k only typed).
 GEMINI_FIELDS = {
-    "thinking_budget": "thinking_budget",
-    "include_thoughts": "include_thoughts",
+    "thinking_budget": "extra_body.google.thinking_config.thinking_budget",
+    "include_thoughts": "extra_body.google.thinking_config.include_thoughts",
     "top_k": "gemini.top_k",
 }
 
@@ -85,8 +86,23 @@ COMPATIBLE = Dialect("openai_compatible", True, True)
 
 def struct_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as plain JSON: integral numbers back to ints (a schema's ``maxItems: 2`` must not
-    reach a strict validator as ``2.0``)."""
-    return {key: _value(value) for key, value in struct.fields.items()}
+    reach a strict validator as ``2.0``), keys in a deterministic order.
+
+    A Struct is a map, and its iteration order is random per process, so the client's key order
+    is gone by the time a schema gets here. Key order matters for a JSON Schema's ``properties``:
+    structured output writes the keys in that order. They are put back in the order of the
+    sibling ``required`` list (which is a list, so it kept the client's order; pydantic and most
+    generators list every field there in declaration order), the rest by name, so the same
+    request always reaches the upstream with the same schema.
+    """
+    result = {key: _value(struct.fields[key]) for key in sorted(struct.fields)}
+    properties, required = result.get("properties"), result.get("required")
+    if isinstance(properties, dict) and isinstance(required, list):
+        rank = {name: index for index, name in enumerate(required) if isinstance(name, str)}
+        result["properties"] = dict(
+            sorted(properties.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+        )
+    return result
 
 
 def _value(value: struct_pb2.Value) -> Any:
