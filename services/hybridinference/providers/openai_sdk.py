@@ -77,8 +77,9 @@ class OpenAIAdapter:
     def _redact(self, text: str) -> str:
         return ue.redact(text, self._secrets)
 
-    def _map(self, error: Exception, streamed: int) -> ServiceError:
-        """The one translation of SDK exceptions into the error table."""
+    def _map(self, error: Exception) -> ServiceError:
+        """The one translation of SDK exceptions into the error table (opening a stream and
+        listing models; a stream's body is read by ``openai_stream``)."""
         if isinstance(error, openai.APIStatusError):
             body = error.body
             message = body.get("message") if isinstance(body, dict) else None
@@ -91,14 +92,11 @@ class OpenAIAdapter:
                 param=error.param,
             )
         if isinstance(error, openai.APITimeoutError):
-            failure = ue.IDLE_TIMEOUT if streamed else ue.FIRST_TOKEN_TIMEOUT
-            return ue.upstream_error(failure, self.endpoint_id, "request timed out")
+            return ue.upstream_error(ue.FIRST_TOKEN_TIMEOUT, self.endpoint_id, "request timed out")
         if isinstance(error, openai.APIConnectionError):
-            failure = ue.DISCONNECTED if streamed else ue.CONNECT_FAILED
             cause = error.__cause__ or error
-            return ue.upstream_error(failure, self.endpoint_id, self._redact(str(cause)))
+            return ue.upstream_error(ue.CONNECT_FAILED, self.endpoint_id, self._redact(str(cause)))
         if isinstance(error, openai.APIError):
-            # An error event inside a 200 stream.
             return ue.http_error(self.endpoint_id, 500, self._redact(str(error.message)))
         return ue.upstream_error(ue.MALFORMED, self.endpoint_id, self._redact(str(error)))
 
@@ -123,7 +121,7 @@ class OpenAIAdapter:
             except TimeoutError:
                 raise deadline.error(False) from None
             except openai.OpenAIError as sdk_error:
-                raise self._map(sdk_error, 0) from None
+                raise self._map(sdk_error) from None
 
         return await with_key_rotation(self._keys, self.endpoint_id, attempt)
 
@@ -171,7 +169,7 @@ class OpenAIAdapter:
         try:
             page = await self._client(key).models.list()
         except openai.OpenAIError as error:
-            raise self._map(error, 0) from None
+            raise self._map(error) from None
         return [model.id async for model in page]
 
     async def close(self) -> None:
