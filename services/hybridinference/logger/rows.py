@@ -6,6 +6,7 @@ Timestamps are kept at microsecond precision (what PostgreSQL stores); the nanos
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -52,6 +53,12 @@ class Row(NamedTuple):
     # Captured content; None when not captured (capture off or nothing sent).
     prompt: str | None
     response: str | None
+    # Of completion_tokens, those spent on reasoning; None without usage.
+    reasoning_tokens: int | None
+    # JSON arrays of strings.
+    tools_offered: str
+    tools_called: str
+    features: str
 
 
 COLUMNS: tuple[str, ...] = Row._fields
@@ -79,13 +86,15 @@ def record_to_row(record: logger_pb2.RequestRecord) -> Row:
     completion: int | None = None
     cached: int | None = None
     total: int | None = None
+    reasoning: int | None = None
     if r.HasField("usage"):
         u = r.usage
-        prompt, completion, cached, total = (
+        prompt, completion, cached, total, reasoning = (
             u.prompt_tokens,
             u.completion_tokens,
             u.cached_tokens,
             u.total_tokens,
+            u.reasoning_tokens,
         )
     metadata = r.metadata
     finish = r.finish_reason
@@ -118,7 +127,16 @@ def record_to_row(record: logger_pb2.RequestRecord) -> Row:
         r.hedged,
         r.prompt or None,
         r.response or None,
+        reasoning,
+        # Most records use no tools or features: skip the encoder.
+        _json_list(r.tools_offered),
+        _json_list(r.tools_called),
+        _json_list(r.features),
     )
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return orjson.dumps(list(values)).decode() if values else "[]"
 
 
 def _to_datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
@@ -130,9 +148,20 @@ def _to_datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
 _FINISH_NAMES: dict[int, str] = {
     value.number: value.name for value in chat_pb2.FinishReason.DESCRIPTOR.values
 }
-# (name, repeated) of each SamplingParams field, in field-number order (ListFields' order).
-_SAMPLING_FIELDS: tuple[tuple[str, bool], ...] = tuple(
-    (field.name, field.is_repeated)
+_REPEATED, _MAP, _PRESENCE, _PLAIN = range(4)
+
+
+def _kind(field: Any) -> int:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return _MAP
+    if field.is_repeated:
+        return _REPEATED
+    return _PRESENCE if field.has_presence else _PLAIN
+
+
+# (name, kind) of each SamplingParams field, in field-number order (ListFields' order).
+_SAMPLING_FIELDS: tuple[tuple[str, int], ...] = tuple(
+    (field.name, _kind(field))
     for field in sorted(chat_pb2.SamplingParams.DESCRIPTOR.fields, key=lambda f: f.number)
 )
 
@@ -145,13 +174,17 @@ def _sampling_json(sampling: chat_pb2.SamplingParams) -> str:
     # Any: the stubs type HasField's argument as a literal of the field names.
     message: Any = sampling
     fields: dict[str, Any] = {}
-    for name, repeated in _SAMPLING_FIELDS:
-        if repeated:
-            values = getattr(message, name)
-            if values:
-                fields[name] = list(values)
-        elif message.HasField(name):
-            fields[name] = getattr(message, name)
+    for name, kind in _SAMPLING_FIELDS:
+        if kind == _PRESENCE:
+            if message.HasField(name):
+                fields[name] = getattr(message, name)
+        elif kind == _PLAIN:
+            # No presence: the default (0, false) means unset, as json_format writes it.
+            if value := getattr(message, name):
+                fields[name] = value
+        elif values := getattr(message, name):
+            # JSON object keys are strings, whatever the map's key type.
+            fields[name] = {str(k): v for k, v in values.items()} if kind == _MAP else list(values)
     return orjson.dumps(fields).decode()
 
 
@@ -187,8 +220,12 @@ def row_to_record(row: Row) -> logger_pb2.RequestRecord:
                 completion_tokens=row.completion_tokens or 0,
                 cached_tokens=row.cached_tokens or 0,
                 total_tokens=row.total_tokens or 0,
+                reasoning_tokens=row.reasoning_tokens or 0,
             )
         )
+    record.tools_offered.extend(_strings(row.tools_offered))
+    record.tools_called.extend(_strings(row.tools_called))
+    record.features.extend(_strings(row.features))
     if row.sampling is not None:
         json_format.Parse(row.sampling, record.sampling)
     return record
@@ -200,6 +237,11 @@ def _finish_reason(name: str) -> chat_pb2.FinishReason.ValueType:
         return chat_pb2.FinishReason.Value(name)
     except ValueError:
         return chat_pb2.FINISH_REASON_UNSPECIFIED
+
+
+def _strings(text: str | None) -> list[str]:
+    value: Any = orjson.loads(text) if text else []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _json_object(text: str) -> dict[str, str]:

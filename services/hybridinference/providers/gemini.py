@@ -1,10 +1,10 @@
 """The gemini adapter: Google's Gemini API through the official ``google-genai`` SDK, streaming.
 
-Roles: ``system`` and ``developer`` messages become the system instruction (Gemini has no such
-role in ``contents``); ``assistant`` is ``model``; everything else is ``user``. Usage metadata
-becomes usage: prompt = ``prompt_token_count``; completion = ``candidates_token_count`` plus
-``thoughts_token_count`` (thinking tokens are billed as output); cached =
-``cached_content_token_count``.
+The translation of the chat contract (messages, tools, structured output, thinking; chunks back
+into events) is ``gemini_wire``; this module is the transport: keys, deadlines, errors,
+cancellation. Usage metadata becomes usage: prompt = ``prompt_token_count``; completion =
+``candidates_token_count`` plus ``thoughts_token_count`` (thinking tokens are billed as output,
+and are the reasoning tokens); cached = ``cached_content_token_count``.
 
 Timeouts: the SDK only knows a total timeout, so the first-token deadline (which includes the
 connect) and the idle gap between chunks are enforced here with asyncio timers.
@@ -12,7 +12,6 @@ connect) and the idle gap between chunks are enforced here with asyncio timers.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import types as types_
@@ -26,55 +25,18 @@ from google.genai import types
 
 from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import ProviderEndpointSettings
-from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers import upstream_errors as ue
-from hybridinference.providers.keys import KeyPool, required_keys
-from hybridinference.providers.sampling import sampling_options
+from hybridinference.providers.deadline import FirstOutputDeadline
+from hybridinference.providers.gemini_wire import (
+    GeminiAssembler,
+    Refusals,
+    gemini_config,
+    gemini_contents,
+)
+from hybridinference.providers.keys import KeyPool, required_keys, with_key_rotation
 
 log = logging.getLogger(__name__)
-
-_SYSTEM_ROLES = frozenset({"system", "developer"})
-# Gemini's names for the sampling fields that differ from OpenAI's.
-_GEMINI_NAMES = {"max_tokens": "max_output_tokens", "stop": "stop_sequences"}
-_CONTENT_FILTER = frozenset(
-    {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
-)
-
-
-def gemini_contents(
-    request: provider_pb2.GenerateRequest,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """``contents`` and the system instruction (None when there is none) for a conversation."""
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
-    for message in request.messages:
-        if message.role in _SYSTEM_ROLES:
-            system.append(message.content)
-            continue
-        role = "model" if message.role == "assistant" else "user"
-        contents.append({"role": role, "parts": [{"text": message.content}]})
-    return contents, ("\n\n".join(system) if system else None)
-
-
-def gemini_config(
-    request: provider_pb2.GenerateRequest, system: str | None
-) -> types.GenerateContentConfig:
-    sampling = request.sampling
-    options = sampling_options(sampling, _GEMINI_NAMES)
-    if system is not None:
-        options["system_instruction"] = system
-    return types.GenerateContentConfig(**options)
-
-
-def finish_reason(reason: Any) -> chat_pb2.FinishReason.ValueType:
-    name = str(getattr(reason, "value", reason) or "")
-    if name == "MAX_TOKENS":
-        return chat_pb2.FINISH_REASON_LENGTH
-    if name in _CONTENT_FILTER:
-        return chat_pb2.FINISH_REASON_CONTENT_FILTER
-    return chat_pb2.FINISH_REASON_STOP
-
 
 # The HTTP responses of the request being opened in this task (see GeminiAdapter._open).
 _responses: contextvars.ContextVar[list[aiohttp.ClientResponse] | None] = contextvars.ContextVar(
@@ -153,15 +115,6 @@ class GeminiAdapter:
             ue.MALFORMED, self.endpoint_id, f"malformed response: {self._redact(str(error))}"
         )
 
-    def _timeout(self, streamed: int) -> ServiceError:
-        settings = self._settings
-        return ue.timeout_error(
-            self.endpoint_id,
-            bool(streamed),
-            settings.first_token_timeout_s,
-            settings.idle_timeout_s,
-        )
-
     def _session(self) -> aiohttp.ClientSession:
         """One pooled session for all keys, with a hook that tells ``generate`` its response."""
         if self._http is None or self._http.closed:
@@ -174,7 +127,7 @@ class GeminiAdapter:
         return self._http
 
     async def _open(
-        self, request: provider_pb2.GenerateRequest, deadline: float
+        self, request: provider_pb2.GenerateRequest, deadline: FirstOutputDeadline
     ) -> tuple[AsyncIterator[types.GenerateContentResponse], Any, list[aiohttp.ClientResponse]]:
         """Starts the stream and reads its first chunk (the SDK sends the request lazily, so a
         429 only shows there), rotating pooled keys on 429/401.
@@ -182,15 +135,20 @@ class GeminiAdapter:
         Returns the chunk iterator, the first chunk (None for an empty stream) and the HTTP
         responses the request made, to be closed if the caller stops early.
         """
-        contents, system = gemini_contents(request)
-        config = gemini_config(request, system)
-        for attempt in range(len(self._keys)):
-            key = self._keys.acquire()
+        refused = Refusals()
+        contents, system = gemini_contents(request, refused)
+        config = types.GenerateContentConfig(**gemini_config(request, system, refused))
+        refused.raise_any()
+
+        async def attempt(
+            key: str | None,
+        ) -> tuple[AsyncIterator[types.GenerateContentResponse], Any, list[aiohttp.ClientResponse]]:
+            assert key is not None
             responses: list[aiohttp.ClientResponse] = []
             # Set and reset around awaits only, never across a yield of ``generate``.
             token = _responses.set(responses)
             try:
-                async with asyncio.timeout_at(deadline):
+                async with deadline.scope(False):
                     stream = await self._client(key).aio.models.generate_content_stream(
                         model=self.model, contents=contents, config=config
                     )
@@ -202,63 +160,41 @@ class GeminiAdapter:
                 return chunks, first, responses
             except TimeoutError:
                 _close_all(responses)
-                raise self._timeout(0) from None
+                raise deadline.error(False) from None
             except (genai_errors.APIError, aiohttp.ClientError, OSError, ValueError) as raw:
                 _close_all(responses)
-                error = self._map(raw, 0)
-                status = raw.code if isinstance(raw, genai_errors.APIError) else None
-                if status in (401, 429):
-                    self._keys.cool_down(key, error.retry_after_s)
-                    if attempt + 1 < len(self._keys):
-                        log.warning(
-                            "upstream key rejected; trying the next pooled key",
-                            extra={"endpoint": self.endpoint_id, "upstream_status": status},
-                        )
-                        continue
-                raise error from None
+                raise self._map(raw, 0) from None
             finally:
                 _responses.reset(token)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        return await with_key_rotation(self._keys, self.endpoint_id, attempt)
 
     async def generate(
         self, request: provider_pb2.GenerateRequest
     ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.first_token_timeout_s
+        # The SDK has no read timeout of its own: the idle gap is timed here.
+        deadline = FirstOutputDeadline(self._settings, timed_idle=True)
         chunks, chunk, responses = await self._open(request, deadline)
-        streamed = 0
-        prompt = completion = cached = 0
-        have_usage = False
-        finish: chat_pb2.FinishReason.ValueType = chat_pb2.FINISH_REASON_UNSPECIFIED
+        assembler = GeminiAssembler(self.model)
         completed = False
         try:
             while chunk is not None:
                 try:
-                    text, reason, usage = self._read(chunk)
+                    events = assembler.chunk(chunk)
                 except (AttributeError, IndexError, TypeError, ValueError) as error:
-                    raise self._map(error, streamed) from None
-                if reason is not None:
-                    finish = reason
-                if usage is not None:
-                    prompt, completion, cached = usage
-                    have_usage = True
-                if text:
-                    event = provider_pb2.GenerateResponse(delta=text)
-                    if not streamed:
-                        event.model = self.model
-                    streamed += 1
+                    raise self._map(error, assembler.deltas) from None
+                for event in events:
                     yield event
-                # Before the first token the absolute deadline; after it, the idle gap.
-                when = deadline if not streamed else loop.time() + self._settings.idle_timeout_s
+                output = bool(assembler.deltas)
                 try:
-                    async with asyncio.timeout_at(when):
+                    async with deadline.scope(output):
                         chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     chunk = None
                 except TimeoutError:
-                    raise self._timeout(streamed) from None
+                    raise deadline.error(output) from None
                 except (genai_errors.APIError, aiohttp.ClientError, OSError, ValueError) as raw:
-                    raise self._map(raw, streamed) from None
+                    raise self._map(raw, assembler.deltas) from None
             completed = True
         finally:
             if not completed:
@@ -266,53 +202,14 @@ class GeminiAdapter:
                 # stop generating (the SDK's nested generators would only release it when
                 # garbage-collected).
                 _close_all(responses)
-        if finish == chat_pb2.FINISH_REASON_UNSPECIFIED:
+        if not assembler.finished:
             raise ue.upstream_error(
                 ue.DISCONNECTED,
                 self.endpoint_id,
-                f"stream ended before it finished (after {streamed} chunks)",
+                f"stream ended before it finished (after {assembler.deltas} chunks)",
             )
-        if not have_usage:
-            completion = streamed
-        final = provider_pb2.GenerateResponse(
-            usage=chat_pb2.Usage(
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                total_tokens=prompt + completion,
-                cached_tokens=cached,
-            ),
-            finish_reason=finish,
-        )
-        if not streamed:
-            final.model = self.model
-        yield final
-
-    @staticmethod
-    def _read(
-        chunk: types.GenerateContentResponse,
-    ) -> tuple[str, chat_pb2.FinishReason.ValueType | None, tuple[int, int, int] | None]:
-        text = ""
-        reason = None
-        candidates = chunk.candidates
-        if candidates:
-            candidate = candidates[0]
-            content = candidate.content
-            if content is not None and content.parts:
-                # Thought summaries are not part of the answer.
-                text = "".join(p.text for p in content.parts if p.text and not p.thought)
-            if candidate.finish_reason is not None:
-                reason = finish_reason(candidate.finish_reason)
-        elif chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
-            reason = chat_pb2.FINISH_REASON_CONTENT_FILTER
-        usage = None
-        meta = chunk.usage_metadata
-        if meta is not None and meta.prompt_token_count is not None:
-            usage = (
-                int(meta.prompt_token_count),
-                int(meta.candidates_token_count or 0) + int(meta.thoughts_token_count or 0),
-                int(meta.cached_content_token_count or 0),
-            )
-        return text, reason, usage
+        for event in assembler.final():
+            yield event
 
     async def status(self) -> provider_pb2.EndpointStatus:
         # No network probe: polling a paid API every few seconds costs quota.

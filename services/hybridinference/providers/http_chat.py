@@ -15,7 +15,6 @@ pool mid-stream), which is how vLLM and most engines learn to abort the generati
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping
 
@@ -26,37 +25,36 @@ from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import ProviderEndpointSettings
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers import upstream_errors as ue
-from hybridinference.providers.keys import KeyPool, key_env_names, read_keys
-from hybridinference.providers.openai_wire import MalformedChunk, StreamAssembler, chat_body
-from hybridinference.providers.sse import SseParser
+from hybridinference.providers.deadline import FirstOutputDeadline
+from hybridinference.providers.keys import KeyPool, key_env_names, read_keys, with_key_rotation
+from hybridinference.providers.openai_stream import openai_events
+from hybridinference.providers.openai_wire import COMPATIBLE, Dialect, chat_body
 
 log = logging.getLogger(__name__)
 
-_DONE = b"[DONE]"
 # Enough of an error body to explain it; an upstream's HTML error page is cut.
 _ERROR_BODY_LIMIT = 2048
 
 
-def error_detail(body: bytes) -> str:
-    """The human part of an upstream error body (OpenAI's error.message when it is JSON)."""
+def error_body(body: bytes) -> tuple[str, str | None, str | None]:
+    """The human part of an upstream error body (OpenAI's error.message when it is JSON) with
+    its ``code`` and ``param`` when it has them."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:_ERROR_BODY_LIMIT].decode(errors="replace").strip()
+        return body[:_ERROR_BODY_LIMIT].decode(errors="replace").strip(), None, None
     if isinstance(parsed, dict):
         error = parsed.get("error", parsed)
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])[:_ERROR_BODY_LIMIT]
+            code, param = error.get("code"), error.get("param")
+            return (
+                str(error["message"])[:_ERROR_BODY_LIMIT],
+                code if isinstance(code, str) else None,
+                param if isinstance(param, str) else None,
+            )
         if isinstance(error, str):
-            return error[:_ERROR_BODY_LIMIT]
-    return body[:_ERROR_BODY_LIMIT].decode(errors="replace").strip()
-
-
-def _merged(events: list[provider_pb2.GenerateResponse]) -> provider_pb2.GenerateResponse:
-    """Consecutive text events as one; the first one's model (set on a stream's first event)."""
-    merged = events[0]
-    merged.delta = "".join(event.delta for event in events)
-    return merged
+            return error[:_ERROR_BODY_LIMIT], None, None
+    return body[:_ERROR_BODY_LIMIT].decode(errors="replace").strip(), None, None
 
 
 def api_root(base_url: str) -> str:
@@ -67,8 +65,9 @@ class OpenAICompatibleAdapter:
     """ProviderAdapter for one endpoint of an OpenAI-compatible HTTP server."""
 
     kind = "openai_compatible"
-    # The body field for the token cap; OpenAI-compatible engines all accept max_tokens.
-    max_tokens_field = "max_tokens"
+    # What the upstream accepts beyond OpenAI's API: OpenAI-compatible engines (vLLM, SGLang,
+    # ...) take vLLM's sampling and guided-decoding extensions and reasoning_content.
+    dialect: Dialect = COMPATIBLE
 
     def __init__(
         self, endpoint: ProviderEndpointSettings, environ: Mapping[str, str] | None = None
@@ -119,13 +118,14 @@ class OpenAICompatibleAdapter:
     def _redact(self, text: str) -> str:
         return ue.redact(text, self._secrets)
 
-    async def _open(self, body: bytes, request_id: str, deadline: float) -> aiohttp.ClientResponse:
+    async def _open(
+        self, body: bytes, request_id: str, deadline: FirstOutputDeadline
+    ) -> aiohttp.ClientResponse:
         """Sends the request (rotating pooled keys on 429/401) and returns a 200 response."""
-        attempts = len(self._keys) if self._keys else 1
-        for attempt in range(attempts):
-            key = self._keys.acquire() if self._keys else None
+
+        async def attempt(key: str | None) -> aiohttp.ClientResponse:
             try:
-                async with asyncio.timeout_at(deadline):
+                async with deadline.scope(False):
                     response = await self.session().post(
                         self._chat_url, data=body, headers=self._headers(request_id, key)
                     )
@@ -134,24 +134,16 @@ class OpenAICompatibleAdapter:
                     ue.CONNECT_TIMEOUT, self.endpoint_id, self._redact(str(error))
                 ) from None
             except TimeoutError:
-                raise self._timeout(streamed=False) from None
+                raise deadline.error(False) from None
             except aiohttp.ClientConnectionError as error:
                 raise ue.upstream_error(
                     ue.CONNECT_FAILED, self.endpoint_id, self._redact(str(error) or repr(error))
                 ) from None
             if response.status == 200:
                 return response
-            failure = await self._status_error(response)
-            if self._keys and key and response.status in (401, 429):
-                self._keys.cool_down(key, failure.retry_after_s)
-                if attempt + 1 < attempts:
-                    log.warning(
-                        "upstream key rejected; trying the next pooled key",
-                        extra={"endpoint": self.endpoint_id, "upstream_status": response.status},
-                    )
-                    continue
-            raise failure
-        raise AssertionError("unreachable")  # pragma: no cover
+            raise await self._status_error(response)
+
+        return await with_key_rotation(self._keys, self.endpoint_id, attempt)
 
     async def _status_error(self, response: aiohttp.ClientResponse) -> ServiceError:
         try:
@@ -160,17 +152,14 @@ class OpenAICompatibleAdapter:
             body = b""
         finally:
             response.release()
+        detail, code, param = error_body(body)
         return ue.http_error(
             self.endpoint_id,
             response.status,
-            self._redact(error_detail(body)),
+            self._redact(detail),
             dict(response.headers),
-        )
-
-    def _timeout(self, streamed: bool) -> ServiceError:
-        settings = self._settings
-        return ue.timeout_error(
-            self.endpoint_id, streamed, settings.first_token_timeout_s, settings.idle_timeout_s
+            code=code,
+            param=param,
         )
 
     # -- the adapter interface --------------------------------------------------------------
@@ -178,65 +167,21 @@ class OpenAICompatibleAdapter:
     async def generate(
         self, request: provider_pb2.GenerateRequest
     ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.first_token_timeout_s
-        body = orjson.dumps(chat_body(self.model, request, self.max_tokens_field))
+        deadline = FirstOutputDeadline(self._settings)
+        body = orjson.dumps(chat_body(self.model, request, self.dialect))
         response = await self._open(body, request.request_id, deadline)
-        assembler = StreamAssembler(self.model)
-        parser = SseParser()
-        content = response.content
-        done = False
         completed = False
         try:
-            while not done:
-                try:
-                    if assembler.deltas:
-                        chunk = await content.readany()
-                    else:
-                        async with asyncio.timeout_at(deadline):
-                            chunk = await content.readany()
-                except TimeoutError as error:
-                    # aiohttp's read timeout is the idle gap; our deadline is the first token.
-                    idle = bool(assembler.deltas) or isinstance(error, aiohttp.ServerTimeoutError)
-                    raise self._timeout(streamed=idle) from None
-                except aiohttp.ClientError as error:
-                    raise self._disconnected(
-                        assembler, str(error) or type(error).__name__
-                    ) from None
-                payloads = parser.feed(chunk) if chunk else parser.finish()
-                # Text that arrived in one network read leaves as one event: every hop after
-                # this one pays per message, and nothing here waits for more data, so the first
-                # token is never delayed. An error after some text still lets that text out first.
-                texts: list[provider_pb2.GenerateResponse] = []
-                failure: ServiceError | None = None
-                for payload in payloads:
-                    if payload == _DONE:
-                        done = True
-                        break
-                    try:
-                        decoded = orjson.loads(payload)
-                        if isinstance(decoded, dict) and "error" in decoded:
-                            failure = self._stream_error(decoded["error"])
-                            break
-                        event = assembler.chunk(decoded)
-                    except (orjson.JSONDecodeError, MalformedChunk) as error:
-                        failure = ue.upstream_error(
-                            ue.MALFORMED,
-                            self.endpoint_id,
-                            f"malformed stream chunk: {self._redact(str(error))}",
-                        )
-                        break
-                    if event is not None:
-                        texts.append(event)
-                if texts:
-                    yield texts[0] if len(texts) == 1 else _merged(texts)
-                if failure is not None:
-                    raise failure
-                if not chunk:
-                    # End of body: a finish_reason means the stream really ended, [DONE] or not.
-                    if not done and not assembler.finished:
-                        raise self._disconnected(assembler, "stream ended before it finished")
-                    done = True
+            # aiohttp's read timeout (sock_read) is the idle gap between reads.
+            async for event in openai_events(
+                response.content.readany,
+                self.model,
+                deadline,
+                self.endpoint_id,
+                self._redact,
+                (aiohttp.ServerTimeoutError,),
+            ):
+                yield event
             completed = True
         finally:
             if completed:
@@ -245,25 +190,6 @@ class OpenAICompatibleAdapter:
                 # Mid-stream exit (error, cancellation, aclose): drop the connection so the
                 # upstream sees the client go away and aborts the generation.
                 response.close()
-        yield assembler.final()
-
-    def _disconnected(self, assembler: StreamAssembler, detail: str) -> ServiceError:
-        return ue.upstream_error(
-            ue.DISCONNECTED,
-            self.endpoint_id,
-            f"{self._redact(detail)} (after {assembler.deltas} chunks)",
-        )
-
-    def _stream_error(self, error: object) -> ServiceError:
-        """An error event inside a 200 stream (vLLM and others send these mid-stream)."""
-        status = 500
-        message = str(error)
-        if isinstance(error, dict):
-            message = str(error.get("message", error))
-            code = error.get("code")
-            if isinstance(code, int) and 400 <= code < 600:
-                status = code
-        return ue.http_error(self.endpoint_id, status, self._redact(message))
 
     async def status(self) -> provider_pb2.EndpointStatus:
         status = provider_pb2.EndpointStatus(
@@ -289,7 +215,7 @@ class OpenAICompatibleAdapter:
                     raise ue.http_error(
                         self.endpoint_id,
                         response.status,
-                        self._redact(error_detail(body)),
+                        self._redact(error_body(body)[0]),
                         dict(response.headers),
                     )
         except (aiohttp.ClientError, TimeoutError) as error:

@@ -8,16 +8,24 @@ a RetryInfo saying when the first key comes back.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import ConfigError
 from hybridinference.providers.upstream_errors import NO_KEY, upstream_error
 
 Clock = Callable[[], float]
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# Upstream statuses that condemn the key rather than the request: rest it and try the next one.
+_KEY_STATUSES = frozenset({"401", "429"})
 
 
 def key_env_names(api_key_env: str | Sequence[str]) -> list[str]:
@@ -122,3 +130,28 @@ class KeyPool:
     def usable(self) -> int:
         now = self._clock()
         return sum(1 for key in self._keys if key.resting_until <= now)
+
+
+async def with_key_rotation(
+    pool: KeyPool | None, endpoint: str, call: Callable[[str | None], Awaitable[T]]
+) -> T:
+    """``call(key)`` with the pool's next usable key; on a 401/429 (a ServiceError built by
+    ``upstream_errors`` with that ``upstream_status``) the key rests and the next one is tried,
+    so one rejected key does not fail the request. Without a pool, one call with no key."""
+    attempts = len(pool) if pool is not None else 1
+    for attempt in range(attempts):
+        key = pool.acquire() if pool is not None else None
+        try:
+            return await call(key)
+        except ServiceError as error:
+            status = error.metadata.get("upstream_status")
+            if pool is None or key is None or status not in _KEY_STATUSES:
+                raise
+            pool.cool_down(key, error.retry_after_s)
+            if attempt + 1 == attempts:
+                raise
+            log.warning(
+                "upstream key rejected; trying the next pooled key",
+                extra={"endpoint": endpoint, "upstream_status": int(status)},
+            )
+    raise AssertionError("unreachable")  # pragma: no cover

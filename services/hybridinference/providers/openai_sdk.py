@@ -7,24 +7,22 @@ pool (cool down, next key) and the router (another endpoint) at once, not after 
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+import httpx2
 import openai
 
 from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import ProviderEndpointSettings
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers import upstream_errors as ue
-from hybridinference.providers.keys import KeyPool, required_keys
-from hybridinference.providers.openai_wire import (
-    MalformedChunk,
-    StreamAssembler,
-    chat_messages,
-    sampling_options,
-)
+from hybridinference.providers.deadline import FirstOutputDeadline
+from hybridinference.providers.keys import KeyPool, required_keys, with_key_rotation
+from hybridinference.providers.openai_stream import openai_events, reader
+from hybridinference.providers.openai_wire import OPENAI, chat_body
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +31,10 @@ log = logging.getLogger(__name__)
 for _name in ("openai", "httpx", "httpx2", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-
-def feed_chunk(assembler: StreamAssembler, chunk: Any) -> provider_pb2.GenerateResponse | None:
-    """One SDK ``ChatCompletionChunk`` into the assembler, by attribute (no per-chunk dump)."""
-    event = None
-    try:
-        choices = chunk.choices
-        if choices:
-            choice = choices[0]
-            delta = choice.delta
-            content = delta.content if delta is not None else None
-            if content:
-                if not isinstance(content, str):
-                    raise MalformedChunk("delta.content is not a string")
-                event = assembler.text(content)
-            if choice.finish_reason:
-                assembler.finish(str(choice.finish_reason))
-        usage = chunk.usage
-        if usage is not None:
-            details = usage.prompt_tokens_details
-            cached = (details.cached_tokens or 0) if details is not None else 0
-            assembler.usage(int(usage.prompt_tokens), int(usage.completion_tokens), int(cached))
-    except (AttributeError, IndexError, TypeError, ValueError) as error:
-        raise MalformedChunk(f"bad chunk: {error}") from None
-    return event
+# The keyword parameters of the SDK's chat.completions.create.
+_SDK_PARAMS = frozenset(
+    inspect.signature(openai.resources.chat.completions.AsyncCompletions.create).parameters
+) - {"self", "extra_body", "extra_headers", "extra_query", "timeout"}
 
 
 class OpenAIAdapter:
@@ -99,111 +77,78 @@ class OpenAIAdapter:
     def _redact(self, text: str) -> str:
         return ue.redact(text, self._secrets)
 
-    def _map(self, error: Exception, streamed: int) -> ServiceError:
-        """The one translation of SDK exceptions into the error table."""
+    def _map(self, error: Exception) -> ServiceError:
+        """The one translation of SDK exceptions into the error table (opening a stream and
+        listing models; a stream's body is read by ``openai_stream``)."""
         if isinstance(error, openai.APIStatusError):
+            body = error.body
+            message = body.get("message") if isinstance(body, dict) else None
             return ue.http_error(
                 self.endpoint_id,
                 error.status_code,
-                self._redact(str(error.message)),
+                self._redact(str(message or error.message)),
                 dict(error.response.headers),
+                code=error.code,
+                param=error.param,
             )
         if isinstance(error, openai.APITimeoutError):
-            failure = ue.IDLE_TIMEOUT if streamed else ue.FIRST_TOKEN_TIMEOUT
-            return ue.upstream_error(failure, self.endpoint_id, "request timed out")
+            return ue.upstream_error(ue.FIRST_TOKEN_TIMEOUT, self.endpoint_id, "request timed out")
         if isinstance(error, openai.APIConnectionError):
-            failure = ue.DISCONNECTED if streamed else ue.CONNECT_FAILED
             cause = error.__cause__ or error
-            return ue.upstream_error(failure, self.endpoint_id, self._redact(str(cause)))
+            return ue.upstream_error(ue.CONNECT_FAILED, self.endpoint_id, self._redact(str(cause)))
         if isinstance(error, openai.APIError):
-            # An error event inside a 200 stream.
             return ue.http_error(self.endpoint_id, 500, self._redact(str(error.message)))
         return ue.upstream_error(ue.MALFORMED, self.endpoint_id, self._redact(str(error)))
 
-    async def _open(self, request: provider_pb2.GenerateRequest, deadline: float) -> Any:
-        options = sampling_options(request.sampling, "max_completion_tokens")
+    async def _open(
+        self, request: provider_pb2.GenerateRequest, deadline: FirstOutputDeadline
+    ) -> Any:
+        """The SDK's streaming response (status 200, body unread), rotating keys on 429/401."""
+        body = chat_body(self.model, request, OPENAI)
+        # The SDK's own parameters by name; anything else (a passthrough field) as extra_body.
+        extra_body = {name: body.pop(name) for name in list(body) if name not in _SDK_PARAMS}
         extra_headers = {"X-Request-Id": request.request_id} if request.request_id else None
-        for attempt in range(len(self._keys)):
-            key = self._keys.acquire()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    # Built as a dict: the SDK's typed overloads cannot see through **options.
-                    create: Any = self._client(key).chat.completions.create
-                    return await create(
-                        model=self.model,
-                        messages=chat_messages(request),
-                        stream=True,
-                        stream_options={"include_usage": True},
-                        extra_headers=extra_headers,
-                        **options,
-                    )
-            except TimeoutError:
-                raise self._first_token_timeout() from None
-            except openai.OpenAIError as sdk_error:
-                error = self._map(sdk_error, 0)
-                status = getattr(sdk_error, "status_code", None)
-                if status in (401, 429):
-                    self._keys.cool_down(key, error.retry_after_s)
-                    if attempt + 1 < len(self._keys):
-                        log.warning(
-                            "upstream key rejected; trying the next pooled key",
-                            extra={"endpoint": self.endpoint_id, "upstream_status": status},
-                        )
-                        continue
-                raise error from None
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _first_token_timeout(self) -> ServiceError:
-        settings = self._settings
-        return ue.timeout_error(
-            self.endpoint_id, False, settings.first_token_timeout_s, settings.idle_timeout_s
-        )
+        async def attempt(key: str | None) -> Any:
+            assert key is not None
+            try:
+                async with deadline.scope(False):
+                    # Built as a dict: the SDK's typed overloads cannot see through **body.
+                    create: Any = self._client(key).chat.completions.with_streaming_response.create
+                    return await create(
+                        **body, extra_body=extra_body or None, extra_headers=extra_headers
+                    ).__aenter__()
+            except TimeoutError:
+                raise deadline.error(False) from None
+            except openai.OpenAIError as sdk_error:
+                raise self._map(sdk_error) from None
+
+        return await with_key_rotation(self._keys, self.endpoint_id, attempt)
 
     async def generate(
         self, request: provider_pb2.GenerateRequest
     ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
-        deadline = asyncio.get_running_loop().time() + self._settings.first_token_timeout_s
-        stream = await self._open(request, deadline)
-        assembler = StreamAssembler(self.model)
-        chunks = stream.__aiter__()
+        deadline = FirstOutputDeadline(self._settings)
+        response = await self._open(request, deadline)
+        # The SDK sends the request and maps its errors; the body is read raw, through the same
+        # reader as the HTTP adapters (one assembler for OpenAI-format chunks, no pydantic model
+        # per chunk).
+        read = reader(response.http_response.aiter_bytes().__aiter__())
         try:
-            while True:
-                try:
-                    if assembler.deltas:
-                        chunk = await chunks.__anext__()
-                    else:
-                        async with asyncio.timeout_at(deadline):
-                            chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise self._first_token_timeout() from None
-                except openai.OpenAIError as error:
-                    raise self._map(error, assembler.deltas) from None
-                except ValueError as error:
-                    # The SDK's JSON decoding of a broken chunk.
-                    raise ue.upstream_error(
-                        ue.MALFORMED, self.endpoint_id, f"malformed stream chunk: {error}"
-                    ) from None
-                try:
-                    event = feed_chunk(assembler, chunk)
-                except MalformedChunk as error:
-                    raise ue.upstream_error(
-                        ue.MALFORMED, self.endpoint_id, f"malformed stream chunk: {error}"
-                    ) from None
-                if event is not None:
-                    yield event
-            if not assembler.finished:
-                raise ue.upstream_error(
-                    ue.DISCONNECTED,
-                    self.endpoint_id,
-                    f"stream ended before it finished (after {assembler.deltas} chunks)",
-                )
+            # The SDK client's read timeout is the idle gap between reads.
+            async for event in openai_events(
+                read,
+                self.model,
+                deadline,
+                self.endpoint_id,
+                self._redact,
+                (httpx2.TimeoutException,),
+            ):
+                yield event
         finally:
             # Closes the HTTP response: on a mid-stream exit this drops the connection, which is
             # how the upstream learns to stop generating.
-            await stream.close()
-        yield assembler.final()
+            await response.close()
 
     async def status(self) -> provider_pb2.EndpointStatus:
         # No network probe: polling a paid API every few seconds costs quota. Health here is
@@ -224,7 +169,7 @@ class OpenAIAdapter:
         try:
             page = await self._client(key).models.list()
         except openai.OpenAIError as error:
-            raise self._map(error, 0) from None
+            raise self._map(error) from None
         return [model.id async for model in page]
 
     async def close(self) -> None:

@@ -31,6 +31,10 @@ def sampling_options(
     for field in _OPTIONAL_FIELDS:
         if sampling.HasField(field):
             options[names.get(field, field)] = getattr(sampling, field)
+    if not sampling.HasField("max_tokens") and sampling.default_max_tokens > 0:
+        # The gateway's stand-in for "no limit": the model's output limit, so an upstream with
+        # an unbounded (or vLLM's 16-token) default stops where the model's config says.
+        options[names.get("max_tokens", "max_tokens")] = sampling.default_max_tokens
     if sampling.stop:
         options[names.get("stop", "stop")] = list(sampling.stop)
     return options

@@ -7,18 +7,25 @@ router as the same RESOURCE_EXHAUSTED with a ``RetryInfo`` from Retry-After, and
 
 An upstream's auth failure (401/403) is *our* key being wrong, not the client's: it becomes
 UNAVAILABLE (retryable on another endpoint), never UNAUTHENTICATED towards the client.
+
+A 4xx keeps its meaning for the client: OpenAI's ``code`` becomes the reason (the OpenAI ``code``
+the gateway answers with) and its ``param`` the field violation; a context-length overflow is
+``context_length_exceeded`` on ``messages`` whichever engine words it. Messages never name the
+endpoint (its id travels in the metadata for logs and the router), so no internal id or address
+reaches a client.
 """
 
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
 
-from hybridinference.common.errors import ServiceError
+from hybridinference.common.errors import FieldViolation, ServiceError
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,30 @@ IDLE_TIMEOUT = UpstreamFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "upstream_idle
 DISCONNECTED = UpstreamFailure(grpc.StatusCode.UNAVAILABLE, "upstream_disconnected", True)
 MALFORMED = UpstreamFailure(grpc.StatusCode.UNAVAILABLE, "upstream_malformed_response", True)
 NO_KEY = UpstreamFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, "upstream_keys_cooling_down", True)
+
+
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+# How engines word a prompt that does not fit (vLLM, OpenAI, SGLang, llama.cpp, TGI, Gemini).
+_CONTEXT_LENGTH_WORDS = (
+    "maximum context length",
+    "context length",
+    "context window",
+    "exceeds the context",
+    "input token count",
+    "too many tokens",
+)
+
+
+# Addresses in transport errors ("Cannot connect to host 10.0.0.7:8000 ssl:default ..."): URLs,
+# host:port and bare IPs, replaced before a message can reach a client.
+_ADDRESS = re.compile(
+    r"[a-z][a-z0-9+.-]*://\S+|\[[0-9a-f:]+\](?::\d+)?|\b[\w.-]+:\d{2,5}\b|\b\d{1,3}(?:\.\d{1,3}){3}\b",
+    re.IGNORECASE,
+)
+
+
+def scrub_addresses(text: str) -> str:
+    return _ADDRESS.sub("<upstream>", text)
 
 
 def failure_for_status(status: int) -> UpstreamFailure:
@@ -114,11 +145,10 @@ def upstream_error(
     if status is not None:
         metadata["upstream_status"] = str(status)
     prefix = f"upstream {status}" if status is not None else "upstream"
+    detail = scrub_addresses(detail)
     return ServiceError(
         failure.code,
-        f"endpoint {endpoint!r}: {prefix}: {detail}"
-        if detail
-        else f"endpoint {endpoint!r}: {prefix}",
+        f"{prefix}: {detail}" if detail else prefix,
         reason=failure.reason,
         retry_after_s=retry_after_s,
         metadata=metadata,
@@ -135,16 +165,35 @@ def timeout_error(
 
 
 def http_error(
-    endpoint: str, status: int, detail: str, headers: Mapping[str, str] | None = None
+    endpoint: str,
+    status: int,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    code: str | None = None,
+    param: str | None = None,
 ) -> ServiceError:
-    """The error for an upstream HTTP status; 429 and 503 carry Retry-After as RetryInfo."""
-    return upstream_error(
+    """The error for an upstream HTTP status; 429 and 503 carry Retry-After as RetryInfo. A
+    client error keeps the upstream's ``code`` and ``param`` (OpenAI's error body)."""
+    error = upstream_error(
         failure_for_status(status),
         endpoint,
         detail,
         status=status,
         retry_after_s=parse_retry_after(headers),
     )
+    if error.code != grpc.StatusCode.INVALID_ARGUMENT:
+        return error
+    lowered = detail.lower()
+    if code == CONTEXT_LENGTH_EXCEEDED or (
+        not code and any(words in lowered for words in _CONTEXT_LENGTH_WORDS)
+    ):
+        code, param = CONTEXT_LENGTH_EXCEEDED, param or "messages"
+    if code:
+        error.reason = code
+    if param:
+        error.violations = [FieldViolation(param, detail)]
+    return error
 
 
 def retryable(error: ServiceError) -> bool:

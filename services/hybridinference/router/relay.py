@@ -14,18 +14,23 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
+from hybridinference.common.chat_events import choice_events
+from hybridinference.common.chat_features import features_used, supports_all, unsupported
 from hybridinference.common.errors import (
     FieldViolation,
     ServiceError,
     from_rpc_error,
     invalid_argument,
+    unsupported_parameter,
 )
 from hybridinference.common.settings import RouterSettings
+from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.router import metrics as router_metrics
 from hybridinference.router.breaker import COUNTS_AGAINST_ENDPOINT, Clock
@@ -82,6 +87,8 @@ class _Outcome:
     unreachable: set[str]
     attempts: int = 0
     retry_after_s: float | None = None
+    # The status of each attempt that failed before its first output, in order.
+    codes: list[grpc.StatusCode] = field(default_factory=list)
 
     def hint(self, seconds: float) -> None:
         if seconds > 0 and (self.retry_after_s is None or seconds < self.retry_after_s):
@@ -135,6 +142,11 @@ class Relay:
                 "model_not_found",
                 metadata={"model": request.model},
             )
+        # Only models that declare every feature the request uses are candidates (the
+        # gateway checks the asked-for model first; this keeps fallbacks honest too).
+        uses = features_used(request.messages, request.sampling, request.options)
+        if uses and (problems := unsupported(uses, model.options.capabilities, model.name)):
+            raise unsupported_parameter(problems)
         if request.pinned_endpoint:
             for endpoint in model.endpoints:
                 if endpoint.id == request.pinned_endpoint:
@@ -161,6 +173,9 @@ class Relay:
             for name in fallbacks:
                 fallback = table.models.get(name)
                 if fallback is None:
+                    continue
+                if uses and not supports_all(uses, fallback.options.capabilities):
+                    # A fallback that would ignore part of the request is no fallback.
                     continue
                 candidates = self._usable(fallback.endpoints, seen, plan)
                 if candidates:
@@ -420,10 +435,23 @@ class Relay:
         first_at = 0.0
         tokens = 0
         started = completed = verdict = False
+        # Choice 0's finish reason, for the completion when the provider sends it apart.
+        finish = chat_pb2.FINISH_REASON_UNSPECIFIED
+        # The upstream's model name from events held back before the first output.
+        early_model = ""
         try:
             async for event in events:
-                response = router_pb2.RouteResponse(delta=event.delta)
+                if not started and not _is_output(event):
+                    # Nothing for the client yet (e.g. only the model name): the attempt is not
+                    # committed, so a failure now may still move to another endpoint.
+                    early_model = early_model or event.model
+                    continue
+                response = _route_event(event)
+                if event.finish_reason and event.index == 0:
+                    finish = event.finish_reason
                 if not started:
+                    # The first output (content, reasoning, a tool call, or the end): from here
+                    # on there is no retry, and reasoning counts as the first token.
                     started = verdict = True
                     first_at = clock()
                     if not unary:
@@ -431,12 +459,17 @@ class Relay:
                         # feed the TTFT statistics the policies and hedging read.
                         endpoint.stats.record_ttft((first_at - started_at) * 1000)
                     endpoint.breaker.record_success()
-                    response.selection.CopyFrom(_selection(endpoint, event, attempt, hedged))
-                if event.delta:
+                    selection = _selection(endpoint, event, attempt, hedged)
+                    if early_model and not event.model:
+                        selection.served_model = early_model
+                    response.selection.CopyFrom(selection)
+                if event.delta or event.reasoning or event.tool_calls:
                     tokens += 1
-                if event.HasField("usage") or event.finish_reason:
+                # The last event carries usage (choices end earlier with their finish reason);
+                # a stream that ends without it gets its completion below.
+                if event.HasField("usage"):
                     completed = True
-                    response.completion.CopyFrom(_completion(endpoint, event))
+                    response.completion.CopyFrom(_completion(endpoint, event, finish))
                 yield response
             if not completed:
                 # The provider ended cleanly without a final event; the caller still gets
@@ -445,8 +478,10 @@ class Relay:
                 if not started:
                     verdict = True
                     endpoint.breaker.record_success()
-                    response.selection.CopyFrom(_selection(endpoint, None, attempt, hedged))
-                response.completion.CopyFrom(_completion(endpoint, None))
+                    selection = _selection(endpoint, None, attempt, hedged)
+                    selection.served_model = early_model or selection.served_model
+                    response.selection.CopyFrom(selection)
+                response.completion.CopyFrom(_completion(endpoint, None, finish))
                 yield response
             if tokens > 1:
                 endpoint.stats.record_tpot((clock() - first_at) * 1000 / (tokens - 1))
@@ -491,7 +526,30 @@ class Relay:
     def _exhausted(
         self, request: router_pb2.RouteRequest, outcome: _Outcome, why: str
     ) -> ServiceError:
-        detail = why or "; ".join(outcome.failures)
+        # Endpoint ids, worker addresses and upstream details are for the logs; the client
+        # learns how many attempts failed and why, in general terms.
+        if outcome.failures:
+            log.warning(
+                "no endpoint could serve the request",
+                extra={"model": request.model, "failures": "; ".join(outcome.failures)},
+            )
+        endpoints = self._table.endpoints
+        general = [f for f in outcome.failures if f.split(":", 1)[0] not in endpoints]
+        counts = Counter(code.name for code in outcome.codes)
+        parts = [f"{name} x{n}" if n > 1 else name for name, n in counts.items()]
+        detail = why or "; ".join([*parts, *general]) or "no endpoint available"
+        if outcome.codes and all(
+            code == grpc.StatusCode.RESOURCE_EXHAUSTED for code in outcome.codes
+        ):
+            # Every candidate tried was rate limited: a 429 with Retry-After, not a 503.
+            return ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"every endpoint of model {request.model!r} tried is rate limited "
+                f"({outcome.attempts} attempt(s)); retry later",
+                "rate_limited",
+                retry_after_s=outcome.retry_after_s,
+                metadata={"model": request.model},
+            )
         return ServiceError(
             grpc.StatusCode.UNAVAILABLE,
             f"no endpoint of model {request.model!r} could serve the request after "
@@ -534,6 +592,7 @@ def _note(outcome: _Outcome, early: _EarlyFailure) -> None:
     if early.retry_after_s:
         outcome.hint(early.retry_after_s)
     outcome.failures.append(f"{endpoint.id}: {error.code().name}: {error.details()}")
+    outcome.codes.append(error.code())
     log.warning(
         "attempt failed before the first token",
         extra={"endpoint": endpoint.id, "attempt": outcome.attempts, "code": error.code().name},
@@ -543,7 +602,18 @@ def _note(outcome: _Outcome, early: _EarlyFailure) -> None:
 async def _whole_reply(call: GenerateUnaryCall) -> AsyncIterator[provider_pb2.GenerateResponse]:
     """A GenerateUnary reply as the one event of a stream, so attempts handle both alike."""
     reply: provider_pb2.GenerateUnaryResponse = await call
-    yield reply.response
+    if not reply.choices:
+        yield reply.response
+        return
+    # A rich reply: one event per whole choice, the last one carrying model and usage.
+    events = choice_events(reply.choices)
+    for number, fields in enumerate(events):
+        event = provider_pb2.GenerateResponse(**fields)  # type: ignore[arg-type]
+        if number == 0:
+            event.model = reply.response.model
+        if number == len(events) - 1:
+            event.usage.CopyFrom(reply.response.usage)
+        yield event
 
 
 async def _first_event(
@@ -561,7 +631,41 @@ def _generate_request(
     )
     if request.HasField("sampling"):
         generate.sampling.CopyFrom(request.sampling)
+    if request.HasField("options"):
+        generate.options.CopyFrom(request.options)
     return generate
+
+
+def _is_output(event: provider_pb2.GenerateResponse) -> bool:
+    """Whether the event gives the client something: text, reasoning, a tool call, a refusal,
+    or the end of a choice or of the generation."""
+    return bool(
+        event.delta
+        or event.reasoning
+        or event.finish_reason
+        or event.refusal
+        or event.tool_calls
+        or event.HasField("usage")
+    )
+
+
+def _route_event(event: provider_pb2.GenerateResponse) -> router_pb2.RouteResponse:
+    """The provider event's per-choice fields, relayed unchanged (text-only events, the hot
+    path, copy one string)."""
+    response = router_pb2.RouteResponse(delta=event.delta)
+    if event.index:
+        response.index = event.index
+    if event.reasoning:
+        response.reasoning = event.reasoning
+    if event.tool_calls:
+        response.tool_calls.extend(event.tool_calls)
+    if event.refusal:
+        response.refusal = event.refusal
+    if event.HasField("logprobs"):
+        response.logprobs.CopyFrom(event.logprobs)
+    if event.finish_reason:
+        response.finish_reason = event.finish_reason
+    return response
 
 
 def _selection(
@@ -580,11 +684,12 @@ def _selection(
 
 
 def _completion(
-    endpoint: Endpoint, event: provider_pb2.GenerateResponse | None
+    endpoint: Endpoint,
+    event: provider_pb2.GenerateResponse | None,
+    finish: chat_pb2.FinishReason.ValueType,
 ) -> router_pb2.Completion:
-    completion = router_pb2.Completion()
+    completion = router_pb2.Completion(finish_reason=finish)
     if event is not None:
         completion.usage.CopyFrom(event.usage)
-        completion.finish_reason = event.finish_reason
     completion.cost_usd = endpoint.cost_usd(completion.usage)
     return completion
