@@ -22,21 +22,76 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$hybridinference/common/v1/chat.proto\x12\x19hybridinference.common.v1\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x94\x02\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x02H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"f\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x15\n\rcached_tokens\x18\x04 \x01(\x05*\x81\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$hybridinference/common/v1/chat.proto\x12\x19hybridinference.common.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xec\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x35\n\x05parts\x18\x04 \x03(\x0b\x32&.hybridinference.common.v1.ContentPart\x12\x37\n\ntool_calls\x18\x05 \x03(\x0b\x32#.hybridinference.common.v1.ToolCall\x12\x0f\n\x07refusal\x18\x06 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x07 \x01(\t\x12\x19\n\x11reasoning_content\x18\x08 \x01(\t\"\xd2\x01\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x38\n\timage_url\x18\x02 \x01(\x0b\x32#.hybridinference.common.v1.ImageUrlH\x00\x12<\n\x0binput_audio\x18\x03 \x01(\x0b\x32%.hybridinference.common.v1.InputAudioH\x00\x12\x33\n\x04\x66ile\x18\x04 \x01(\x0b\x32#.hybridinference.common.v1.FilePartH\x00\x42\x06\n\x04kind\"O\n\x08ImageUrl\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x36\n\x06\x64\x65tail\x18\x02 \x01(\x0e\x32&.hybridinference.common.v1.ImageDetail\"*\n\nInputAudio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\"@\n\x08\x46ilePart\x12\x11\n\tfile_data\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"_\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x39\n\x08\x66unction\x18\x03 \x01(\x0b\x32\'.hybridinference.common.v1.FunctionCall\"/\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\t\"\x85\x04\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x02H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x05\x88\x01\x01\x12&\n\x1emax_tokens_is_completion_limit\x18\x08 \x01(\x08\x12\t\n\x01n\x18\t \x01(\x05\x12\x10\n\x08logprobs\x18\n \x01(\x08\x12\x19\n\x0ctop_logprobs\x18\x0b \x01(\x05H\x06\x88\x01\x01\x12L\n\nlogit_bias\x18\x0c \x03(\x0b\x32\x38.hybridinference.common.v1.SamplingParams.LogitBiasEntry\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x0f\n\r_top_logprobs\"\xfc\x03\n\x0b\x43hatOptions\x12.\n\x05tools\x18\x01 \x03(\x0b\x32\x1f.hybridinference.common.v1.Tool\x12:\n\x0btool_choice\x18\x02 \x01(\x0b\x32%.hybridinference.common.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x42\n\x0fresponse_format\x18\x04 \x01(\x0b\x32).hybridinference.common.v1.ResponseFormat\x12\x44\n\x10reasoning_effort\x18\x05 \x01(\x0e\x32*.hybridinference.common.v1.ReasoningEffort\x12\x14\n\x0cservice_tier\x18\x06 \x01(\t\x12\x0c\n\x04user\x18\x07 \x01(\t\x12\x33\n\x04vllm\x18\x08 \x01(\x0b\x32%.hybridinference.common.v1.VllmParams\x12\x37\n\x06gemini\x18\t \x01(\x0b\x32\'.hybridinference.common.v1.GeminiParams\x12+\n\nextra_body\x18\n \x01(\x0b\x32\x17.google.protobuf.StructB\x16\n\x14_parallel_tool_calls\"U\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12?\n\x08\x66unction\x18\x02 \x01(\x0b\x32-.hybridinference.common.v1.FunctionDefinition\"\x84\x01\n\x12\x46unctionDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"j\n\nToolChoice\x12\x39\n\x04mode\x18\x01 \x01(\x0e\x32).hybridinference.common.v1.ToolChoiceModeH\x00\x12\x17\n\rfunction_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"\x89\x01\n\x0eResponseFormat\x12;\n\x04type\x18\x01 \x01(\x0e\x32-.hybridinference.common.v1.ResponseFormatType\x12:\n\x0bjson_schema\x18\x02 \x01(\x0b\x32%.hybridinference.common.v1.JsonSchema\"x\n\nJsonSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"\xa9\x02\n\nVllmParams\x12\x12\n\x05top_k\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05min_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12H\n\x12structured_outputs\x18\x04 \x01(\x0b\x32,.hybridinference.common.v1.StructuredOutputs\x12\x35\n\x14\x63hat_template_kwargs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\nmin_tokens\x18\x06 \x01(\x05H\x03\x88\x01\x01\x42\x08\n\x06_top_kB\x08\n\x06_min_pB\x15\n\x13_repetition_penaltyB\r\n\x0b_min_tokens\"j\n\x11StructuredOutputs\x12%\n\x04json\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05regex\x18\x02 \x01(\t\x12\x0e\n\x06\x63hoice\x18\x03 \x03(\t\x12\x0f\n\x07grammar\x18\x04 \x01(\t\"\x92\x01\n\x0cGeminiParams\x12\x1c\n\x0fthinking_budget\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10include_thoughts\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x42\x12\n\x10_thinking_budgetB\x13\n\x11_include_thoughtsB\x08\n\x06_top_k\"Y\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x11\n\targuments\x18\x05 \x01(\t\"~\n\x08Logprobs\x12\x38\n\x07\x63ontent\x18\x01 \x03(\x0b\x32\'.hybridinference.common.v1.TokenLogprob\x12\x38\n\x07refusal\x18\x02 \x03(\x0b\x32\'.hybridinference.common.v1.TokenLogprob\"\x89\x01\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\x12\n\x05\x62ytes\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12;\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32%.hybridinference.common.v1.TopLogprobB\x08\n\x06_bytes\"J\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\x12\n\x05\x62ytes\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_bytes\"\xc7\x01\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x37\n\x07message\x18\x02 \x01(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12>\n\rfinish_reason\x18\x03 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12\x35\n\x08logprobs\x18\x04 \x01(\x0b\x32#.hybridinference.common.v1.Logprobs\"\xf8\x01\n\x11ModelCapabilities\x12\r\n\x05tools\x18\x01 \x01(\x08\x12\x19\n\x11structured_output\x18\x02 \x01(\x08\x12\x11\n\tjson_mode\x18\x03 \x01(\x08\x12\x11\n\treasoning\x18\x04 \x01(\x08\x12\x10\n\x08logprobs\x18\x05 \x01(\x08\x12\x18\n\x10input_modalities\x18\x06 \x03(\t\x12\x16\n\x0e\x63ontext_length\x18\x07 \x01(\x05\x12\x19\n\x11max_output_tokens\x18\x08 \x01(\x05\x12\x1a\n\x12passthrough_fields\x18\t \x03(\t\x12\x18\n\x10multiple_choices\x18\n \x01(\x08\"\x80\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x15\n\rcached_tokens\x18\x04 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x05 \x01(\x05*o\n\x0bImageDetail\x12\x1c\n\x18IMAGE_DETAIL_UNSPECIFIED\x10\x00\x12\x15\n\x11IMAGE_DETAIL_AUTO\x10\x01\x12\x14\n\x10IMAGE_DETAIL_LOW\x10\x02\x12\x15\n\x11IMAGE_DETAIL_HIGH\x10\x03*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\xbe\x01\n\x0fReasoningEffort\x12 \n\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x19\n\x15REASONING_EFFORT_NONE\x10\x01\x12\x1c\n\x18REASONING_EFFORT_MINIMAL\x10\x02\x12\x18\n\x14REASONING_EFFORT_LOW\x10\x03\x12\x1b\n\x17REASONING_EFFORT_MEDIUM\x10\x04\x12\x19\n\x15REASONING_EFFORT_HIGH\x10\x05*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hybridinference.common.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=511
-  _globals['_FINISHREASON']._serialized_end=640
-  _globals['_CHATMESSAGE']._serialized_start=67
-  _globals['_CHATMESSAGE']._serialized_end=125
-  _globals['_SAMPLINGPARAMS']._serialized_start=128
-  _globals['_SAMPLINGPARAMS']._serialized_end=404
-  _globals['_USAGE']._serialized_start=406
-  _globals['_USAGE']._serialized_end=508
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._loaded_options = None
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_options = b'8\001'
+  _globals['_IMAGEDETAIL']._serialized_start=4085
+  _globals['_IMAGEDETAIL']._serialized_end=4196
+  _globals['_TOOLCHOICEMODE']._serialized_start=4199
+  _globals['_TOOLCHOICEMODE']._serialized_end=4334
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=4337
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=4502
+  _globals['_REASONINGEFFORT']._serialized_start=4505
+  _globals['_REASONINGEFFORT']._serialized_end=4695
+  _globals['_FINISHREASON']._serialized_start=4698
+  _globals['_FINISHREASON']._serialized_end=4857
+  _globals['_CHATMESSAGE']._serialized_start=98
+  _globals['_CHATMESSAGE']._serialized_end=334
+  _globals['_CONTENTPART']._serialized_start=337
+  _globals['_CONTENTPART']._serialized_end=547
+  _globals['_IMAGEURL']._serialized_start=549
+  _globals['_IMAGEURL']._serialized_end=628
+  _globals['_INPUTAUDIO']._serialized_start=630
+  _globals['_INPUTAUDIO']._serialized_end=672
+  _globals['_FILEPART']._serialized_start=674
+  _globals['_FILEPART']._serialized_end=738
+  _globals['_TOOLCALL']._serialized_start=740
+  _globals['_TOOLCALL']._serialized_end=835
+  _globals['_FUNCTIONCALL']._serialized_start=837
+  _globals['_FUNCTIONCALL']._serialized_end=884
+  _globals['_SAMPLINGPARAMS']._serialized_start=887
+  _globals['_SAMPLINGPARAMS']._serialized_end=1404
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=1246
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=1294
+  _globals['_CHATOPTIONS']._serialized_start=1407
+  _globals['_CHATOPTIONS']._serialized_end=1915
+  _globals['_TOOL']._serialized_start=1917
+  _globals['_TOOL']._serialized_end=2002
+  _globals['_FUNCTIONDEFINITION']._serialized_start=2005
+  _globals['_FUNCTIONDEFINITION']._serialized_end=2137
+  _globals['_TOOLCHOICE']._serialized_start=2139
+  _globals['_TOOLCHOICE']._serialized_end=2245
+  _globals['_RESPONSEFORMAT']._serialized_start=2248
+  _globals['_RESPONSEFORMAT']._serialized_end=2385
+  _globals['_JSONSCHEMA']._serialized_start=2387
+  _globals['_JSONSCHEMA']._serialized_end=2507
+  _globals['_VLLMPARAMS']._serialized_start=2510
+  _globals['_VLLMPARAMS']._serialized_end=2807
+  _globals['_STRUCTUREDOUTPUTS']._serialized_start=2809
+  _globals['_STRUCTUREDOUTPUTS']._serialized_end=2915
+  _globals['_GEMINIPARAMS']._serialized_start=2918
+  _globals['_GEMINIPARAMS']._serialized_end=3064
+  _globals['_TOOLCALLDELTA']._serialized_start=3066
+  _globals['_TOOLCALLDELTA']._serialized_end=3155
+  _globals['_LOGPROBS']._serialized_start=3157
+  _globals['_LOGPROBS']._serialized_end=3283
+  _globals['_TOKENLOGPROB']._serialized_start=3286
+  _globals['_TOKENLOGPROB']._serialized_end=3423
+  _globals['_TOPLOGPROB']._serialized_start=3425
+  _globals['_TOPLOGPROB']._serialized_end=3499
+  _globals['_CHOICE']._serialized_start=3502
+  _globals['_CHOICE']._serialized_end=3701
+  _globals['_MODELCAPABILITIES']._serialized_start=3704
+  _globals['_MODELCAPABILITIES']._serialized_end=3952
+  _globals['_USAGE']._serialized_start=3955
+  _globals['_USAGE']._serialized_end=4083
 # @@protoc_insertion_point(module_scope)

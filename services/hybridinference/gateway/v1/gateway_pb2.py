@@ -27,7 +27,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from hybridinference.common.v1 import chat_pb2 as hybridinference_dot_common_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(hybridinference/gateway/v1/gateway.proto\x12\x1ahybridinference.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/rpc/status.proto\x1a$hybridinference/common/v1/chat.proto\"\x9b\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x38\n\x08messages\x18\x02 \x03(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12;\n\x08sampling\x18\x03 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12\x0c\n\x04user\x18\x04 \x01(\t\x12G\n\x08metadata\x18\x05 \x03(\x0b\x32\x35.hybridinference.gateway.v1.ChatRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xce\x01\n\x0c\x43hatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12>\n\rfinish_reason\x18\x04 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12/\n\x05usage\x18\x05 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x03\"\xa7\x02\n\x11\x43hatStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x38\n\x08messages\x18\x02 \x03(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12;\n\x08sampling\x18\x03 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12\x0c\n\x04user\x18\x04 \x01(\t\x12M\n\x08metadata\x18\x05 \x03(\x0b\x32;.hybridinference.gateway.v1.ChatStreamRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x01\n\x12\x43hatStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\t\x12>\n\rfinish_reason\x18\x04 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12/\n\x05usage\x18\x05 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\"\x13\n\x11ListModelsRequest\"G\n\x12ListModelsResponse\x12\x31\n\x06models\x18\x01 \x03(\x0b\x32!.hybridinference.gateway.v1.Model\"8\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x11\n\tproviders\x18\x03 \x03(\t2\x9a\x03\n\x0eGatewayService\x12r\n\x04\x43hat\x12\'.hybridinference.gateway.v1.ChatRequest\x1a(.hybridinference.gateway.v1.ChatResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/api/v1/chat:\x01*\x12\x8d\x01\n\nChatStream\x12-.hybridinference.gateway.v1.ChatStreamRequest\x1a..hybridinference.gateway.v1.ChatStreamResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/chat:stream:\x01*0\x01\x12\x83\x01\n\nListModels\x12-.hybridinference.gateway.v1.ListModelsRequest\x1a..hybridinference.gateway.v1.ListModelsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/modelsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(hybridinference/gateway/v1/gateway.proto\x12\x1ahybridinference.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/rpc/status.proto\x1a$hybridinference/common/v1/chat.proto\"\xd4\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x38\n\x08messages\x18\x02 \x03(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12;\n\x08sampling\x18\x03 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12\x0c\n\x04user\x18\x04 \x01(\t\x12G\n\x08metadata\x18\x05 \x03(\x0b\x32\x35.hybridinference.gateway.v1.ChatRequest.MetadataEntry\x12\x37\n\x07options\x18\x06 \x01(\x0b\x32&.hybridinference.common.v1.ChatOptions\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x02\n\x0c\x43hatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12>\n\rfinish_reason\x18\x04 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12/\n\x05usage\x18\x05 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x03\x12\x32\n\x07\x63hoices\x18\x08 \x03(\x0b\x32!.hybridinference.common.v1.Choice\"\xe0\x02\n\x11\x43hatStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x38\n\x08messages\x18\x02 \x03(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12;\n\x08sampling\x18\x03 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12\x0c\n\x04user\x18\x04 \x01(\t\x12M\n\x08metadata\x18\x05 \x03(\x0b\x32;.hybridinference.gateway.v1.ChatStreamRequest.MetadataEntry\x12\x37\n\x07options\x18\x06 \x01(\x0b\x32&.hybridinference.common.v1.ChatOptions\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8c\x03\n\x12\x43hatStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\t\x12>\n\rfinish_reason\x18\x04 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12/\n\x05usage\x18\x05 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\x12\r\n\x05index\x18\x08 \x01(\x05\x12\x11\n\treasoning\x18\t \x01(\t\x12<\n\ntool_calls\x18\n \x03(\x0b\x32(.hybridinference.common.v1.ToolCallDelta\x12\x0f\n\x07refusal\x18\x0b \x01(\t\x12\x35\n\x08logprobs\x18\x0c \x01(\x0b\x32#.hybridinference.common.v1.Logprobs\"\x13\n\x11ListModelsRequest\"G\n\x12ListModelsResponse\x12\x31\n\x06models\x18\x01 \x03(\x0b\x32!.hybridinference.gateway.v1.Model\"|\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x11\n\tproviders\x18\x03 \x03(\t\x12\x42\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32,.hybridinference.common.v1.ModelCapabilities2\x9a\x03\n\x0eGatewayService\x12r\n\x04\x43hat\x12\'.hybridinference.gateway.v1.ChatRequest\x1a(.hybridinference.gateway.v1.ChatResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/api/v1/chat:\x01*\x12\x8d\x01\n\nChatStream\x12-.hybridinference.gateway.v1.ChatStreamRequest\x1a..hybridinference.gateway.v1.ChatStreamResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/chat:stream:\x01*0\x01\x12\x83\x01\n\nListModels\x12-.hybridinference.gateway.v1.ListModelsRequest\x1a..hybridinference.gateway.v1.ListModelsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/modelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,23 +45,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GATEWAYSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_GATEWAYSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\020\022\016/api/v1/models'
   _globals['_CHATREQUEST']._serialized_start=166
-  _globals['_CHATREQUEST']._serialized_end=449
-  _globals['_CHATREQUEST_METADATAENTRY']._serialized_start=402
-  _globals['_CHATREQUEST_METADATAENTRY']._serialized_end=449
-  _globals['_CHATRESPONSE']._serialized_start=452
-  _globals['_CHATRESPONSE']._serialized_end=658
-  _globals['_CHATSTREAMREQUEST']._serialized_start=661
-  _globals['_CHATSTREAMREQUEST']._serialized_end=956
-  _globals['_CHATSTREAMREQUEST_METADATAENTRY']._serialized_start=402
-  _globals['_CHATSTREAMREQUEST_METADATAENTRY']._serialized_end=449
-  _globals['_CHATSTREAMRESPONSE']._serialized_start=959
-  _globals['_CHATSTREAMRESPONSE']._serialized_end=1187
-  _globals['_LISTMODELSREQUEST']._serialized_start=1189
-  _globals['_LISTMODELSREQUEST']._serialized_end=1208
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1210
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1281
-  _globals['_MODEL']._serialized_start=1283
-  _globals['_MODEL']._serialized_end=1339
-  _globals['_GATEWAYSERVICE']._serialized_start=1342
-  _globals['_GATEWAYSERVICE']._serialized_end=1752
+  _globals['_CHATREQUEST']._serialized_end=506
+  _globals['_CHATREQUEST_METADATAENTRY']._serialized_start=459
+  _globals['_CHATREQUEST_METADATAENTRY']._serialized_end=506
+  _globals['_CHATRESPONSE']._serialized_start=509
+  _globals['_CHATRESPONSE']._serialized_end=767
+  _globals['_CHATSTREAMREQUEST']._serialized_start=770
+  _globals['_CHATSTREAMREQUEST']._serialized_end=1122
+  _globals['_CHATSTREAMREQUEST_METADATAENTRY']._serialized_start=459
+  _globals['_CHATSTREAMREQUEST_METADATAENTRY']._serialized_end=506
+  _globals['_CHATSTREAMRESPONSE']._serialized_start=1125
+  _globals['_CHATSTREAMRESPONSE']._serialized_end=1521
+  _globals['_LISTMODELSREQUEST']._serialized_start=1523
+  _globals['_LISTMODELSREQUEST']._serialized_end=1542
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1544
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1615
+  _globals['_MODEL']._serialized_start=1617
+  _globals['_MODEL']._serialized_end=1741
+  _globals['_GATEWAYSERVICE']._serialized_start=1744
+  _globals['_GATEWAYSERVICE']._serialized_end=2154
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,7 @@ class ChatRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name or alias as listed by ListModels."""
     user: _builtins.str
@@ -67,6 +68,12 @@ class ChatRequest(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form key/values recorded with the request (not sent to providers)."""
 
+    @_builtins.property
+    def options(self) -> _chat_pb2.ChatOptions:
+        """Tools, output format, reasoning and provider-specific options. A field the model cannot
+        honour is refused with INVALID_ARGUMENT naming it. options.user, when set, must equal `user`.
+        """
+
     def __init__(
         self,
         *,
@@ -75,10 +82,11 @@ class ChatRequest(_message.Message):
         sampling: _chat_pb2.SamplingParams | None = ...,
         user: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        options: _chat_pb2.ChatOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "metadata", b"metadata", "model", b"model", "sampling", b"sampling", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "metadata", b"metadata", "model", b"model", "options", b"options", "sampling", b"sampling", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -97,6 +105,7 @@ class ChatResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Request id assigned by the gateway."""
     model: _builtins.str
@@ -113,6 +122,12 @@ class ChatResponse(_message.Message):
     def usage(self) -> _chat_pb2.Usage:
         """Token accounting."""
 
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.Choice]:
+        """Every choice: the assistant message (content, reasoning_content, tool_calls, refusal), its
+        finish reason and logprobs. `content` and `finish_reason` above repeat choice 0's.
+        """
+
     def __init__(
         self,
         *,
@@ -123,10 +138,11 @@ class ChatResponse(_message.Message):
         usage: _chat_pb2.Usage | None = ...,
         endpoint: _builtins.str = ...,
         created: _builtins.int = ...,
+        choices: _abc.Iterable[_chat_pb2.Choice] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "created", b"created", "endpoint", b"endpoint", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "content", b"content", "created", b"created", "endpoint", b"endpoint", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -163,6 +179,7 @@ class ChatStreamRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name or alias as listed by ListModels."""
     user: _builtins.str
@@ -179,6 +196,12 @@ class ChatStreamRequest(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form key/values recorded with the request (not sent to providers)."""
 
+    @_builtins.property
+    def options(self) -> _chat_pb2.ChatOptions:
+        """Tools, output format, reasoning and provider-specific options. A field the model cannot
+        honour is refused with INVALID_ARGUMENT naming it. options.user, when set, must equal `user`.
+        """
+
     def __init__(
         self,
         *,
@@ -187,10 +210,11 @@ class ChatStreamRequest(_message.Message):
         sampling: _chat_pb2.SamplingParams | None = ...,
         user: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        options: _chat_pb2.ChatOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "metadata", b"metadata", "model", b"model", "sampling", b"sampling", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "metadata", b"metadata", "model", b"model", "options", b"options", "sampling", b"sampling", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -198,7 +222,7 @@ Global___ChatStreamRequest: _TypeAlias = ChatStreamRequest  # noqa: Y015
 
 @_typing.final
 class ChatStreamResponse(_message.Message):
-    """One event of a streamed reply."""
+    """One event of a streamed reply, for the choice `index` (0 unless n > 1)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -209,16 +233,27 @@ class ChatStreamResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    LOGPROBS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Request id assigned by the gateway (same on every event)."""
     model: _builtins.str
     """Model that serves the request."""
     delta: _builtins.str
-    """Newly generated text; empty on the final event."""
+    """Newly generated content text; empty on the final event."""
     finish_reason: _chat_pb2.FinishReason.ValueType
-    """Set on the final event only."""
+    """Set on the event that ends choice `index` (the final event for n = 1)."""
     endpoint: _builtins.str
     """Provider endpoint that serves the request."""
+    index: _builtins.int
+    """Choice this event belongs to."""
+    reasoning: _builtins.str
+    """Newly generated reasoning text."""
+    refusal: _builtins.str
+    """Newly generated refusal text."""
     @_builtins.property
     def usage(self) -> _chat_pb2.Usage:
         """Set on the final event only."""
@@ -230,6 +265,14 @@ class ChatStreamResponse(_message.Message):
         without an error status. gRPC clients get the error as the call's status instead.
         """
 
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolCallDelta]:
+        """Tool-call fragments."""
+
+    @_builtins.property
+    def logprobs(self) -> _chat_pb2.Logprobs:
+        """Log probabilities of the tokens in this event."""
+
     def __init__(
         self,
         *,
@@ -240,10 +283,15 @@ class ChatStreamResponse(_message.Message):
         usage: _chat_pb2.Usage | None = ...,
         endpoint: _builtins.str = ...,
         error: _status_pb2.Status | None = ...,
+        index: _builtins.int = ...,
+        reasoning: _builtins.str = ...,
+        tool_calls: _abc.Iterable[_chat_pb2.ToolCallDelta] | None = ...,
+        refusal: _builtins.str = ...,
+        logprobs: _chat_pb2.Logprobs | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "logprobs", b"logprobs", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "endpoint", b"endpoint", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "endpoint", b"endpoint", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "index", b"index", "logprobs", b"logprobs", "model", b"model", "reasoning", b"reasoning", "refusal", b"refusal", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -299,6 +347,7 @@ class Model(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     OWNED_BY_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Name to pass as `model`."""
     owned_by: _builtins.str
@@ -307,16 +356,21 @@ class Model(_message.Message):
     def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Providers that can serve it, e.g. "sim", "vllm", "openai"."""
 
+    @_builtins.property
+    def capabilities(self) -> _chat_pb2.ModelCapabilities:
+        """What the model supports: tools, structured output, reasoning, input kinds, limits."""
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         owned_by: _builtins.str = ...,
         providers: _abc.Iterable[_builtins.str] | None = ...,
+        capabilities: _chat_pb2.ModelCapabilities | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "owned_by", b"owned_by", "providers", b"providers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "id", b"id", "owned_by", b"owned_by", "providers", b"providers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -71,6 +71,9 @@ class RequestRecord(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
+    TOOLS_OFFERED_FIELD_NUMBER: _builtins.int
+    TOOLS_CALLED_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Request id assigned by the gateway; unique."""
     surface: _builtins.str
@@ -131,6 +134,20 @@ class RequestRecord(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Client metadata."""
 
+    @_builtins.property
+    def tools_offered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the tools the request offered the model."""
+
+    @_builtins.property
+    def tools_called(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the tools the model called, in call order (repeats kept)."""
+
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which chat features the request used, e.g. "tools", "json_schema", "image", "reasoning",
+        "logprobs", "n" (for usage analysis; values as in the model capabilities).
+        """
+
     def __init__(
         self,
         *,
@@ -159,10 +176,13 @@ class RequestRecord(_message.Message):
         prompt: _builtins.str = ...,
         response: _builtins.str = ...,
         traceparent: _builtins.str = ...,
+        tools_offered: _abc.Iterable[_builtins.str] | None = ...,
+        tools_called: _abc.Iterable[_builtins.str] | None = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempts", b"attempts", "cost_usd", b"cost_usd", "endpoint", b"endpoint", "error", b"error", "fallbacks", b"fallbacks", "finish_reason", b"finish_reason", "hedged", b"hedged", "latency_ms", b"latency_ms", "metadata", b"metadata", "prompt", b"prompt", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "response", b"response", "sampling", b"sampling", "served_model", b"served_model", "started_at", b"started_at", "status", b"status", "stream", b"stream", "surface", b"surface", "traceparent", b"traceparent", "ttft_ms", b"ttft_ms", "usage", b"usage", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempts", b"attempts", "cost_usd", b"cost_usd", "endpoint", b"endpoint", "error", b"error", "fallbacks", b"fallbacks", "features", b"features", "finish_reason", b"finish_reason", "hedged", b"hedged", "latency_ms", b"latency_ms", "metadata", b"metadata", "prompt", b"prompt", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "response", b"response", "sampling", b"sampling", "served_model", b"served_model", "started_at", b"started_at", "status", b"status", "stream", b"stream", "surface", b"surface", "tools_called", b"tools_called", "tools_offered", b"tools_offered", "traceparent", b"traceparent", "ttft_ms", b"ttft_ms", "usage", b"usage", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -436,6 +456,7 @@ class UsageBucket(_message.Message):
     CACHED_TOKENS_FIELD_NUMBER: _builtins.int
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     api_key_id: _builtins.str
     """API key id (empty when auth is off)."""
     model: _builtins.str
@@ -454,6 +475,8 @@ class UsageBucket(_message.Message):
     """Total tokens."""
     cost_usd: _builtins.float
     """Cost in US dollars."""
+    reasoning_tokens: _builtins.int
+    """Of completion tokens, those spent on reasoning."""
     @_builtins.property
     def day(self) -> _timestamp_pb2.Timestamp:
         """Midnight UTC of the day."""
@@ -471,10 +494,11 @@ class UsageBucket(_message.Message):
         cached_tokens: _builtins.int = ...,
         total_tokens: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
+        reasoning_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["day", b"day"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "cached_tokens", b"cached_tokens", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "day", b"day", "errors", b"errors", "model", b"model", "prompt_tokens", b"prompt_tokens", "requests", b"requests", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "cached_tokens", b"cached_tokens", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "day", b"day", "errors", b"errors", "model", b"model", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "requests", b"requests", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

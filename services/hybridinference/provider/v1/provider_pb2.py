@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hybridinference.common.v1 import chat_pb2 as hybridinference_dot_common_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*hybridinference/provider/v1/provider.proto\x12\x1bhybridinference.provider.v1\x1a$hybridinference/common/v1/chat.proto\"\xae\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x38\n\x08messages\x18\x03 \x03(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12;\n\x08sampling\x18\x04 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\"\xa1\x01\n\x10GenerateResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12/\n\x05usage\x18\x03 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12>\n\rfinish_reason\x18\x04 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\"U\n\x14GenerateUnaryRequest\x12=\n\x07request\x18\x01 \x01(\x0b\x32,.hybridinference.provider.v1.GenerateRequest\"X\n\x15GenerateUnaryResponse\x12?\n\x08response\x18\x01 \x01(\x0b\x32-.hybridinference.provider.v1.GenerateResponse\"$\n\x10GetStatusRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"S\n\x11GetStatusResponse\x12>\n\tendpoints\x18\x01 \x03(\x0b\x32+.hybridinference.provider.v1.EndpointStatus\"\x9f\x02\n\x0e\x45ndpointStatus\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x0f\n\x07running\x18\x06 \x01(\x05\x12\x0f\n\x07waiting\x18\x07 \x01(\x05\x12\x16\n\x0ekv_cache_usage\x18\x08 \x01(\x01\x12\x17\n\x0f\x63ompleted_total\x18\t \x01(\x03\x12\x17\n\x0f\x63\x61ncelled_total\x18\n \x01(\x03\x12\x14\n\x0c\x66\x61iled_total\x18\x0b \x01(\x03\x12\x1d\n\x15prefix_cache_hit_rate\x18\x0c \x01(\x01\x12\x18\n\x10upstream_running\x18\r \x01(\x05\x32\xe0\x02\n\x0fProviderService\x12i\n\x08Generate\x12,.hybridinference.provider.v1.GenerateRequest\x1a-.hybridinference.provider.v1.GenerateResponse0\x01\x12v\n\rGenerateUnary\x12\x31.hybridinference.provider.v1.GenerateUnaryRequest\x1a\x32.hybridinference.provider.v1.GenerateUnaryResponse\x12j\n\tGetStatus\x12-.hybridinference.provider.v1.GetStatusRequest\x1a..hybridinference.provider.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*hybridinference/provider/v1/provider.proto\x12\x1bhybridinference.provider.v1\x1a$hybridinference/common/v1/chat.proto\"\xe7\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x38\n\x08messages\x18\x03 \x03(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12;\n\x08sampling\x18\x04 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12\x37\n\x07options\x18\x05 \x01(\x0b\x32&.hybridinference.common.v1.ChatOptions\"\xc9\x02\n\x10GenerateResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12/\n\x05usage\x18\x03 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12>\n\rfinish_reason\x18\x04 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12\r\n\x05index\x18\x05 \x01(\x05\x12\x11\n\treasoning\x18\x06 \x01(\t\x12<\n\ntool_calls\x18\x07 \x03(\x0b\x32(.hybridinference.common.v1.ToolCallDelta\x12\x0f\n\x07refusal\x18\x08 \x01(\t\x12\x35\n\x08logprobs\x18\t \x01(\x0b\x32#.hybridinference.common.v1.Logprobs\"U\n\x14GenerateUnaryRequest\x12=\n\x07request\x18\x01 \x01(\x0b\x32,.hybridinference.provider.v1.GenerateRequest\"\x8c\x01\n\x15GenerateUnaryResponse\x12?\n\x08response\x18\x01 \x01(\x0b\x32-.hybridinference.provider.v1.GenerateResponse\x12\x32\n\x07\x63hoices\x18\x02 \x03(\x0b\x32!.hybridinference.common.v1.Choice\"$\n\x10GetStatusRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"S\n\x11GetStatusResponse\x12>\n\tendpoints\x18\x01 \x03(\x0b\x32+.hybridinference.provider.v1.EndpointStatus\"\x9f\x02\n\x0e\x45ndpointStatus\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x0f\n\x07running\x18\x06 \x01(\x05\x12\x0f\n\x07waiting\x18\x07 \x01(\x05\x12\x16\n\x0ekv_cache_usage\x18\x08 \x01(\x01\x12\x17\n\x0f\x63ompleted_total\x18\t \x01(\x03\x12\x17\n\x0f\x63\x61ncelled_total\x18\n \x01(\x03\x12\x14\n\x0c\x66\x61iled_total\x18\x0b \x01(\x03\x12\x1d\n\x15prefix_cache_hit_rate\x18\x0c \x01(\x01\x12\x18\n\x10upstream_running\x18\r \x01(\x05\x32\xe0\x02\n\x0fProviderService\x12i\n\x08Generate\x12,.hybridinference.provider.v1.GenerateRequest\x1a-.hybridinference.provider.v1.GenerateResponse0\x01\x12v\n\rGenerateUnary\x12\x31.hybridinference.provider.v1.GenerateUnaryRequest\x1a\x32.hybridinference.provider.v1.GenerateUnaryResponse\x12j\n\tGetStatus\x12-.hybridinference.provider.v1.GetStatusRequest\x1a..hybridinference.provider.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hybridinference.provider.v1
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATEREQUEST']._serialized_start=114
-  _globals['_GENERATEREQUEST']._serialized_end=288
-  _globals['_GENERATERESPONSE']._serialized_start=291
-  _globals['_GENERATERESPONSE']._serialized_end=452
-  _globals['_GENERATEUNARYREQUEST']._serialized_start=454
-  _globals['_GENERATEUNARYREQUEST']._serialized_end=539
-  _globals['_GENERATEUNARYRESPONSE']._serialized_start=541
-  _globals['_GENERATEUNARYRESPONSE']._serialized_end=629
-  _globals['_GETSTATUSREQUEST']._serialized_start=631
-  _globals['_GETSTATUSREQUEST']._serialized_end=667
-  _globals['_GETSTATUSRESPONSE']._serialized_start=669
-  _globals['_GETSTATUSRESPONSE']._serialized_end=752
-  _globals['_ENDPOINTSTATUS']._serialized_start=755
-  _globals['_ENDPOINTSTATUS']._serialized_end=1042
-  _globals['_PROVIDERSERVICE']._serialized_start=1045
-  _globals['_PROVIDERSERVICE']._serialized_end=1397
+  _globals['_GENERATEREQUEST']._serialized_end=345
+  _globals['_GENERATERESPONSE']._serialized_start=348
+  _globals['_GENERATERESPONSE']._serialized_end=677
+  _globals['_GENERATEUNARYREQUEST']._serialized_start=679
+  _globals['_GENERATEUNARYREQUEST']._serialized_end=764
+  _globals['_GENERATEUNARYRESPONSE']._serialized_start=767
+  _globals['_GENERATEUNARYRESPONSE']._serialized_end=907
+  _globals['_GETSTATUSREQUEST']._serialized_start=909
+  _globals['_GETSTATUSREQUEST']._serialized_end=945
+  _globals['_GETSTATUSRESPONSE']._serialized_start=947
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1030
+  _globals['_ENDPOINTSTATUS']._serialized_start=1033
+  _globals['_ENDPOINTSTATUS']._serialized_end=1320
+  _globals['_PROVIDERSERVICE']._serialized_start=1323
+  _globals['_PROVIDERSERVICE']._serialized_end=1675
 # @@protoc_insertion_point(module_scope)

@@ -29,6 +29,7 @@ class GenerateRequest(_message.Message):
     ENDPOINT_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     SAMPLING_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Request id, for logs and upstream correlation."""
     endpoint: _builtins.str
@@ -41,6 +42,12 @@ class GenerateRequest(_message.Message):
     def sampling(self) -> _chat_pb2.SamplingParams:
         """Sampling parameters."""
 
+    @_builtins.property
+    def options(self) -> _chat_pb2.ChatOptions:
+        """Tools, output format, reasoning and provider-specific options. A worker whose upstream
+        cannot honour one that is set fails the call with INVALID_ARGUMENT naming it.
+        """
+
     def __init__(
         self,
         *,
@@ -48,10 +55,11 @@ class GenerateRequest(_message.Message):
         endpoint: _builtins.str = ...,
         messages: _abc.Iterable[_chat_pb2.ChatMessage] | None = ...,
         sampling: _chat_pb2.SamplingParams | None = ...,
+        options: _chat_pb2.ChatOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "messages", b"messages", "request_id", b"request_id", "sampling", b"sampling"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "messages", b"messages", "options", b"options", "request_id", b"request_id", "sampling", b"sampling"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -59,7 +67,9 @@ Global___GenerateRequest: _TypeAlias = GenerateRequest  # noqa: Y015
 
 @_typing.final
 class GenerateResponse(_message.Message):
-    """One event of a generation. Usage and finish_reason are set on the last event only."""
+    """One event of a generation, for the choice `index` (always 0 unless n > 1). finish_reason is
+    set on the event that ends that choice; usage on the last event of the generation.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -67,15 +77,34 @@ class GenerateResponse(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    LOGPROBS_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
-    """Newly generated text."""
+    """Newly generated content text."""
     model: _builtins.str
     """The upstream's name for the model; set on the first event."""
     finish_reason: _chat_pb2.FinishReason.ValueType
-    """Set on the last event."""
+    """Set on the event that ends choice `index`."""
+    index: _builtins.int
+    """Choice this event belongs to."""
+    reasoning: _builtins.str
+    """Newly generated reasoning text."""
+    refusal: _builtins.str
+    """Newly generated refusal text."""
     @_builtins.property
     def usage(self) -> _chat_pb2.Usage:
         """Set on the last event."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolCallDelta]:
+        """Tool-call fragments."""
+
+    @_builtins.property
+    def logprobs(self) -> _chat_pb2.Logprobs:
+        """Log probabilities of the tokens in this event."""
 
     def __init__(
         self,
@@ -84,10 +113,15 @@ class GenerateResponse(_message.Message):
         model: _builtins.str = ...,
         usage: _chat_pb2.Usage | None = ...,
         finish_reason: _chat_pb2.FinishReason.ValueType = ...,
+        index: _builtins.int = ...,
+        reasoning: _builtins.str = ...,
+        tool_calls: _abc.Iterable[_chat_pb2.ToolCallDelta] | None = ...,
+        refusal: _builtins.str = ...,
+        logprobs: _chat_pb2.Logprobs | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["logprobs", b"logprobs", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "model", b"model", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs", "model", b"model", "reasoning", b"reasoning", "refusal", b"refusal", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -126,18 +160,26 @@ class GenerateUnaryResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESPONSE_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def response(self) -> Global___GenerateResponse:
-        """The reply as one event."""
+        """The reply as one event: choice 0's text and finish reason, the model and usage."""
+
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.Choice]:
+        """Every choice, complete (tool calls, reasoning, refusal, logprobs); empty when the reply is
+        one choice of plain text, which `response` already carries.
+        """
 
     def __init__(
         self,
         *,
         response: Global___GenerateResponse | None = ...,
+        choices: _abc.Iterable[_chat_pb2.Choice] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "response", b"response"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

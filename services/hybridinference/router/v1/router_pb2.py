@@ -25,39 +25,39 @@ _sym_db = _symbol_database.Default()
 from hybridinference.common.v1 import chat_pb2 as hybridinference_dot_common_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&hybridinference/router/v1/router.proto\x12\x19hybridinference.router.v1\x1a$hybridinference/common/v1/chat.proto\"\xc1\x01\n\x0cRouteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x38\n\x08messages\x18\x03 \x03(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12;\n\x08sampling\x18\x04 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12\x17\n\x0fpinned_endpoint\x18\x05 \x01(\t\"\x92\x01\n\rRouteResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x37\n\tselection\x18\x02 \x01(\x0b\x32$.hybridinference.router.v1.Selection\x12\x39\n\ncompletion\x18\x03 \x01(\x0b\x32%.hybridinference.router.v1.Completion\"M\n\x11RouteUnaryRequest\x12\x38\n\x07request\x18\x01 \x01(\x0b\x32\'.hybridinference.router.v1.RouteRequest\"\x99\x01\n\x12RouteUnaryResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x37\n\tselection\x18\x02 \x01(\x0b\x32$.hybridinference.router.v1.Selection\x12\x39\n\ncompletion\x18\x03 \x01(\x0b\x32%.hybridinference.router.v1.Completion\"g\n\tSelection\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x14\n\x0cserved_model\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x0e\n\x06hedged\x18\x05 \x01(\x08\"\x8f\x01\n\nCompletion\x12/\n\x05usage\x18\x01 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12>\n\rfinish_reason\x18\x02 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\"K\n\x12ListModelsResponse\x12\x35\n\x06models\x18\x01 \x03(\x0b\x32%.hybridinference.router.v1.ModelRoute\"d\n\nModelRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x11\n\tendpoints\x18\x03 \x03(\t\x12\x11\n\tproviders\x18\x04 \x03(\t\x12\x10\n\x08owned_by\x18\x05 \x01(\t\"\x16\n\x14ListEndpointsRequest\"T\n\x15ListEndpointsResponse\x12;\n\tendpoints\x18\x01 \x03(\x0b\x32(.hybridinference.router.v1.EndpointState\"\xaf\x04\n\rEndpointState\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eworker_address\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x12\x15\n\rhealth_detail\x18\x06 \x01(\t\x12\x11\n\tin_flight\x18\x07 \x01(\x05\x12\x16\n\x0erequests_total\x18\x08 \x01(\x03\x12\x16\n\x0e\x66\x61ilures_total\x18\t \x01(\x03\x12>\n\rcircuit_state\x18\n \x01(\x0e\x32\'.hybridinference.router.v1.CircuitState\x12\x1a\n\x12\x63ircuit_retry_in_s\x18\x0b \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x0c \x01(\x05\x12\x14\n\x0cttft_ewma_ms\x18\r \x01(\x01\x12\x14\n\x0ctpot_ewma_ms\x18\x0e \x01(\x01\x12\x13\n\x0bttft_p90_ms\x18\x0f \x01(\x01\x12\x13\n\x0bttft_p95_ms\x18\x10 \x01(\x01\x12\x0f\n\x07waiting\x18\x11 \x01(\x05\x12\x0f\n\x07running\x18\x12 \x01(\x05\x12\x16\n\x0ekv_cache_usage\x18\x13 \x01(\x01\x12\x10\n\x08locality\x18\x14 \x01(\t\x12\x14\n\x0chedges_total\x18\x15 \x01(\x03\x12\x1b\n\x13price_prompt_per_1m\x18\x16 \x01(\x01\x12\x1f\n\x17price_completion_per_1m\x18\x17 \x01(\x01*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xb7\x03\n\rRouterService\x12\\\n\x05Route\x12\'.hybridinference.router.v1.RouteRequest\x1a(.hybridinference.router.v1.RouteResponse0\x01\x12i\n\nRouteUnary\x12,.hybridinference.router.v1.RouteUnaryRequest\x1a-.hybridinference.router.v1.RouteUnaryResponse\x12i\n\nListModels\x12,.hybridinference.router.v1.ListModelsRequest\x1a-.hybridinference.router.v1.ListModelsResponse\x12r\n\rListEndpoints\x12/.hybridinference.router.v1.ListEndpointsRequest\x1a\x30.hybridinference.router.v1.ListEndpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&hybridinference/router/v1/router.proto\x12\x19hybridinference.router.v1\x1a$hybridinference/common/v1/chat.proto\"\xfa\x01\n\x0cRouteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x38\n\x08messages\x18\x03 \x03(\x0b\x32&.hybridinference.common.v1.ChatMessage\x12;\n\x08sampling\x18\x04 \x01(\x0b\x32).hybridinference.common.v1.SamplingParams\x12\x17\n\x0fpinned_endpoint\x18\x05 \x01(\t\x12\x37\n\x07options\x18\x06 \x01(\x0b\x32&.hybridinference.common.v1.ChatOptions\"\xfa\x02\n\rRouteResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x37\n\tselection\x18\x02 \x01(\x0b\x32$.hybridinference.router.v1.Selection\x12\x39\n\ncompletion\x18\x03 \x01(\x0b\x32%.hybridinference.router.v1.Completion\x12\r\n\x05index\x18\x04 \x01(\x05\x12\x11\n\treasoning\x18\x05 \x01(\t\x12<\n\ntool_calls\x18\x06 \x03(\x0b\x32(.hybridinference.common.v1.ToolCallDelta\x12\x0f\n\x07refusal\x18\x07 \x01(\t\x12\x35\n\x08logprobs\x18\x08 \x01(\x0b\x32#.hybridinference.common.v1.Logprobs\x12>\n\rfinish_reason\x18\t \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\"M\n\x11RouteUnaryRequest\x12\x38\n\x07request\x18\x01 \x01(\x0b\x32\'.hybridinference.router.v1.RouteRequest\"\xcd\x01\n\x12RouteUnaryResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x37\n\tselection\x18\x02 \x01(\x0b\x32$.hybridinference.router.v1.Selection\x12\x39\n\ncompletion\x18\x03 \x01(\x0b\x32%.hybridinference.router.v1.Completion\x12\x32\n\x07\x63hoices\x18\x04 \x03(\x0b\x32!.hybridinference.common.v1.Choice\"g\n\tSelection\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x14\n\x0cserved_model\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x0e\n\x06hedged\x18\x05 \x01(\x08\"\x8f\x01\n\nCompletion\x12/\n\x05usage\x18\x01 \x01(\x0b\x32 .hybridinference.common.v1.Usage\x12>\n\rfinish_reason\x18\x02 \x01(\x0e\x32\'.hybridinference.common.v1.FinishReason\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\"K\n\x12ListModelsResponse\x12\x35\n\x06models\x18\x01 \x03(\x0b\x32%.hybridinference.router.v1.ModelRoute\"\xa8\x01\n\nModelRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x11\n\tendpoints\x18\x03 \x03(\t\x12\x11\n\tproviders\x18\x04 \x03(\t\x12\x10\n\x08owned_by\x18\x05 \x01(\t\x12\x42\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32,.hybridinference.common.v1.ModelCapabilities\"\x16\n\x14ListEndpointsRequest\"T\n\x15ListEndpointsResponse\x12;\n\tendpoints\x18\x01 \x03(\x0b\x32(.hybridinference.router.v1.EndpointState\"\xaf\x04\n\rEndpointState\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eworker_address\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x12\x15\n\rhealth_detail\x18\x06 \x01(\t\x12\x11\n\tin_flight\x18\x07 \x01(\x05\x12\x16\n\x0erequests_total\x18\x08 \x01(\x03\x12\x16\n\x0e\x66\x61ilures_total\x18\t \x01(\x03\x12>\n\rcircuit_state\x18\n \x01(\x0e\x32\'.hybridinference.router.v1.CircuitState\x12\x1a\n\x12\x63ircuit_retry_in_s\x18\x0b \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x0c \x01(\x05\x12\x14\n\x0cttft_ewma_ms\x18\r \x01(\x01\x12\x14\n\x0ctpot_ewma_ms\x18\x0e \x01(\x01\x12\x13\n\x0bttft_p90_ms\x18\x0f \x01(\x01\x12\x13\n\x0bttft_p95_ms\x18\x10 \x01(\x01\x12\x0f\n\x07waiting\x18\x11 \x01(\x05\x12\x0f\n\x07running\x18\x12 \x01(\x05\x12\x16\n\x0ekv_cache_usage\x18\x13 \x01(\x01\x12\x10\n\x08locality\x18\x14 \x01(\t\x12\x14\n\x0chedges_total\x18\x15 \x01(\x03\x12\x1b\n\x13price_prompt_per_1m\x18\x16 \x01(\x01\x12\x1f\n\x17price_completion_per_1m\x18\x17 \x01(\x01*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xb7\x03\n\rRouterService\x12\\\n\x05Route\x12\'.hybridinference.router.v1.RouteRequest\x1a(.hybridinference.router.v1.RouteResponse0\x01\x12i\n\nRouteUnary\x12,.hybridinference.router.v1.RouteUnaryRequest\x1a-.hybridinference.router.v1.RouteUnaryResponse\x12i\n\nListModels\x12,.hybridinference.router.v1.ListModelsRequest\x1a-.hybridinference.router.v1.ListModelsResponse\x12r\n\rListEndpoints\x12/.hybridinference.router.v1.ListEndpointsRequest\x1a\x30.hybridinference.router.v1.ListEndpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hybridinference.router.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CIRCUITSTATE']._serialized_start=1810
-  _globals['_CIRCUITSTATE']._serialized_end=1934
+  _globals['_CIRCUITSTATE']._serialized_start=2220
+  _globals['_CIRCUITSTATE']._serialized_end=2344
   _globals['_ROUTEREQUEST']._serialized_start=108
-  _globals['_ROUTEREQUEST']._serialized_end=301
-  _globals['_ROUTERESPONSE']._serialized_start=304
-  _globals['_ROUTERESPONSE']._serialized_end=450
-  _globals['_ROUTEUNARYREQUEST']._serialized_start=452
-  _globals['_ROUTEUNARYREQUEST']._serialized_end=529
-  _globals['_ROUTEUNARYRESPONSE']._serialized_start=532
-  _globals['_ROUTEUNARYRESPONSE']._serialized_end=685
-  _globals['_SELECTION']._serialized_start=687
-  _globals['_SELECTION']._serialized_end=790
-  _globals['_COMPLETION']._serialized_start=793
-  _globals['_COMPLETION']._serialized_end=936
-  _globals['_LISTMODELSREQUEST']._serialized_start=938
-  _globals['_LISTMODELSREQUEST']._serialized_end=957
-  _globals['_LISTMODELSRESPONSE']._serialized_start=959
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1034
-  _globals['_MODELROUTE']._serialized_start=1036
-  _globals['_MODELROUTE']._serialized_end=1136
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1138
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1160
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1162
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1246
-  _globals['_ENDPOINTSTATE']._serialized_start=1249
-  _globals['_ENDPOINTSTATE']._serialized_end=1808
-  _globals['_ROUTERSERVICE']._serialized_start=1937
-  _globals['_ROUTERSERVICE']._serialized_end=2376
+  _globals['_ROUTEREQUEST']._serialized_end=358
+  _globals['_ROUTERESPONSE']._serialized_start=361
+  _globals['_ROUTERESPONSE']._serialized_end=739
+  _globals['_ROUTEUNARYREQUEST']._serialized_start=741
+  _globals['_ROUTEUNARYREQUEST']._serialized_end=818
+  _globals['_ROUTEUNARYRESPONSE']._serialized_start=821
+  _globals['_ROUTEUNARYRESPONSE']._serialized_end=1026
+  _globals['_SELECTION']._serialized_start=1028
+  _globals['_SELECTION']._serialized_end=1131
+  _globals['_COMPLETION']._serialized_start=1134
+  _globals['_COMPLETION']._serialized_end=1277
+  _globals['_LISTMODELSREQUEST']._serialized_start=1279
+  _globals['_LISTMODELSREQUEST']._serialized_end=1298
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1300
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1375
+  _globals['_MODELROUTE']._serialized_start=1378
+  _globals['_MODELROUTE']._serialized_end=1546
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1548
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1570
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1572
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1656
+  _globals['_ENDPOINTSTATE']._serialized_start=1659
+  _globals['_ENDPOINTSTATE']._serialized_end=2218
+  _globals['_ROUTERSERVICE']._serialized_start=2347
+  _globals['_ROUTERSERVICE']._serialized_end=2786
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,7 @@ class RouteRequest(_message.Message):
     MESSAGES_FIELD_NUMBER: _builtins.int
     SAMPLING_FIELD_NUMBER: _builtins.int
     PINNED_ENDPOINT_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Request id assigned by the gateway; passed to providers and logs."""
     model: _builtins.str
@@ -73,6 +74,12 @@ class RouteRequest(_message.Message):
     def sampling(self) -> _chat_pb2.SamplingParams:
         """Sampling parameters."""
 
+    @_builtins.property
+    def options(self) -> _chat_pb2.ChatOptions:
+        """Tools, output format, reasoning and provider-specific options. Only endpoints whose model
+        declares the capabilities these need are candidates.
+        """
+
     def __init__(
         self,
         *,
@@ -81,10 +88,11 @@ class RouteRequest(_message.Message):
         messages: _abc.Iterable[_chat_pb2.ChatMessage] | None = ...,
         sampling: _chat_pb2.SamplingParams | None = ...,
         pinned_endpoint: _builtins.str = ...,
+        options: _chat_pb2.ChatOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model", b"model", "pinned_endpoint", b"pinned_endpoint", "request_id", b"request_id", "sampling", b"sampling"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model", b"model", "options", b"options", "pinned_endpoint", b"pinned_endpoint", "request_id", b"request_id", "sampling", b"sampling"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -92,15 +100,29 @@ Global___RouteRequest: _TypeAlias = RouteRequest  # noqa: Y015
 
 @_typing.final
 class RouteResponse(_message.Message):
-    """One event of a routed stream."""
+    """One event of a routed stream, for the choice `index` (0 unless n > 1)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DELTA_FIELD_NUMBER: _builtins.int
     SELECTION_FIELD_NUMBER: _builtins.int
     COMPLETION_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    LOGPROBS_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
-    """Newly generated text; may be empty on the first and last events."""
+    """Newly generated content text; may be empty on the first and last events."""
+    index: _builtins.int
+    """Choice this event belongs to."""
+    reasoning: _builtins.str
+    """Newly generated reasoning text."""
+    refusal: _builtins.str
+    """Newly generated refusal text."""
+    finish_reason: _chat_pb2.FinishReason.ValueType
+    """Set on the event that ends choice `index` (the last event's completion repeats choice 0's)."""
     @_builtins.property
     def selection(self) -> Global___Selection:
         """Set on the first event: where the request went."""
@@ -109,16 +131,30 @@ class RouteResponse(_message.Message):
     def completion(self) -> Global___Completion:
         """Set on the last event: how it ended."""
 
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolCallDelta]:
+        """Tool-call fragments."""
+
+    @_builtins.property
+    def logprobs(self) -> _chat_pb2.Logprobs:
+        """Log probabilities of the tokens in this event."""
+
     def __init__(
         self,
         *,
         delta: _builtins.str = ...,
         selection: Global___Selection | None = ...,
         completion: Global___Completion | None = ...,
+        index: _builtins.int = ...,
+        reasoning: _builtins.str = ...,
+        tool_calls: _abc.Iterable[_chat_pb2.ToolCallDelta] | None = ...,
+        refusal: _builtins.str = ...,
+        logprobs: _chat_pb2.Logprobs | None = ...,
+        finish_reason: _chat_pb2.FinishReason.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "selection", b"selection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "logprobs", b"logprobs", "selection", b"selection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "delta", b"delta", "selection", b"selection"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "delta", b"delta", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs", "reasoning", b"reasoning", "refusal", b"refusal", "selection", b"selection", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -157,6 +193,7 @@ class RouteUnaryResponse(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     SELECTION_FIELD_NUMBER: _builtins.int
     COMPLETION_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
     content: _builtins.str
     """Every generated token, concatenated."""
     @_builtins.property
@@ -167,16 +204,21 @@ class RouteUnaryResponse(_message.Message):
     def completion(self) -> Global___Completion:
         """How it ended."""
 
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.Choice]:
+        """Every choice, complete; empty when the reply is one choice of plain text (`content`)."""
+
     def __init__(
         self,
         *,
         content: _builtins.str = ...,
         selection: Global___Selection | None = ...,
         completion: Global___Completion | None = ...,
+        choices: _abc.Iterable[_chat_pb2.Choice] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "selection", b"selection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "content", b"content", "selection", b"selection"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "completion", b"completion", "content", b"content", "selection", b"selection"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -304,6 +346,7 @@ class ModelRoute(_message.Message):
     ENDPOINTS_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
     OWNED_BY_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name clients ask for."""
     strategy: _builtins.str
@@ -318,6 +361,10 @@ class ModelRoute(_message.Message):
     def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Provider kinds among those endpoints."""
 
+    @_builtins.property
+    def capabilities(self) -> _chat_pb2.ModelCapabilities:
+        """What the model supports, from its configuration."""
+
     def __init__(
         self,
         *,
@@ -326,10 +373,11 @@ class ModelRoute(_message.Message):
         endpoints: _abc.Iterable[_builtins.str] | None = ...,
         providers: _abc.Iterable[_builtins.str] | None = ...,
         owned_by: _builtins.str = ...,
+        capabilities: _chat_pb2.ModelCapabilities | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "name", b"name", "owned_by", b"owned_by", "providers", b"providers", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "endpoints", b"endpoints", "name", b"name", "owned_by", b"owned_by", "providers", b"providers", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
