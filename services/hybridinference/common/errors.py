@@ -198,6 +198,13 @@ def invalid_argument(violations: Iterable[FieldViolation]) -> ServiceError:
     return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message, "invalid_request", items)
 
 
+def unsupported_parameter(violations: Iterable[FieldViolation]) -> ServiceError:
+    """A valid field the chosen model cannot honour: refused rather than silently ignored."""
+    items = list(violations)
+    message = "; ".join(f"{v.field}: {v.description}" for v in items)
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message, "unsupported_parameter", items)
+
+
 async def abort(context: grpc.aio.ServicerContext, error: ServiceError) -> NoReturn:
     """Ends the call with the error's rich status (details travel in grpc-status-details-bin)."""
     await context.abort_with_status(error.to_status())
@@ -250,4 +257,5 @@ __all__ = [
     "from_rpc_error",
     "invalid_argument",
     "stream_cut_error",
+    "unsupported_parameter",
 ]

@@ -189,8 +189,56 @@ class LocalFirstSettings(SettingsSection):
     recover_ratio: float = Field(default=0.5, gt=0, le=1)
 
 
+InputModality = Literal["text", "image", "audio", "file"]
+
+
+def _text_only() -> list[InputModality]:
+    return ["text"]
+
+
+class CapabilitySettings(SettingsSection):
+    """What a model can honour. A request using anything not declared here is refused with
+    400 `unsupported_parameter` naming the field, never answered with the field ignored, and
+    the router sends requests only to models (fallbacks included) that declare what they use.
+    The defaults are what every provider kind does: text in, text out, one choice."""
+
+    tools: bool = False
+    # response_format json_schema / json_object.
+    structured_output: bool = False
+    json_mode: bool = False
+    # Reasoning deltas, reasoning tokens, reasoning_effort.
+    reasoning: bool = False
+    logprobs: bool = False
+    # n > 1.
+    multiple_choices: bool = False
+    input_modalities: list[InputModality] = Field(default_factory=_text_only)
+    # Context window in tokens (0: not declared).
+    context_length: int = Field(default=0, ge=0)
+    # Most tokens one reply may generate: the max_tokens cap and the limit injected when a
+    # request sets none (None: the gateway's max_tokens_cap).
+    max_output_tokens: PositiveInt | None = None
+    # Top-level request fields the gateway does not model that go to the upstream unchanged
+    # (e.g. a vendor extension); any other unknown field is refused with 400.
+    passthrough_fields: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def everything(cls) -> CapabilitySettings:
+        """All features: the simulated provider's, for tests and demos."""
+        return cls(
+            tools=True,
+            structured_output=True,
+            json_mode=True,
+            reasoning=True,
+            logprobs=True,
+            multiple_choices=True,
+            input_modalities=["text", "image", "audio", "file"],
+        )
+
+
 class ModelSettings(SettingsSection):
     name: str = Field(min_length=1)
+    # What the model supports (see CapabilitySettings).
+    capabilities: CapabilitySettings = Field(default_factory=CapabilitySettings)
     # Endpoint ids, in fallback order.
     endpoints: list[str] = Field(min_length=1)
     strategy: RoutingStrategyName = "round_robin"
@@ -318,7 +366,13 @@ def _default_providers() -> list[ProviderWorkerSettings]:
 
 
 def _default_models() -> list[ModelSettings]:
-    return [ModelSettings(name="hi-sim", endpoints=["sim-a", "sim-b"])]
+    return [
+        ModelSettings(
+            name="hi-sim",
+            endpoints=["sim-a", "sim-b"],
+            capabilities=CapabilitySettings.everything(),
+        )
+    ]
 
 
 class MeshSettings(BaseSettings):

@@ -20,8 +20,14 @@ class ProviderAdapter(Protocol):
     """One upstream endpoint.
 
     Contract for ``generate``:
-      * the first event carries ``model``; the last event carries ``usage`` and ``finish_reason``;
-      * ``usage.completion_tokens`` counts the tokens actually streamed;
+      * the first event carries ``model``; the last event carries ``usage``; each choice's
+        last event (its ``index``; 0 unless n > 1) carries its ``finish_reason`` — for n = 1
+        the last event has both;
+      * content, ``reasoning``, ``tool_calls`` fragments, ``refusal`` and ``logprobs`` go out as
+        they come; ``usage.completion_tokens`` counts every generated token, reasoning included
+        (and ``usage.reasoning_tokens`` those of reasoning);
+      * every set field of ``request.options`` and ``request.sampling`` is honoured or the call
+        fails with INVALID_ARGUMENT (``unsupported_parameter``) naming it — never ignored;
       * errors are raised as ``common.errors.ServiceError`` (UNAVAILABLE for upstream
         failures, so the router may retry before the first token);
       * cancelling the consuming task (``asyncio.CancelledError``) or closing the iterator

@@ -10,6 +10,7 @@ from typing import cast
 
 import grpc
 
+from hybridinference.common.chat_events import ChoiceAccumulator
 from hybridinference.common.errors import ServiceError, abort
 from hybridinference.common.logs import bind_request_id
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
@@ -113,7 +114,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         """Generate's events merged into one reply: same adapter, counters and errors, but one
         unary round trip instead of a server stream (the router uses it for whole replies)."""
         reply = provider_pb2.GenerateResponse()
-        parts: list[str] = []
+        merged = ChoiceAccumulator()
         # Generate is an async generator (typed as the iterator gRPC expects): close it here so
         # a cancelled call stops the adapter at once.
         generation = cast(
@@ -122,16 +123,16 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         )
         async with contextlib.aclosing(generation) as events:
             async for event in events:
-                if event.delta:
-                    parts.append(event.delta)
+                merged.add(event)
                 if event.model and not reply.model:
                     reply.model = event.model
                 if event.HasField("usage"):
                     reply.usage.CopyFrom(event.usage)
-                if event.finish_reason:
-                    reply.finish_reason = event.finish_reason
-        reply.delta = "".join(parts)
-        return provider_pb2.GenerateUnaryResponse(response=reply)
+        reply.delta = merged.text()
+        reply.finish_reason = merged.finish_reason()
+        if merged.plain:
+            return provider_pb2.GenerateUnaryResponse(response=reply)
+        return provider_pb2.GenerateUnaryResponse(response=reply, choices=merged.choices())
 
     async def GetStatus(
         self, request: provider_pb2.GetStatusRequest, context: grpc.aio.ServicerContext

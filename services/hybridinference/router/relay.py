@@ -19,13 +19,17 @@ from dataclasses import dataclass
 
 import grpc
 
+from hybridinference.common.chat_events import choice_events
+from hybridinference.common.chat_features import features_used, supports_all, unsupported
 from hybridinference.common.errors import (
     FieldViolation,
     ServiceError,
     from_rpc_error,
     invalid_argument,
+    unsupported_parameter,
 )
 from hybridinference.common.settings import RouterSettings
+from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.router import metrics as router_metrics
 from hybridinference.router.breaker import COUNTS_AGAINST_ENDPOINT, Clock
@@ -135,6 +139,11 @@ class Relay:
                 "model_not_found",
                 metadata={"model": request.model},
             )
+        # Only models that declare every feature the request uses are candidates (the
+        # gateway checks the asked-for model first; this keeps fallbacks honest too).
+        uses = features_used(request.messages, request.sampling, request.options)
+        if uses and (problems := unsupported(uses, model.options.capabilities, model.name)):
+            raise unsupported_parameter(problems)
         if request.pinned_endpoint:
             for endpoint in model.endpoints:
                 if endpoint.id == request.pinned_endpoint:
@@ -161,6 +170,9 @@ class Relay:
             for name in fallbacks:
                 fallback = table.models.get(name)
                 if fallback is None:
+                    continue
+                if uses and not supports_all(uses, fallback.options.capabilities):
+                    # A fallback that would ignore part of the request is no fallback.
                     continue
                 candidates = self._usable(fallback.endpoints, seen, plan)
                 if candidates:
@@ -420,9 +432,13 @@ class Relay:
         first_at = 0.0
         tokens = 0
         started = completed = verdict = False
+        # Choice 0's finish reason, for the completion when the provider sends it apart.
+        finish = chat_pb2.FINISH_REASON_UNSPECIFIED
         try:
             async for event in events:
-                response = router_pb2.RouteResponse(delta=event.delta)
+                response = _route_event(event)
+                if event.finish_reason and event.index == 0:
+                    finish = event.finish_reason
                 if not started:
                     started = verdict = True
                     first_at = clock()
@@ -432,11 +448,13 @@ class Relay:
                         endpoint.stats.record_ttft((first_at - started_at) * 1000)
                     endpoint.breaker.record_success()
                     response.selection.CopyFrom(_selection(endpoint, event, attempt, hedged))
-                if event.delta:
+                if event.delta or event.reasoning or event.tool_calls:
                     tokens += 1
-                if event.HasField("usage") or event.finish_reason:
+                # The last event carries usage; one without (a provider that reports none)
+                # ends the generation with its finish reason when it is the only choice.
+                if event.HasField("usage") or (event.finish_reason and request.sampling.n <= 1):
                     completed = True
-                    response.completion.CopyFrom(_completion(endpoint, event))
+                    response.completion.CopyFrom(_completion(endpoint, event, finish))
                 yield response
             if not completed:
                 # The provider ended cleanly without a final event; the caller still gets
@@ -446,7 +464,7 @@ class Relay:
                     verdict = True
                     endpoint.breaker.record_success()
                     response.selection.CopyFrom(_selection(endpoint, None, attempt, hedged))
-                response.completion.CopyFrom(_completion(endpoint, None))
+                response.completion.CopyFrom(_completion(endpoint, None, finish))
                 yield response
             if tokens > 1:
                 endpoint.stats.record_tpot((clock() - first_at) * 1000 / (tokens - 1))
@@ -543,7 +561,18 @@ def _note(outcome: _Outcome, early: _EarlyFailure) -> None:
 async def _whole_reply(call: GenerateUnaryCall) -> AsyncIterator[provider_pb2.GenerateResponse]:
     """A GenerateUnary reply as the one event of a stream, so attempts handle both alike."""
     reply: provider_pb2.GenerateUnaryResponse = await call
-    yield reply.response
+    if not reply.choices:
+        yield reply.response
+        return
+    # A rich reply: one event per whole choice, the last one carrying model and usage.
+    events = choice_events(reply.choices)
+    for number, fields in enumerate(events):
+        event = provider_pb2.GenerateResponse(**fields)  # type: ignore[arg-type]
+        if number == 0:
+            event.model = reply.response.model
+        if number == len(events) - 1:
+            event.usage.CopyFrom(reply.response.usage)
+        yield event
 
 
 async def _first_event(
@@ -561,7 +590,26 @@ def _generate_request(
     )
     if request.HasField("sampling"):
         generate.sampling.CopyFrom(request.sampling)
+    if request.HasField("options"):
+        generate.options.CopyFrom(request.options)
     return generate
+
+
+def _route_event(event: provider_pb2.GenerateResponse) -> router_pb2.RouteResponse:
+    """The provider event's per-choice fields, relayed unchanged (text-only events, the hot
+    path, copy one string)."""
+    response = router_pb2.RouteResponse(delta=event.delta, index=event.index)
+    if event.reasoning:
+        response.reasoning = event.reasoning
+    if event.tool_calls:
+        response.tool_calls.extend(event.tool_calls)
+    if event.refusal:
+        response.refusal = event.refusal
+    if event.HasField("logprobs"):
+        response.logprobs.CopyFrom(event.logprobs)
+    if event.finish_reason:
+        response.finish_reason = event.finish_reason
+    return response
 
 
 def _selection(
@@ -580,11 +628,12 @@ def _selection(
 
 
 def _completion(
-    endpoint: Endpoint, event: provider_pb2.GenerateResponse | None
+    endpoint: Endpoint,
+    event: provider_pb2.GenerateResponse | None,
+    finish: chat_pb2.FinishReason.ValueType,
 ) -> router_pb2.Completion:
-    completion = router_pb2.Completion()
+    completion = router_pb2.Completion(finish_reason=finish)
     if event is not None:
         completion.usage.CopyFrom(event.usage)
-        completion.finish_reason = event.finish_reason
     completion.cost_usd = endpoint.cost_usd(completion.usage)
     return completion

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from hybridinference.common.chat_events import ChoiceAccumulator
+from hybridinference.common.chat_features import capabilities_proto
 from hybridinference.common.errors import ServiceError, abort
 from hybridinference.common.logs import bind_request_id
 from hybridinference.router.admin import endpoint_state
@@ -40,22 +42,23 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         route = request.request
         bind_request_id(route.request_id)
         reply = router_pb2.RouteUnaryResponse()
-        parts: list[str] = []
+        merged = ChoiceAccumulator()
         try:
             async with contextlib.aclosing(
                 self._relay.route(route, context.time_remaining, unary=True)
             ) as stream:
                 # Normally one event (selection, text, completion); merged in case of more.
                 async for response in stream:
-                    if response.delta:
-                        parts.append(response.delta)
+                    merged.add(response)
                     if response.HasField("selection"):
                         reply.selection.CopyFrom(response.selection)
                     if response.HasField("completion"):
                         reply.completion.CopyFrom(response.completion)
         except ServiceError as error:
             await abort(context, error)
-        reply.content = "".join(parts)
+        reply.content = merged.text()
+        if not merged.plain:
+            reply.choices.extend(merged.choices())
         return reply
 
     async def ListModels(
@@ -69,6 +72,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     endpoints=[e.id for e in m.endpoints],
                     providers=m.providers,
                     owned_by=m.owned_by,
+                    # 0 for an undeclared output limit: the gateway fills in its own cap.
+                    capabilities=capabilities_proto(m.options.capabilities, 0),
                 )
                 for m in self._relay.table.models.values()
             ]
