@@ -21,10 +21,22 @@ from dataclasses import dataclass
 
 import grpc
 
-from hybridinference.common.errors import FieldViolation, ServiceError, invalid_argument
+from hybridinference.common.errors import (
+    FieldViolation,
+    ServiceError,
+    invalid_argument,
+    unsupported_parameter,
+)
 from hybridinference.common.settings import ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
+from hybridinference.providers.sim_chat import (
+    json_content,
+    logprobs,
+    reasoning_tokens,
+    split_json,
+    tool_calls,
+)
 
 KIND = "sim"
 
@@ -52,9 +64,24 @@ class Completion:
         return "".join(self.tokens)
 
 
+# What an image, audio clip or file costs in prompt tokens (OpenAI's low-detail image price).
+MEDIA_PART_TOKENS = 85
+
+
 def count_prompt_tokens(messages: Sequence[chat_pb2.ChatMessage]) -> int:
-    """Whitespace words of every message plus one per message (a stand-in for role tokens)."""
-    return sum(len(message.content.split()) + 1 for message in messages)
+    """Whitespace words of every message plus one per message (a stand-in for role tokens),
+    plus text parts' words, a fixed price per media part and tool-call arguments' words."""
+    total = 0
+    for message in messages:
+        total += len(message.content.split()) + 1
+        for part in message.parts:
+            if part.WhichOneof("kind") == "text":
+                total += len(part.text.split())
+            else:
+                total += MEDIA_PART_TOKENS
+        for call in message.tool_calls:
+            total += len(call.function.arguments.split()) + 1
+    return total
 
 
 def _seed(messages: Sequence[chat_pb2.ChatMessage], seed: int | None) -> int:
@@ -65,6 +92,9 @@ def _seed(messages: Sequence[chat_pb2.ChatMessage], seed: int | None) -> int:
         for part in (message.role, message.name, message.content):
             digest.update(part.encode())
             digest.update(b"\x00")
+        # Only rich messages add more, so plain conversations keep their text.
+        if message.parts or message.tool_calls or message.tool_call_id:
+            digest.update(message.SerializeToString(deterministic=True))
         digest.update(b"\x01")
     if seed is not None:
         digest.update(seed.to_bytes(8, "little", signed=True))
@@ -103,7 +133,10 @@ def _cut_at_stop(tokens: list[str], stops: Sequence[str]) -> list[str] | None:
 
 
 def plan_completion(
-    messages: Sequence[chat_pb2.ChatMessage], sampling: chat_pb2.SamplingParams, output_tokens: int
+    messages: Sequence[chat_pb2.ChatMessage],
+    sampling: chat_pb2.SamplingParams,
+    output_tokens: int,
+    seed_override: int | None = None,
 ) -> Completion:
     """The whole completion, decided up front so stop sequences never need look-ahead buffering."""
     limit = output_tokens
@@ -117,11 +150,41 @@ def plan_completion(
             limit = sampling.max_tokens
             finish = chat_pb2.FINISH_REASON_LENGTH
     seed = sampling.seed if sampling.HasField("seed") else None
+    if seed_override is not None:
+        seed = seed_override
     tokens = sim_tokens(messages, limit, seed)
     stopped = _cut_at_stop(tokens, sampling.stop)
     if stopped is not None:
         return Completion(stopped, chat_pb2.FINISH_REASON_STOP)
     return Completion(tokens, finish)
+
+
+def _is_rich(request: provider_pb2.GenerateRequest) -> bool:
+    """Whether the request asks for more than one choice of plain text."""
+    sampling, options = request.sampling, request.options
+    return bool(
+        options.tools
+        or options.response_format.type
+        or options.reasoning_effort
+        or sampling.logprobs
+        or sampling.n > 1
+    )
+
+
+def _refuse_foreign_options(options: chat_pb2.ChatOptions) -> None:
+    """Parameters for another provider kind are refused, not ignored."""
+    problems = []
+    if options.HasField("vllm"):
+        problems.append(FieldViolation("vllm", "the simulated provider takes no vLLM parameters"))
+    if options.HasField("gemini"):
+        problems.append(
+            FieldViolation("gemini", "the simulated provider takes no Gemini parameters")
+        )
+    if options.HasField("extra_body") and options.extra_body.fields:
+        names = ", ".join(sorted(options.extra_body.fields))
+        problems.append(FieldViolation(names, "the simulated provider takes no extra fields"))
+    if problems:
+        raise unsupported_parameter(problems)
 
 
 class SimAdapter:
@@ -177,6 +240,11 @@ class SimAdapter:
     async def _generate(
         self, request: provider_pb2.GenerateRequest
     ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
+        _refuse_foreign_options(request.options)
+        if _is_rich(request):
+            async for event in self._generate_rich(request):
+                yield event
+            return
         completion = plan_completion(request.messages, request.sampling, self._sim.output_tokens)
         if self._rng.random() < self._sim.fail_rate:
             # Fails at once, like a refused connection, so retries elsewhere are cheap.
@@ -209,6 +277,93 @@ class SimAdapter:
             ),
             finish_reason=completion.finish_reason,
         )
+
+    async def _generate_rich(
+        self, request: provider_pb2.GenerateRequest
+    ) -> AsyncGenerator[provider_pb2.GenerateResponse, None]:
+        """Tools, JSON, reasoning, logprobs or several choices: choices one after the other,
+        each ending with its finish reason, then a final event with usage."""
+        sampling = request.sampling
+        if self._rng.random() < self._sim.fail_rate:
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"simulated failure of endpoint {self.endpoint_id!r} before the first token",
+                reason="injected_failure",
+            )
+        seed = sampling.seed if sampling.HasField("seed") else None
+        await asyncio.sleep(self._ttft_s())
+        generated = reasoning_total = 0
+        model_sent = False
+        for index in range(max(sampling.n, 1)):
+            # Choice 0 says what a plain request would; the others vary the seed.
+            choice_seed = seed if index == 0 else (seed or 0) * 31 + index
+            rng = random.Random(_seed(request.messages, choice_seed))
+            events = list(self._choice_events(request, index, rng))
+            for number, event in enumerate(events):
+                if number or index:
+                    await asyncio.sleep(self._sim.itl_ms / 1000)
+                if not model_sent:
+                    event.model = self.model
+                    model_sent = True
+                generated += 1
+                if event.reasoning:
+                    reasoning_total += 1
+                yield event
+        prompt_tokens = count_prompt_tokens(request.messages)
+        yield provider_pb2.GenerateResponse(
+            usage=chat_pb2.Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=generated,
+                total_tokens=prompt_tokens + generated,
+                reasoning_tokens=reasoning_total,
+            )
+        )
+
+    def _choice_events(
+        self, request: provider_pb2.GenerateRequest, index: int, rng: random.Random
+    ) -> list[provider_pb2.GenerateResponse]:
+        sampling, options = request.sampling, request.options
+        events = [
+            provider_pb2.GenerateResponse(index=index, reasoning=token)
+            for token in sim_tokens(
+                request.messages, reasoning_tokens(options), rng.randrange(2**62)
+            )
+        ]
+        calls = tool_calls(request.messages, options, rng)
+        if calls:
+            for call_index, call in enumerate(calls):
+                pieces = split_json(call.function.arguments)
+                for number, piece in enumerate(pieces):
+                    fragment = chat_pb2.ToolCallDelta(index=call_index, arguments=piece)
+                    if number == 0:
+                        fragment.id, fragment.type = call.id, call.type
+                        fragment.name = call.function.name
+                    events.append(provider_pb2.GenerateResponse(index=index, tool_calls=[fragment]))
+            events.append(
+                provider_pb2.GenerateResponse(
+                    index=index, finish_reason=chat_pb2.FINISH_REASON_TOOL_CALLS
+                )
+            )
+            return events
+        completion = plan_completion(
+            request.messages,
+            sampling,
+            self._sim.output_tokens,
+            None if index == 0 else rng.randrange(2**62),
+        )
+        tokens = completion.tokens
+        finish = completion.finish_reason
+        if structured := json_content(options, completion.tokens, rng):
+            tokens, finish = split_json(structured), chat_pb2.FINISH_REASON_STOP
+        top = sampling.top_logprobs if sampling.HasField("top_logprobs") else 0
+        scores = logprobs(tokens, top, rng, VOCABULARY) if sampling.logprobs else []
+        for number, token in enumerate(tokens):
+            event = provider_pb2.GenerateResponse(index=index, delta=token)
+            if scores:
+                event.logprobs.content.append(scores[number])
+            events.append(event)
+        events.append(provider_pb2.GenerateResponse(index=index, finish_reason=finish))
+        return events
 
     async def status(self) -> provider_pb2.EndpointStatus:
         return provider_pb2.EndpointStatus(
