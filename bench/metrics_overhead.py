@@ -35,7 +35,7 @@ from hybridinference.common.metrics import RpcMetricsInterceptor
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway import metrics as gateway_metrics
 from hybridinference.gateway.chat_call import ChatCall
-from hybridinference.gateway.router_client import Execution
+from hybridinference.gateway.execution import Execution
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.router import metrics as router_metrics
 from hybridinference.router.endpoints import Model

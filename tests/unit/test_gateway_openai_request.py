@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from hybridinference.common.errors import ServiceError
+from hybridinference.gateway.admission import prepare
 from hybridinference.gateway.openai_request import parse_chat_completion
 from hybridinference.gateway.validation import Limits
 
@@ -16,7 +17,10 @@ MAX_BODY = 64 * 1024
 
 def parse(body: object) -> object:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return parse_chat_completion(raw, LIMITS, MAX_BODY)
+    call = parse_chat_completion(raw, MAX_BODY)
+    # No model route: the checks that need none (capabilities are tested with the mesh).
+    prepare(call, None, LIMITS)
+    return call
 
 
 def rejected(body: object) -> ServiceError:
@@ -89,6 +93,8 @@ def test_non_object_body() -> None:
 def test_oversize_body_is_rejected_before_parsing() -> None:
     error = rejected(b"x" * (MAX_BODY + 1))
     assert error.reason == "request_too_large"
+    assert error.http_status == 413
+    assert str(MAX_BODY) in error.message
 
 
 @pytest.mark.parametrize(
@@ -103,7 +109,7 @@ def test_oversize_body_is_rejected_before_parsing() -> None:
         (base(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
         (
             base(messages=[{"role": "user", "content": [{"type": "image_url"}]}]),
-            "messages[0].content[0]",
+            "messages[0].content[0].image_url",
         ),
         (base(messages=[{"role": "user", "content": "x" * 1001}]), "messages[0].content"),
         (base(messages=[{"role": "user", "content": "x"}] * 9), "messages"),
@@ -120,7 +126,7 @@ def test_oversize_body_is_rejected_before_parsing() -> None:
         (base(stop=[1]), "stop"),
         (base(stream="yes"), "stream"),
         (base(stream_options=[]), "stream_options"),
-        (base(n=2), "n"),
+        (base(n=0), "n"),
         (base(seed=1.5), "seed"),
     ],
 )

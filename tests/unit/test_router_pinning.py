@@ -8,7 +8,8 @@ from typing import Any
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.chat_call import ChatCall
-from hybridinference.gateway.router_client import Execution, pinned_endpoint_from, stream_route
+from hybridinference.gateway.execution import Execution
+from hybridinference.gateway.router_client import pinned_endpoint_from, route_request, stream_route
 from hybridinference.router.v1 import router_pb2
 
 
@@ -51,6 +52,6 @@ async def test_stream_route_sends_the_pinned_endpoint() -> None:
     execution = Execution("r1", call, "grpc")
     execution.pinned_endpoint = "sim-b"
     router_any: Any = router
-    events = [e async for e in stream_route(router_any, execution, 5.0)]
+    events = [e async for e in stream_route(router_any, route_request(execution), 5.0)]
     assert [e.delta for e in events] == ["x"]
     assert router.requests[0].pinned_endpoint == "sim-b"

@@ -89,6 +89,9 @@ class ServiceError(Exception):
     # OpenAI error `type` when it differs from the code's usual one (OpenAI itself answers a bad
     # API key with "invalid_request_error", not "authentication_error").
     openai_type: str = ""
+    # HTTP status when the gRPC code's usual one is not the right answer (413 for a body over
+    # the limit, which gRPC has no code for).
+    http_status_override: int | None = None
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -152,6 +155,8 @@ class ServiceError(Exception):
 
     @property
     def http_status(self) -> int:
+        if self.http_status_override is not None:
+            return self.http_status_override
         return HTTP_STATUS.get(self.code, 500)
 
 

@@ -18,10 +18,10 @@ from hybridinference.gateway.auth import (
     admin_auth_disabled,
     admin_required,
 )
+from hybridinference.gateway.execution import Execution
 from hybridinference.gateway.key_refresh import KeyRefresher
 from hybridinference.gateway.quota.guard import QuotaGuard, open_counters
 from hybridinference.gateway.quota.reservation import Reserver
-from hybridinference.gateway.router_client import Execution
 from hybridinference.keys.model import ApiKey
 from hybridinference.keys.store import KeyStore, KeyStoreError, open_key_store
 from hybridinference.keys.tokens import SecretMissing, server_secret

@@ -21,7 +21,7 @@ from hybridinference.common.metrics import (
     LabelGuard,
     register_scrape_collector,
 )
-from hybridinference.gateway.router_client import Execution
+from hybridinference.gateway.execution import Execution
 from hybridinference.gateway.shipper import RecordShipper
 
 TTFT_BUCKETS_S = (

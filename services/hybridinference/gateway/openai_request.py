@@ -1,4 +1,11 @@
-"""Parses an OpenAI chat completion body into a ChatCall, with OpenAI's field names in errors."""
+"""Parses an OpenAI chat completion body into a ChatCall, with OpenAI's field names in errors.
+
+Every top-level field OpenAI (and vLLM's and Gemini's OpenAI-compatible servers) define is
+read into the typed contract; type errors are collected on the call and reported together
+with the shared checks (``admission.prepare``), so a client sees every problem at once. Keys
+nobody defines are kept in ``ChatCall.unknown``: refused there unless the model lets them
+through.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +14,46 @@ from typing import Any
 import grpc
 import orjson
 
-from hybridinference.common.errors import FieldViolation, ServiceError, invalid_argument
+from hybridinference.common.errors import FieldViolation, ServiceError
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.chat_call import ChatCall
-from hybridinference.gateway.validation import Limits, check_chat
+from hybridinference.gateway.openai_messages import parse_messages
+from hybridinference.gateway.openai_options import OPTION_KEYS, parse_options
 
 _FLOAT_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+# Top-level keys read here (options are read by openai_options).
+_KEYS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "stop",
+        "seed",
+        "user",
+        "metadata",
+        "store",
+        *_FLOAT_FIELDS,
+    }
+)
+KNOWN_KEYS = _KEYS | OPTION_KEYS
+MAX_LOGIT_BIAS = 1024
 
 
-def parse_chat_completion(body: bytes, limits: Limits, max_body_bytes: int) -> ChatCall:
+def parse_chat_completion(body: bytes, max_body_bytes: int) -> ChatCall:
     if len(body) > max_body_bytes:
         raise ServiceError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"request body is {len(body)} bytes; the limit is {max_body_bytes}",
+            f"request body is {len(body)} bytes; the limit is {max_body_bytes} bytes "
+            "(gateway.max_body_bytes)",
             "request_too_large",
+            http_status_override=413,
         )
     try:
         data = orjson.loads(body)
@@ -38,37 +71,36 @@ def parse_chat_completion(body: bytes, limits: Limits, max_body_bytes: int) -> C
         )
     problems: list[FieldViolation] = []
     model = _string(data, "model", problems, required=True)
-    messages = _messages(data.get("messages"), problems)
+    messages = parse_messages(data.get("messages"), problems)
     sampling = _sampling(data, problems)
+    options = parse_options(data, problems)
     stream = _bool(data, "stream", problems)
     include_usage = False
-    options = data.get("stream_options")
-    if options is not None:
-        if not isinstance(options, dict):
+    stream_options = data.get("stream_options")
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
             problems.append(FieldViolation("stream_options", "must be an object"))
         else:
-            include_usage = _bool(options, "include_usage", problems, "stream_options.")
-    n = data.get("n")
-    if n is not None and n != 1:
-        problems.append(FieldViolation("n", "only n=1 is supported"))
+            include_usage = _bool(stream_options, "include_usage", problems, "stream_options.")
+            for key in stream_options.keys() - {"include_usage"}:
+                problems.append(FieldViolation(f"stream_options.{key}", "is not supported"))
     user = _string(data, "user", problems)
-    # Range checks run even after type errors so a client sees every problem at once; a field
-    # that already failed its type check is not reported twice.
-    reported = {problem.field for problem in problems}
-    problems += [
-        problem
-        for problem in check_chat(model, messages, sampling, limits, sampling_prefix="", user=user)
-        if problem.field not in reported
-    ]
-    if problems:
-        raise invalid_argument(problems)
+    options.user = user
+    metadata = _metadata(data.get("metadata"), problems)
+    if data.get("store"):
+        # Stored completions live at OpenAI, not here: accepting it would be a silent drop.
+        problems.append(FieldViolation("store", "stored completions are not supported"))
     return ChatCall(
         model=model,
         messages=messages,
         sampling=sampling,
         stream=stream,
         user=user,
+        metadata=metadata,
         include_usage=include_usage and stream,
+        options=options,
+        unknown={key: data[key] for key in data.keys() - KNOWN_KEYS},
+        problems=problems,
     )
 
 
@@ -96,52 +128,13 @@ def _bool(data: dict[str, Any], key: str, problems: list[FieldViolation], prefix
     return value
 
 
-def _messages(raw: Any, problems: list[FieldViolation]) -> list[chat_pb2.ChatMessage]:
+def _metadata(raw: Any, problems: list[FieldViolation]) -> dict[str, str]:
     if raw is None:
-        problems.append(FieldViolation("messages", "is required"))
-        return []
-    if not isinstance(raw, list):
-        problems.append(FieldViolation("messages", "must be an array"))
-        return []
-    messages = []
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict):
-            problems.append(FieldViolation(f"messages[{index}]", "must be an object"))
-            continue
-        role = item.get("role")
-        if not isinstance(role, str):
-            problems.append(FieldViolation(f"messages[{index}].role", "must be a string"))
-            role = ""
-        content = _content(item.get("content"), f"messages[{index}].content", problems)
-        name = item.get("name")
-        messages.append(
-            chat_pb2.ChatMessage(
-                role=role, content=content, name=name if isinstance(name, str) else ""
-            )
-        )
-    return messages
-
-
-def _content(raw: Any, field: str, problems: list[FieldViolation]) -> str:
-    """Text content: a string, null (assistant turns), or an array of text parts."""
-    if raw is None or isinstance(raw, str):
-        return raw or ""
-    if isinstance(raw, list):
-        texts = []
-        for index, part in enumerate(raw):
-            if not isinstance(part, dict) or part.get("type") != "text":
-                problems.append(
-                    FieldViolation(f"{field}[{index}]", "only text content parts are supported")
-                )
-                continue
-            text = part.get("text")
-            if not isinstance(text, str):
-                problems.append(FieldViolation(f"{field}[{index}].text", "must be a string"))
-                continue
-            texts.append(text)
-        return "".join(texts)
-    problems.append(FieldViolation(field, "must be a string or an array of text parts"))
-    return ""
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        problems.append(FieldViolation("metadata", "must be an object of string values"))
+        return {}
+    return raw
 
 
 def _sampling(data: dict[str, Any], problems: list[FieldViolation]) -> chat_pb2.SamplingParams:
@@ -157,6 +150,7 @@ def _sampling(data: dict[str, Any], problems: list[FieldViolation]) -> chat_pb2.
             problems.append(FieldViolation(key, f"must be a positive integer; got {value}"))
         else:
             sampling.max_tokens = value
+            sampling.max_tokens_is_completion_limit = key == "max_completion_tokens"
             break
     for key in _FLOAT_FIELDS:
         value = data.get(key)
@@ -179,7 +173,40 @@ def _sampling(data: dict[str, Any], problems: list[FieldViolation]) -> chat_pb2.
             problems.append(FieldViolation("seed", "must be a 64-bit integer"))
         else:
             sampling.seed = seed
+    n = data.get("n")
+    if n is not None:
+        if _is_int(n) and 1 <= n < 2**31:
+            sampling.n = n
+        else:
+            problems.append(FieldViolation("n", "must be a positive integer"))
+    sampling.logprobs = _bool(data, "logprobs", problems)
+    top = data.get("top_logprobs")
+    if top is not None:
+        if _is_int(top) and -(2**31) <= top < 2**31:
+            sampling.top_logprobs = top
+        else:
+            problems.append(FieldViolation("top_logprobs", "must be an integer"))
+    _logit_bias(data.get("logit_bias"), sampling, problems)
     return sampling
+
+
+def _logit_bias(
+    raw: Any, sampling: chat_pb2.SamplingParams, problems: list[FieldViolation]
+) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, dict) or len(raw) > MAX_LOGIT_BIAS:
+        problems.append(
+            FieldViolation("logit_bias", f"must be an object of at most {MAX_LOGIT_BIAS} entries")
+        )
+        return
+    for token, bias in raw.items():
+        if not (token.isdigit() and int(token) < 2**31) or not isinstance(bias, int | float):
+            problems.append(
+                FieldViolation("logit_bias", "maps token ids (integer strings) to numbers")
+            )
+            return
+        sampling.logit_bias[int(token)] = float(bias)
 
 
 def _is_int(value: Any) -> bool:

@@ -23,17 +23,12 @@ from hybridinference.common.errors import ServiceError, stream_cut_error
 from hybridinference.common.logs import bind_request_id
 from hybridinference.gateway import openai_format as fmt
 from hybridinference.gateway.chat_call import ChatCall
-from hybridinference.gateway.edge import visible_models
+from hybridinference.gateway.execution import Execution
 from hybridinference.gateway.openai_request import parse_chat_completion
-from hybridinference.gateway.request_ids import (
-    HEADER,
-    check_request_id,
-    echo_request_id,
-    request_id_from,
-)
+from hybridinference.gateway.request_ids import HEADER, echo_request_id, request_id_from
 from hybridinference.gateway.router_client import (
-    Execution,
     pinned_endpoint_from,
+    route_request,
     route_unary,
     stream_route,
 )
@@ -70,25 +65,26 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     async def CreateChatCompletion(
         self, request: openai_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        request_id = request_id_from(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        request_id = request_id_from(metadata)
         bind_request_id(request_id)
         execution = Execution(request_id, ChatCall.unparsed(stream=False), SURFACE)
-        execution.pinned_endpoint = pinned_endpoint_from(context.invocation_metadata())
+        execution.pinned_endpoint = pinned_endpoint_from(metadata)
         runtime = self._runtime
         execution.capture = runtime.capture_content
         streaming = False
         try:
-            check_request_id(context.invocation_metadata())
-            # Key first (401), then the body (400), then model access (403) and quotas (429).
-            runtime.edge.authenticate(execution, context.invocation_metadata())
-            execution.call = parse_chat_completion(
-                request.body.data, runtime.limits, runtime.settings.max_body_bytes
+            # The same admission as the typed surface; only the body parser differs.
+            await runtime.admit(
+                execution,
+                metadata,
+                lambda: parse_chat_completion(request.body.data, runtime.settings.max_body_bytes),
             )
-            await runtime.edge.admit(execution)
+            routed = route_request(execution)
             if not execution.call.stream:
-                yield await self._complete(execution, context)
+                yield await self._complete(execution, routed, context)
                 return
-            events = stream_route(runtime.router, execution, runtime.timeout(context))
+            events = stream_route(runtime.router, routed, runtime.timeout(context))
             async with contextlib.aclosing(events):
                 # Wait for the first event so routing failures still get a real HTTP status.
                 first = await anext(events, None)
@@ -120,9 +116,13 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             runtime.record(execution)
 
     async def _complete(
-        self, execution: Execution, context: grpc.aio.ServicerContext
+        self,
+        execution: Execution,
+        routed: router_pb2.RouteRequest,
+        context: grpc.aio.ServicerContext,
     ) -> httpbody_pb2.HttpBody:
-        reply = await route_unary(self._runtime.router, execution, self._runtime.timeout(context))
+        reply = await route_unary(self._runtime.router, routed, self._runtime.timeout(context))
+        execution.observe_reply(reply)
         selection, completion = execution.selection, execution.completion
         if selection is None or completion is None:
             raise ServiceError(grpc.StatusCode.INTERNAL, "the router ended the stream early")
@@ -132,7 +132,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
                 execution.request_id,
                 int(execution.started_at),
                 selection.served_model,
-                reply.content,
+                reply,
                 completion,
             )
         )
@@ -143,6 +143,8 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         events: AsyncIterator[router_pb2.RouteResponse],
         execution: Execution,
     ) -> AsyncIterator[bytes]:
+        if first is not None:
+            execution.observe(first)
         if first is None or execution.selection is None:
             raise ServiceError(grpc.StatusCode.INTERNAL, "the router ended the stream early")
         writer = fmt.ChunkWriter(
@@ -154,13 +156,14 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         event: router_pb2.RouteResponse | None = first
         frame = writer.role()
         while event is not None:
-            if event.delta:
-                frame += writer.content(event.delta)
+            frame += writer.event(event)
             if event.HasField("completion"):
                 frame += writer.finish(event.completion)
             yield frame
             frame = b""
             event = await anext(events, None)
+            if event is not None:
+                execution.observe(event)
         if execution.completion is None:
             raise ServiceError(grpc.StatusCode.INTERNAL, "the router ended the stream early")
 
@@ -169,21 +172,18 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     ) -> httpbody_pb2.HttpBody:
         request_id = request_id_from(context.invocation_metadata())
         try:
-            key = self._runtime.edge.authenticate_caller(context.invocation_metadata())
-            routes = visible_models(key, await self._runtime.router.list_models())
+            routes = await self._runtime.visible_routes(context.invocation_metadata())
         except ServiceError as error:
             return await _error_reply(context, request_id, error)
         await echo_request_id(context, request_id)
-        models = [(route.name, route.owned_by) for route in routes]
-        return _body(fmt.model_list(models, self._created))
+        return _body(fmt.model_list(routes, self._created))
 
     async def RetrieveModel(
         self, request: openai_pb2.RetrieveModelRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         request_id = request_id_from(context.invocation_metadata())
         try:
-            key = self._runtime.edge.authenticate_caller(context.invocation_metadata())
-            routes = visible_models(key, await self._runtime.router.list_models())
+            routes = await self._runtime.visible_routes(context.invocation_metadata())
             route = next((r for r in routes if r.name == request.model), None)
             if route is None:
                 raise ServiceError(
@@ -194,4 +194,4 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         except ServiceError as error:
             return await _error_reply(context, request_id, error)
         await echo_request_id(context, request_id)
-        return _body(fmt.model_json(route.name, route.owned_by, self._created))
+        return _body(fmt.model_json(route, self._created))

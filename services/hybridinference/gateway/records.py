@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 from google.protobuf import json_format, timestamp_pb2
 
+from hybridinference.common.chat_features import features_used
 from hybridinference.common.v1 import chat_pb2
-from hybridinference.gateway.router_client import Execution
+from hybridinference.gateway.execution import Execution
 from hybridinference.logger.v1 import logger_pb2
 
 # How a record's `error` starts when the stream failed after part of the answer was sent.
@@ -45,6 +46,13 @@ def build_record(execution: Execution) -> logger_pb2.RequestRecord:
         # The key's public id, never the key.
         api_key_id=execution.api_key.id if execution.api_key is not None else "",
     )
+    if call.options.tools:
+        record.tools_offered.extend(tool.function.name for tool in call.options.tools)
+    record.tools_called.extend(execution.tools_called)
+    if call.messages:
+        record.features.extend(
+            use.feature for use in features_used(call.messages, call.sampling, call.options)
+        )
     if execution.selection is not None:
         record.served_model = execution.selection.served_model
         record.provider = execution.selection.provider

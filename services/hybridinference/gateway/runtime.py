@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
@@ -14,13 +14,22 @@ from hybridinference.common.errors import ServiceError, abort
 from hybridinference.common.settings import GatewaySettings
 from hybridinference.gateway import client_deadline
 from hybridinference.gateway import metrics as gateway_metrics
-from hybridinference.gateway.edge import Edge
+from hybridinference.gateway.admission import prepare
+from hybridinference.gateway.chat_call import ChatCall
+from hybridinference.gateway.edge import Edge, visible_models
+from hybridinference.gateway.execution import Execution
+from hybridinference.gateway.model_catalog import ModelCatalog
 from hybridinference.gateway.records import build_record
-from hybridinference.gateway.router_client import Execution, RouterClient
+from hybridinference.gateway.request_ids import check_request_id
+from hybridinference.gateway.router_client import RouterClient
 from hybridinference.gateway.shipper import RecordShipper
 from hybridinference.gateway.validation import Limits
+from hybridinference.router.v1 import router_pb2
 
 log = logging.getLogger(__name__)
+
+# A call's invocation metadata.
+Metadata = Sequence[tuple[str, str | bytes]] | None
 
 
 class GatewayRuntime:
@@ -45,6 +54,8 @@ class GatewayRuntime:
         self.edge = edge or Edge.disabled()
         # ``router``: a client of the router hosted in this process; else the router service.
         self.router = router or RouterClient.dial(settings.router_address, router_tls)
+        # Models and their capabilities, for the admission checks and the model lists.
+        self.catalog = ModelCatalog(self.router)
         self.shipper = RecordShipper(
             settings.logger_address,
             queue_size=settings.log_queue_size,
@@ -62,6 +73,32 @@ class GatewayRuntime:
         await self.router.close()
         await self.edge.close()
         await self.shipper.close(timeout_s=5.0)
+
+    async def admit(
+        self,
+        execution: Execution,
+        metadata: Metadata,
+        parse: Callable[[], ChatCall],
+    ) -> None:
+        """Both surfaces' admission, in order: request id and key (400, 401), the request
+        against its model (400), then model access (403) and quotas (429)."""
+        check_request_id(metadata)
+        self.edge.authenticate(execution, metadata)
+        execution.call = call = parse()
+        route = await self.catalog.get(call.model) if call.model else None
+        prepare(call, route, self.limits)
+        await self.edge.admit(execution)
+
+    async def visible_routes(self, metadata: Metadata) -> list[router_pb2.ModelRoute]:
+        """The models the caller may use, with the output limit the gateway enforces."""
+        key = self.edge.authenticate_caller(metadata)
+        routes = visible_models(key, await self.catalog.routes())
+        for route in routes:
+            caps = route.capabilities
+            caps.max_output_tokens = self.limits.tokens_cap(
+                route.name, caps.max_output_tokens or None
+            )
+        return routes
 
     def timeout(self, context: grpc.aio.ServicerContext) -> float:
         """The client's remaining deadline (gRPC's, or an HTTP client's header), capped by the

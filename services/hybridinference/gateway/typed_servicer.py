@@ -7,25 +7,20 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from hybridinference.common.errors import ServiceError, abort, stream_cut_error
+from hybridinference.common.errors import FieldViolation, ServiceError, abort, stream_cut_error
 from hybridinference.common.logs import bind_request_id
 from hybridinference.gateway.chat_call import ChatCall
-from hybridinference.gateway.edge import visible_models
-from hybridinference.gateway.request_ids import (
-    HEADER,
-    check_request_id,
-    echo_request_id,
-    request_id_from,
-)
+from hybridinference.gateway.execution import Execution
+from hybridinference.gateway.naming import TYPED
+from hybridinference.gateway.request_ids import HEADER, echo_request_id, request_id_from
 from hybridinference.gateway.router_client import (
-    Execution,
     pinned_endpoint_from,
+    route_request,
     route_unary,
     stream_route,
 )
 from hybridinference.gateway.runtime import GatewayRuntime
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from hybridinference.gateway.validation import check_chat, raise_if_invalid
 
 SURFACE = "grpc"
 # Set by Envoy's edge policy on requests that came as HTTP/JSON under /api/ (deploy/envoy).
@@ -43,70 +38,57 @@ def _http_client(context: grpc.aio.ServicerContext) -> bool:
 def _to_call(
     request: gateway_pb2.ChatRequest | gateway_pb2.ChatStreamRequest, stream: bool
 ) -> ChatCall:
-    return ChatCall(
+    options = request.options
+    problems = []
+    if options.user and request.user and options.user != request.user:
+        problems.append(FieldViolation("options.user", "must be empty or equal to user"))
+    call = ChatCall(
         model=request.model,
         messages=list(request.messages),
         sampling=request.sampling,
         stream=stream,
-        user=request.user,
+        user=request.user or options.user,
         metadata=dict(request.metadata),
+        options=options,
+        problems=problems,
+        naming=TYPED,
     )
+    # The end-user id reaches upstreams that use it, as on the OpenAI surface.
+    call.options.user = call.user
+    return call
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, runtime: GatewayRuntime) -> None:
         self._runtime = runtime
 
-    def _begin(
-        self,
-        request: gateway_pb2.ChatRequest | gateway_pb2.ChatStreamRequest,
-        stream: bool,
-        context: grpc.aio.ServicerContext,
-    ) -> Execution:
+    def _begin(self, stream: bool, context: grpc.aio.ServicerContext) -> Execution:
         request_id = request_id_from(context.invocation_metadata())
         bind_request_id(request_id)
         # Trailing metadata reaches the client on success and on error alike.
         context.set_trailing_metadata(((HEADER, request_id),))
-        execution = Execution(request_id, _to_call(request, stream), SURFACE)
+        execution = Execution(request_id, ChatCall.unparsed(stream), SURFACE)
         execution.pinned_endpoint = pinned_endpoint_from(context.invocation_metadata())
         execution.capture = self._runtime.capture_content
         return execution
 
-    def _validate(self, call: ChatCall) -> None:
-        raise_if_invalid(
-            check_chat(
-                call.model,
-                call.messages,
-                call.sampling,
-                self._runtime.limits,
-                sampling_prefix="sampling.",
-                user=call.user,
-                metadata=call.metadata,
-            )
-        )
-
-    async def _admit(self, execution: Execution, context: grpc.aio.ServicerContext) -> None:
-        """Request id and key (400, 401), then the request (400), then model access (403) and
-        quotas (429)."""
-        edge = self._runtime.edge
-        check_request_id(context.invocation_metadata())
-        edge.authenticate(execution, context.invocation_metadata())
-        self._validate(execution.call)
-        await edge.admit(execution)
-
     async def Chat(
         self, request: gateway_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ChatResponse:
-        execution = self._begin(request, False, context)
+        execution = self._begin(False, context)
         reply = gateway_pb2.ChatResponse(id=execution.request_id, created=int(execution.started_at))
         async with self._runtime.guarded(execution, context):
-            await self._admit(execution, context)
-            routed = await route_unary(
-                self._runtime.router, execution, self._runtime.timeout(context)
+            await self._runtime.admit(
+                execution, context.invocation_metadata(), lambda: _to_call(request, False)
             )
+            routed = await route_unary(
+                self._runtime.router, route_request(execution), self._runtime.timeout(context)
+            )
+            execution.observe_reply(routed)
             # As a header too: HTTP/JSON clients through Envoy do not see unary trailers.
             await echo_request_id(context, execution.request_id)
             reply.content = routed.content
+            reply.choices.extend(routed.choices)
             if execution.selection is not None:
                 reply.model = execution.selection.served_model
                 reply.endpoint = execution.selection.endpoint
@@ -118,16 +100,25 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def ChatStream(
         self, request: gateway_pb2.ChatStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.ChatStreamResponse]:
-        execution = self._begin(request, True, context)
+        execution = self._begin(True, context)
         async with self._runtime.guarded(execution, context):
-            await self._admit(execution, context)
+            await self._runtime.admit(
+                execution, context.invocation_metadata(), lambda: _to_call(request, True)
+            )
             model = endpoint = ""
             first = True
+            # Choice 0's finish goes out once: on its own event, else on the final one.
+            finished = False
             try:
                 async with contextlib.aclosing(
-                    stream_route(self._runtime.router, execution, self._runtime.timeout(context))
+                    stream_route(
+                        self._runtime.router,
+                        route_request(execution),
+                        self._runtime.timeout(context),
+                    )
                 ) as events:
                     async for event in events:
+                        execution.observe(event)
                         if first:
                             # Sent once routing succeeded, so a failure before it is a
                             # trailers-only response that Envoy maps to an HTTP error status.
@@ -141,9 +132,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                             model=model,
                             delta=event.delta,
                             endpoint=endpoint,
+                            index=event.index,
+                            reasoning=event.reasoning,
+                            tool_calls=event.tool_calls,
+                            refusal=event.refusal,
+                            finish_reason=event.finish_reason,
                         )
+                        if event.HasField("logprobs"):
+                            reply.logprobs.CopyFrom(event.logprobs)
+                        if event.finish_reason and event.index == 0:
+                            finished = True
                         if event.HasField("completion"):
-                            reply.finish_reason = event.completion.finish_reason
+                            if not finished:
+                                reply.finish_reason = event.completion.finish_reason
                             reply.usage.CopyFrom(event.completion.usage)
                         yield reply
             except ServiceError as error:
@@ -164,14 +165,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListModelsResponse:
         try:
-            key = self._runtime.edge.authenticate_caller(context.invocation_metadata())
-            routes = visible_models(key, await self._runtime.router.list_models())
+            routes = await self._runtime.visible_routes(context.invocation_metadata())
         except ServiceError as error:
             await abort(context, error)
         return gateway_pb2.ListModelsResponse(
             models=[
                 gateway_pb2.Model(
-                    id=route.name, owned_by=route.owned_by, providers=list(route.providers)
+                    id=route.name,
+                    owned_by=route.owned_by,
+                    providers=list(route.providers),
+                    capabilities=route.capabilities,
                 )
                 for route in routes
             ]

@@ -12,6 +12,8 @@ from typing import Literal
 
 from hybridinference.common.errors import FieldViolation, ServiceError, invalid_argument
 from hybridinference.common.v1 import chat_pb2
+from hybridinference.gateway.chat_checks import check_messages, check_options
+from hybridinference.gateway.naming import OPENAI, TYPED
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _FloatField = Literal["temperature", "top_p", "presence_penalty", "frequency_penalty"]
@@ -30,8 +32,12 @@ class Limits:
     # Per-model caps (model name → cap) overriding max_tokens_cap.
     max_tokens_caps: dict[str, int] = field(default_factory=dict)
 
-    def tokens_cap(self, model: str) -> int:
-        return self.max_tokens_caps.get(model, self.max_tokens_cap)
+    def tokens_cap(self, model: str, declared: int | None = None) -> int:
+        """The max_tokens cap of a model: the gateway's per-model override, else the model's
+        declared output limit, else the gateway-wide cap."""
+        if model in self.max_tokens_caps:
+            return self.max_tokens_caps[model]
+        return declared or self.max_tokens_cap
 
 
 def check_chat(
@@ -42,15 +48,24 @@ def check_chat(
     sampling_prefix: str,
     user: str = "",
     metadata: dict[str, str] | None = None,
+    options: chat_pb2.ChatOptions | None = None,
+    declared_output_limit: int | None = None,
 ) -> list[FieldViolation]:
-    """Returns every violation; ``sampling_prefix`` names sampling fields as the surface does."""
+    """Returns every violation; ``sampling_prefix`` names sampling fields as the surface does
+    ("sampling." on the typed surface, which also names options and parts its own way)."""
+    naming = TYPED if sampling_prefix else OPENAI
     problems: list[FieldViolation] = []
     if not model:
         problems.append(FieldViolation("model", "is required"))
     elif len(model) > MAX_MODEL_NAME:
         problems.append(FieldViolation("model", f"must be at most {MAX_MODEL_NAME} characters"))
     problems.extend(_check_messages(messages, limits))
-    problems.extend(_check_sampling(sampling, limits.tokens_cap(model), sampling_prefix))
+    rich = list(check_messages(messages))
+    if options is not None:
+        rich.extend(check_options(options, sampling))
+    problems.extend(FieldViolation(naming(p.field), p.description) for p in rich)
+    cap = limits.tokens_cap(model, declared_output_limit)
+    problems.extend(_check_sampling(sampling, cap, sampling_prefix))
     if len(user) > MAX_USER_CHARS:
         problems.append(FieldViolation("user", f"must be at most {MAX_USER_CHARS} characters"))
     if metadata:
@@ -84,7 +99,8 @@ def _check_messages(messages: list[chat_pb2.ChatMessage], limits: Limits) -> lis
                     f"must be one of {', '.join(sorted(ROLES))}; got {message.role[:32]!r}",
                 )
             )
-        if len(message.content) > limits.max_message_chars:
+        chars = len(message.content) + sum(len(part.text) for part in message.parts)
+        if chars > limits.max_message_chars:
             problems.append(
                 FieldViolation(
                     f"messages[{index}].content",
@@ -99,9 +115,10 @@ def _check_sampling(
 ) -> list[FieldViolation]:
     problems = []
     if sampling.HasField("max_tokens") and not 1 <= sampling.max_tokens <= tokens_cap:
+        name = "max_completion_tokens" if sampling.max_tokens_is_completion_limit else "max_tokens"
         problems.append(
             FieldViolation(
-                f"{prefix}max_tokens",
+                f"{prefix}max_tokens" if prefix else name,
                 f"must be between 1 and {tokens_cap}; got {sampling.max_tokens}",
             )
         )
