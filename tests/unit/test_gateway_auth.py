@@ -14,8 +14,8 @@ from hybridinference.common.errors import ServiceError
 from hybridinference.gateway.auth import Authenticator, KeyCache, presented_key
 from hybridinference.gateway.chat_call import ChatCall
 from hybridinference.gateway.edge import Edge, visible_models
-from hybridinference.gateway.records import build_record
 from hybridinference.gateway.execution import Execution
+from hybridinference.gateway.records import build_record
 from hybridinference.keys.model import ApiKey
 from hybridinference.keys.tokens import SecretMissing, hash_key, new_key, server_secret
 

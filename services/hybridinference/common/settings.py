@@ -77,7 +77,8 @@ class GatewaySettings(ServerSettings):
     router_address: str = ""
     logger_address: str = ""
     # Input limits: every rejection is a 400 / INVALID_ARGUMENT naming the field.
-    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    # 16 MiB: a few base64 images fit (Envoy's limit follows this one, plus headroom).
+    max_body_bytes: int = Field(default=16 << 20, gt=0)
     max_messages: int = Field(default=256, gt=0)
     max_message_chars: int = Field(default=200_000, gt=0)
     max_tokens_cap: int = Field(default=8192, gt=0)

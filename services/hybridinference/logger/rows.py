@@ -130,9 +130,20 @@ def _to_datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
 _FINISH_NAMES: dict[int, str] = {
     value.number: value.name for value in chat_pb2.FinishReason.DESCRIPTOR.values
 }
-# (name, repeated) of each SamplingParams field, in field-number order (ListFields' order).
-_SAMPLING_FIELDS: tuple[tuple[str, bool], ...] = tuple(
-    (field.name, field.is_repeated)
+_REPEATED, _MAP, _PRESENCE, _PLAIN = range(4)
+
+
+def _kind(field: Any) -> int:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return _MAP
+    if field.is_repeated:
+        return _REPEATED
+    return _PRESENCE if field.has_presence else _PLAIN
+
+
+# (name, kind) of each SamplingParams field, in field-number order (ListFields' order).
+_SAMPLING_FIELDS: tuple[tuple[str, int], ...] = tuple(
+    (field.name, _kind(field))
     for field in sorted(chat_pb2.SamplingParams.DESCRIPTOR.fields, key=lambda f: f.number)
 )
 
@@ -145,13 +156,17 @@ def _sampling_json(sampling: chat_pb2.SamplingParams) -> str:
     # Any: the stubs type HasField's argument as a literal of the field names.
     message: Any = sampling
     fields: dict[str, Any] = {}
-    for name, repeated in _SAMPLING_FIELDS:
-        if repeated:
-            values = getattr(message, name)
-            if values:
-                fields[name] = list(values)
-        elif message.HasField(name):
-            fields[name] = getattr(message, name)
+    for name, kind in _SAMPLING_FIELDS:
+        if kind == _PRESENCE:
+            if message.HasField(name):
+                fields[name] = getattr(message, name)
+        elif kind == _PLAIN:
+            # No presence: the default (0, false) means unset, as json_format writes it.
+            if value := getattr(message, name):
+                fields[name] = value
+        elif values := getattr(message, name):
+            # JSON object keys are strings, whatever the map's key type.
+            fields[name] = {str(k): v for k, v in values.items()} if kind == _MAP else list(values)
     return orjson.dumps(fields).decode()
 
 

@@ -2,13 +2,15 @@
 
 The committed file is the single source of the Envoy config (valid as is for the default ports).
 Rendering loads it and replaces only what depends on the settings: the listener address, the admin
-port, the edge's request timeouts and overload limits, the gateway's and the listener's own
-address (edge_loopback) and an absolute descriptor path, so Envoy works from any directory; with
-tracing on it also adds Envoy's OpenTelemetry tracer (hybridinference/render/envoy_tracing.py).
+port, the edge's request timeouts and overload limits, the body limit (from gateway.max_body_bytes),
+the gateway's and the listener's own address (edge_loopback) and an absolute descriptor path, so
+Envoy works from any directory; with tracing on it also adds Envoy's OpenTelemetry tracer
+(hybridinference/render/envoy_tracing.py).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ _CONNECTIONS_MONITOR = "envoy.resource_monitors.global_downstream_max_connection
 GATEWAY_CLUSTER = "gateway"
 # Envoy's own ingress listener, for the one request it refuses on a second pass (gRPC over HTTP/1).
 LOOPBACK_CLUSTER = "edge_loopback"
+_BODY_HEADROOM = 1 << 20
+_MIN_ENVOY_BODY = 2 << 20
 
 
 def _socket(address: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +64,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
+_LUA_BODY_LIMIT = re.compile(r"^(\s*local MAX_BODY_BYTES = )\d+$", re.M)
+
+
+def _set_lua_body_limit(hcm: dict[str, Any], limit: int) -> None:
+    """The edge policy refuses a Content-Length above the limit before reading the body; it
+    must agree with the transcoder's limit."""
+    for item in hcm["http_filters"]:
+        source = item.get("typed_config", {}).get("default_source_code", {})
+        code = source.get("inline_string")
+        if isinstance(code, str) and _LUA_BODY_LIMIT.search(code):
+            source["inline_string"] = _LUA_BODY_LIMIT.sub(rf"\g<1>{limit}", code)
+
+
 def apply_settings(
     config: dict[str, Any], settings: MeshSettings, descriptor: Path = DESCRIPTOR
 ) -> dict[str, Any]:
@@ -72,6 +89,10 @@ def apply_settings(
         raise ValueError("envoy config: expected exactly one listener")
     listener = listeners[0]
     _socket(listener["address"]).update(address=settings.envoy.host, port_value=settings.envoy.port)
+    # Envoy's body limit follows the gateway's (plus headroom), so the gateway's limit, with its
+    # 413 naming gateway.max_body_bytes, is what clients meet, and base64 images fit.
+    body_limit = max(settings.gateway.max_body_bytes + _BODY_HEADROOM, _MIN_ENVOY_BODY)
+    listener["per_connection_buffer_limit_bytes"] = body_limit
     hcms: list[dict[str, Any]] = []
     for chain in listener["filter_chains"]:
         hcm = _named(chain["filters"], _HCM, "network filter")["typed_config"]
@@ -80,6 +101,8 @@ def apply_settings(
         hcm["request_timeout"] = _duration(settings.envoy.request_timeout_s)
         transcoder = _named(hcm["http_filters"], _TRANSCODER, "http filter")["typed_config"]
         transcoder["proto_descriptor"] = str(descriptor.resolve())
+        transcoder["max_request_body_size"] = body_limit
+        _set_lua_body_limit(hcm, body_limit)
 
     loopback = _named(resources["clusters"], LOOPBACK_CLUSTER, "cluster")
     for group in loopback["load_assignment"]["endpoints"]:

@@ -450,9 +450,9 @@ class Relay:
                     response.selection.CopyFrom(_selection(endpoint, event, attempt, hedged))
                 if event.delta or event.reasoning or event.tool_calls:
                     tokens += 1
-                # The last event carries usage; one without (a provider that reports none)
-                # ends the generation with its finish reason when it is the only choice.
-                if event.HasField("usage") or (event.finish_reason and request.sampling.n <= 1):
+                # The last event carries usage (choices end earlier with their finish reason);
+                # a stream that ends without it gets its completion below.
+                if event.HasField("usage"):
                     completed = True
                     response.completion.CopyFrom(_completion(endpoint, event, finish))
                 yield response
