@@ -28,13 +28,21 @@ def make_record(i: int, **overrides: object) -> logger_pb2.RequestRecord:
         ttft_ms=12.5 + i,
         latency_ms=120.25 + i,
         usage=chat_pb2.Usage(
-            prompt_tokens=10 + i, completion_tokens=20, total_tokens=30 + i, cached_tokens=i % 7
+            prompt_tokens=10 + i,
+            completion_tokens=20,
+            total_tokens=30 + i,
+            cached_tokens=i % 7,
+            reasoning_tokens=i % 5,
         ),
         cost_usd=0.000125 * i,
         finish_reason=chat_pb2.FINISH_REASON_STOP,
         sampling=chat_pb2.SamplingParams(max_tokens=64, temperature=0.5, stop=["\n\n"], seed=i),
         metadata={"team": "search", "i": str(i)},
     )
+    if i % 3 == 0:
+        record.tools_offered.extend(["get_weather", "get_time"])
+        record.tools_called.extend(["get_weather", "get_weather"])
+        record.features.extend(["tools", "reasoning"])
     # Microsecond precision: what both stores keep.
     record.started_at.seconds = BASE_SECONDS + i
     record.started_at.nanos = 123_456_000

@@ -168,15 +168,24 @@ def test_bad_input_gets_openai_error(
     assert error["message"]
 
 
-def test_body_over_gateway_limit_is_400(http: httpx.Client, mesh: Mesh) -> None:
+def test_body_over_gateway_limit_is_413_naming_it(http: httpx.Client, mesh: Mesh) -> None:
+    big = {"model": "hi-sim", "messages": [{"role": "user", "content": "x" * (16 << 20)}]}
+    reply = post(http, mesh, big)
+    assert reply.status_code == 413
+    error = orjson.loads(reply.content)["error"]
+    assert error["code"] == "request_too_large" and "gateway.max_body_bytes" in error["message"]
+
+
+def test_long_message_is_400_naming_it(http: httpx.Client, mesh: Mesh) -> None:
     big = {"model": "hi-sim", "messages": [{"role": "user", "content": "x" * 1_200_000}]}
     reply = post(http, mesh, big)
     assert reply.status_code == 400
-    assert orjson.loads(reply.content)["error"]["code"] == "request_too_large"
+    assert orjson.loads(reply.content)["error"]["param"] == "messages[0].content"
 
 
 def test_body_over_envoy_limit_is_413_not_buffered(http: httpx.Client, mesh: Mesh) -> None:
-    reply = post(http, mesh, b"x" * (4 * 1024 * 1024))
+    # Envoy's limit is the gateway's plus 1 MiB of headroom.
+    reply = post(http, mesh, b"x" * (20 << 20))
     assert reply.status_code == 413
 
 

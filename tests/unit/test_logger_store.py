@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from hybridinference.logger.pagination import InvalidPageToken, ListFilters
-from hybridinference.logger.rows import COLUMNS
+from hybridinference.logger.rows import COLUMNS, record_to_row
 from hybridinference.logger.store import MigrationError, RecordStore, SqliteStore
 from hybridinference.logger.store.base import SCHEMA
+from hybridinference.logger.store.sqlite import iso_utc
 from hybridinference.logger.traffic import TrafficQuery
 from hybridinference.logger.usage import UsageQuery
 from hybridinference.logger.v1 import logger_pb2
@@ -71,18 +72,24 @@ async def test_migrations_are_recorded_and_idempotent(backend: Backend) -> None:
         (1, "0001_request_log"),
         (2, "0002_capture_and_usage"),
         (3, "0003_drop_row_id"),
+        (4, "0004_chat_features"),
     ]
 
 
-async def test_upgrade_drops_the_row_id_and_keeps_rows(
+async def test_upgrade_keeps_rows_through_every_migration(
     backend: Backend, migrations: Callable[[str], Awaitable[RecordStore]]
 ) -> None:
-    """A database at 0002 with rows in it: 0003 drops the unused id column, keeps every row
-    (and the usage already rolled up), and both dialects end with the same columns."""
-    older = await migrations("0002")
-    records = [make_record(i) for i in range(30)]
-    await older.write_batch(records)
+    """A database at 0001 with rows in it (written as that schema's code wrote them): 0002
+    rolls their usage up, 0003 drops the unused id column, 0004 adds the chat columns; every row
+    is kept, and both dialects end with the same columns."""
+    older = await migrations("0001")
     await older.close()
+    records = [make_record(i) for i in range(30)]
+    for record in records:
+        # What 0001 cannot hold comes back as its default.
+        record.usage.reasoning_tokens = 0
+        del record.tools_offered[:], record.tools_called[:], record.features[:]
+        await backend.fetch(_insert_at_0001(record))
     opened = await backend.open()
     try:
         for record in records:
@@ -94,8 +101,27 @@ async def test_upgrade_drops_the_row_id_and_keeps_rows(
     finally:
         await opened.close()
     versions = await backend.fetch("SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(1,), (2,), (3,), (4,)]
     assert await backend.columns() == [*COLUMNS[:23], "received_at", *COLUMNS[23:]]
+
+
+def _insert_at_0001(record: logger_pb2.RequestRecord) -> str:
+    """The record as an INSERT of the 0001 schema's 23 columns, in SQL both dialects read."""
+    row = record_to_row(record)[:23]
+
+    def literal(value: object) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return "TRUE" if value else "FALSE"
+        if isinstance(value, int | float):
+            return repr(value)
+        if isinstance(value, datetime):
+            value = iso_utc(value)
+        return "'" + str(value).replace("'", "''") + "'"
+
+    columns = ", ".join(f'"{name}"' for name in COLUMNS[:23])
+    return f"INSERT INTO request_log ({columns}) VALUES ({', '.join(map(literal, row))})"
 
 
 async def test_write_then_get_round_trips_every_field(store: RecordStore) -> None:

@@ -6,6 +6,7 @@ Timestamps are kept at microsecond precision (what PostgreSQL stores); the nanos
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -52,6 +53,12 @@ class Row(NamedTuple):
     # Captured content; None when not captured (capture off or nothing sent).
     prompt: str | None
     response: str | None
+    # Of completion_tokens, those spent on reasoning; None without usage.
+    reasoning_tokens: int | None
+    # JSON arrays of strings.
+    tools_offered: str
+    tools_called: str
+    features: str
 
 
 COLUMNS: tuple[str, ...] = Row._fields
@@ -79,13 +86,15 @@ def record_to_row(record: logger_pb2.RequestRecord) -> Row:
     completion: int | None = None
     cached: int | None = None
     total: int | None = None
+    reasoning: int | None = None
     if r.HasField("usage"):
         u = r.usage
-        prompt, completion, cached, total = (
+        prompt, completion, cached, total, reasoning = (
             u.prompt_tokens,
             u.completion_tokens,
             u.cached_tokens,
             u.total_tokens,
+            u.reasoning_tokens,
         )
     metadata = r.metadata
     finish = r.finish_reason
@@ -118,7 +127,16 @@ def record_to_row(record: logger_pb2.RequestRecord) -> Row:
         r.hedged,
         r.prompt or None,
         r.response or None,
+        reasoning,
+        # Most records use no tools or features: skip the encoder.
+        _json_list(r.tools_offered),
+        _json_list(r.tools_called),
+        _json_list(r.features),
     )
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return orjson.dumps(list(values)).decode() if values else "[]"
 
 
 def _to_datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
@@ -202,8 +220,12 @@ def row_to_record(row: Row) -> logger_pb2.RequestRecord:
                 completion_tokens=row.completion_tokens or 0,
                 cached_tokens=row.cached_tokens or 0,
                 total_tokens=row.total_tokens or 0,
+                reasoning_tokens=row.reasoning_tokens or 0,
             )
         )
+    record.tools_offered.extend(_strings(row.tools_offered))
+    record.tools_called.extend(_strings(row.tools_called))
+    record.features.extend(_strings(row.features))
     if row.sampling is not None:
         json_format.Parse(row.sampling, record.sampling)
     return record
@@ -215,6 +237,11 @@ def _finish_reason(name: str) -> chat_pb2.FinishReason.ValueType:
         return chat_pb2.FinishReason.Value(name)
     except ValueError:
         return chat_pb2.FINISH_REASON_UNSPECIFIED
+
+
+def _strings(text: str | None) -> list[str]:
+    value: Any = orjson.loads(text) if text else []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _json_object(text: str) -> dict[str, str]:

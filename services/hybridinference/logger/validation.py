@@ -23,6 +23,8 @@ MAX_METADATA_ENTRIES = 64
 MAX_METADATA_KEY_CHARS = 128
 MAX_METADATA_VALUE_CHARS = 2048
 MAX_STOP_SEQUENCES = 16
+# Tools offered or called, features used (a model call offers at most 128 tools).
+MAX_NAMES = 1024
 MAX_STOP_CHARS = 1024
 MAX_RECORD_BYTES = 64 * 1024
 
@@ -101,6 +103,7 @@ def admit(record: logger_pb2.RequestRecord) -> Row | str:
         or _check_numbers(record)
         or _check_metadata(record.metadata)
         or _check_sampling(record)
+        or _check_names(record)
     )
     return reason if reason is not None else record_to_row(record)
 
@@ -149,6 +152,10 @@ def _plain_row(record: logger_pb2.RequestRecord) -> Row | None:
         _,
         prompt,
         response,
+        reasoning_tokens,
+        tools_offered,
+        tools_called,
+        features,
     ) = row
     if not request_id or len(request_id) > MAX_REQUEST_ID_CHARS or _CONTROL.search(request_id):
         return None
@@ -168,6 +175,12 @@ def _plain_row(record: logger_pb2.RequestRecord) -> Row | None:
     if prompt_tokens is not None and (
         min(prompt_tokens, completion_tokens or 0, cached_tokens or 0, total_tokens or 0) < 0
     ):
+        return None
+    if reasoning_tokens is not None and reasoning_tokens < 0:
+        return None
+    # Lists of names: "[]" almost always; anything else gets the full check below.
+    listed = tools_offered != "[]" or tools_called != "[]" or features != "[]"
+    if listed and _check_names(r) is not None:
         return None
     # JSON text no longer than the shortest limit holds no longer key or value, nor more
     # entries than allowed; JSON writes NUL as \u0000. Longer text: the entries are checked.
@@ -256,6 +269,23 @@ def _check_numbers(record: logger_pb2.RequestRecord) -> str | None:
             return f"usage.{name} must be >= 0, got {count}"
     if record.finish_reason not in _FINISH_REASONS:
         return f"finish_reason {record.finish_reason} is not a known FinishReason"
+    return None
+
+
+def _check_names(record: logger_pb2.RequestRecord) -> str | None:
+    """Tool and feature names: a bounded list of short texts without NUL."""
+    for name, values in (
+        ("tools_offered", record.tools_offered),
+        ("tools_called", record.tools_called),
+        ("features", record.features),
+    ):
+        if len(values) > MAX_NAMES:
+            return f"{name} has more than {MAX_NAMES} entries"
+        for value in values:
+            if len(value) > MAX_TEXT_CHARS or "\x00" in value:
+                return f"{name} has an entry longer than {MAX_TEXT_CHARS} characters or with NUL"
+    if record.usage.reasoning_tokens < 0:
+        return "usage.reasoning_tokens is negative"
     return None
 
 

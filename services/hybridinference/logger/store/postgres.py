@@ -50,6 +50,10 @@ _TYPES: dict[str, str] = {
     "cost_usd": "float8",
     "sampling": "jsonb",
     "metadata": "jsonb",
+    "reasoning_tokens": "int4",
+    "tools_offered": "jsonb",
+    "tools_called": "jsonb",
+    "features": "jsonb",
 }
 _STAGE = "request_log_stage"
 # ON COMMIT DELETE ROWS: a batch's staged rows disappear with its transaction, whatever happens.
