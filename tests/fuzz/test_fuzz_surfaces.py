@@ -63,6 +63,132 @@ chat_bodies = st.fixed_dictionaries(
 )
 
 
+# The rich chat surface: near-valid tools, schemas, parts, tool calls and options, mixed with junk.
+names = st.sampled_from(["get_weather", "f", "", "bad name!", "x" * 70]) | json_scalars
+schemas = st.recursive(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(["object", "string", "integer", "array", "banana"])
+            | json_scalars,
+            "enum": st.lists(json_scalars, max_size=3) | json_scalars,
+            "minimum": st.integers(-5, 5),
+            "required": st.lists(st.text(max_size=4), max_size=2) | json_scalars,
+        },
+    ),
+    lambda inner: st.fixed_dictionaries(
+        {"type": st.just("object")},
+        optional={
+            "properties": st.dictionaries(st.text(max_size=6), inner, max_size=3) | json_scalars,
+            "items": inner | json_scalars,
+            "anyOf": st.lists(inner, max_size=2) | json_scalars,
+            "$defs": st.dictionaries(st.text(max_size=4), inner, max_size=2),
+            "$ref": st.sampled_from(["#/$defs/a", "#/nope", "http://x"]) | json_scalars,
+        },
+    ),
+    max_leaves=8,
+)
+tools = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "retrieval"]) | json_scalars},
+        optional={
+            "function": st.fixed_dictionaries(
+                {"name": names},
+                optional={"parameters": schemas | json_values, "strict": json_scalars},
+            )
+            | json_scalars
+        },
+    ),
+    max_size=3,
+)
+parts = st.lists(
+    st.sampled_from(
+        [
+            {"type": "text", "text": "hi"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "image_url", "image_url": {"url": "ftp://x", "detail": "huge"}},
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+            {"type": "file", "file": {}},
+            {"type": "refusal", "refusal": "no"},
+            {"type": "video"},
+        ]
+    )
+    | json_values,
+    max_size=3,
+)
+rich_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": roles},
+        optional={
+            "content": st.text(max_size=20) | parts | st.none(),
+            "tool_calls": st.lists(
+                st.fixed_dictionaries(
+                    {"id": st.sampled_from(["call_1", "", "call_2"]), "type": st.just("function")},
+                    optional={
+                        "function": st.fixed_dictionaries(
+                            {"name": names, "arguments": json_scalars}
+                        )
+                    },
+                ),
+                max_size=2,
+            )
+            | json_scalars,
+            "tool_call_id": st.sampled_from(["call_1", "call_9", ""]) | json_scalars,
+            "name": json_scalars,
+            "reasoning_content": json_scalars,
+        },
+    ),
+    min_size=1,
+    max_size=4,
+)
+rich_bodies = st.fixed_dictionaries(
+    {"model": st.sampled_from(["hi-sim", "hi-plain"]), "messages": rich_messages},
+    optional={
+        "tools": tools | json_scalars,
+        "tool_choice": st.sampled_from(
+            [
+                "none",
+                "auto",
+                "required",
+                "sometimes",
+                {"type": "function", "function": {"name": "f"}},
+            ]
+        )
+        | json_values,
+        "parallel_tool_calls": json_scalars,
+        "response_format": st.fixed_dictionaries(
+            {"type": st.sampled_from(["text", "json_object", "json_schema", "yaml"])},
+            optional={
+                "json_schema": st.fixed_dictionaries(
+                    {"name": names},
+                    optional={"schema": schemas | json_values, "strict": json_scalars},
+                )
+                | json_scalars
+            },
+        )
+        | json_scalars,
+        "n": st.integers(-1, 3) | json_scalars,
+        "logprobs": json_scalars,
+        "top_logprobs": st.integers(-1, 25) | json_scalars,
+        "logit_bias": st.dictionaries(
+            st.sampled_from(["1", "x", "99999999999"]), json_scalars, max_size=2
+        )
+        | json_scalars,
+        "reasoning_effort": st.sampled_from(["low", "high", "extreme"]) | json_scalars,
+        "service_tier": json_scalars,
+        "metadata": json_values,
+        "top_k": json_scalars,
+        "min_p": json_scalars,
+        "structured_outputs": json_values,
+        "guided_json": json_values,
+        "extra_body": json_values,
+        "frobnicate": json_scalars,
+        "store": json_scalars,
+        "stream": st.booleans(),
+    },
+)
+
+
 def _send(client: httpx.Client, url: str, content: bytes) -> httpx.Response:
     # Streams are read to the end but the sim's fast endpoint keeps them short; the slow one is
     # cut off after the status line.
@@ -88,6 +214,26 @@ def assert_not_5xx(reply: httpx.Response, body: bytes) -> None:
 def test_openai_chat_structured(mesh: Mesh, client: httpx.Client, body: dict[str, Any]) -> None:
     content = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS) if _dumpable(body) else b"{}"
     assert_not_5xx(_send(client, f"{mesh.http_url}/v1/chat/completions", content), content)
+
+
+@FUZZ
+@given(body=rich_bodies)
+def test_openai_chat_rich(mesh: Mesh, client: httpx.Client, body: dict[str, Any]) -> None:
+    """Tools, schemas, parts, tool calls and options: a 2xx, or a 4xx naming the field."""
+    content = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS) if _dumpable(body) else b"{}"
+    with client.stream(
+        "POST",
+        f"{mesh.http_url}/v1/chat/completions",
+        content=content,
+        headers={"content-type": "application/json"},
+    ) as reply:
+        data = reply.read()
+    assert_not_5xx(reply, content)
+    if reply.status_code == 400:
+        error = orjson.loads(data)["error"]
+        assert error["param"] or error["code"] == "invalid_json", (error, content[:300])
+    elif reply.status_code == 200 and not body.get("stream"):
+        assert orjson.loads(data)["choices"], content[:300]
 
 
 @FUZZ

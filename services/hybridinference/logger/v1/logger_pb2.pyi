@@ -456,7 +456,6 @@ class UsageBucket(_message.Message):
     CACHED_TOKENS_FIELD_NUMBER: _builtins.int
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
-    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     api_key_id: _builtins.str
     """API key id (empty when auth is off)."""
     model: _builtins.str
@@ -475,8 +474,6 @@ class UsageBucket(_message.Message):
     """Total tokens."""
     cost_usd: _builtins.float
     """Cost in US dollars."""
-    reasoning_tokens: _builtins.int
-    """Of completion tokens, those spent on reasoning."""
     @_builtins.property
     def day(self) -> _timestamp_pb2.Timestamp:
         """Midnight UTC of the day."""
@@ -494,11 +491,10 @@ class UsageBucket(_message.Message):
         cached_tokens: _builtins.int = ...,
         total_tokens: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
-        reasoning_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["day", b"day"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "cached_tokens", b"cached_tokens", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "day", b"day", "errors", b"errors", "model", b"model", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "requests", b"requests", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "cached_tokens", b"cached_tokens", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "day", b"day", "errors", b"errors", "model", b"model", "prompt_tokens", b"prompt_tokens", "requests", b"requests", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
