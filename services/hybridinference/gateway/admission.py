@@ -13,11 +13,7 @@ from typing import Any
 
 import grpc
 
-from hybridinference.common.chat_features import (
-    capabilities_settings,
-    features_used,
-    unsupported,
-)
+from hybridinference.common.chat_features import features_used, unsupported
 from hybridinference.common.errors import (
     FieldViolation,
     ServiceError,
@@ -27,12 +23,12 @@ from hybridinference.common.errors import (
 from hybridinference.common.settings import CapabilitySettings
 from hybridinference.gateway.chat_call import ChatCall
 from hybridinference.gateway.validation import Limits, check_chat
-from hybridinference.router.v1 import router_pb2
 
 
-def prepare(call: ChatCall, route: router_pb2.ModelRoute | None, limits: Limits) -> None:
-    """Raises ServiceError (400) naming every problem; fills in what the call leaves open."""
-    caps = capabilities_settings(route.capabilities) if route is not None else None
+def prepare(call: ChatCall, caps: CapabilitySettings | None, limits: Limits) -> None:
+    """Raises ServiceError (400) naming every problem; fills in what the call leaves open.
+    ``caps``: the model's capabilities, None for a model the router does not know (it will
+    answer 404)."""
     declared = caps.max_output_tokens if caps is not None else None
     problems = list(call.problems)
     reported = {p.field for p in problems}

@@ -11,6 +11,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from hybridinference.common.chat_features import capabilities_settings
+from hybridinference.common.settings import CapabilitySettings
 from hybridinference.gateway.router_client import RouterClient
 from hybridinference.router.v1 import router_pb2
 
@@ -28,6 +30,8 @@ class ModelCatalog:
         self._miss_refresh_s = miss_refresh_s
         self._clock = clock
         self._routes: dict[str, router_pb2.ModelRoute] = {}
+        # Parsed once per refresh: the admission checks read them on every request.
+        self._capabilities: dict[str, CapabilitySettings] = {}
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -35,6 +39,12 @@ class ModelCatalog:
         """Every model, fresh from the router (ListModels callers want the current table)."""
         await self._refresh()
         return list(self._routes.values())
+
+    async def capabilities(self, model: str) -> CapabilitySettings | None:
+        """The model's capabilities, or None when the router does not know it (it answers 404)."""
+        if await self.get(model) is None:
+            return None
+        return self._capabilities.get(model)
 
     async def get(self, model: str) -> router_pb2.ModelRoute | None:
         """The model's route, or None when the router does not know it (it answers 404)."""
@@ -51,4 +61,7 @@ class ModelCatalog:
         async with self._lock:
             routes = await self._router.list_models()
             self._routes = {route.name: route for route in routes}
+            self._capabilities = {
+                route.name: capabilities_settings(route.capabilities) for route in routes
+            }
             self._fetched_at = self._clock()

@@ -148,6 +148,9 @@ class ChunkWriter:
         self._include_usage = include_usage
         self._started: set[int] = set()
         self._finished: set[int] = set()
+        # Per choice index: everything before a content delta's text, built once.
+        self._content_heads: dict[int, bytes] = {}
+        self._content_tail = b'},"logprobs":null,"finish_reason":null}' + self._suffix
 
     def _choice(
         self, delta: bytes, finish_reason: str | None, index: int = 0, logprobs: bytes = b"null"
@@ -173,16 +176,22 @@ class ChunkWriter:
         return self._choice(b'{"role":"assistant","content":""}', None, index)
 
     def content(self, text: str, index: int = 0) -> bytes:
-        return self._choice(b'{"content":' + orjson.dumps(text) + b"}", None, index)
+        # The hot path (one call per streamed token): two concatenations around orjson.
+        head = self._content_heads.get(index)
+        if head is None:
+            head = self._content_heads[index] = (
+                self._prefix + b'{"index":' + str(index).encode() + b',"delta":{"content":'
+            )
+        return head + orjson.dumps(text) + self._content_tail
 
     def event(self, event: router_pb2.RouteResponse) -> bytes:
         """The frames of one routed event: its delta and, when it ends its choice, the finish."""
         index = event.index
         frame = b"" if index in self._started else self.role(index)
-        rich = event.reasoning or event.tool_calls or event.refusal or event.HasField("logprobs")
-        if not rich:
-            if event.delta:
-                frame += self.content(event.delta, index)
+        # Cheapest reads first: text events (nearly all) have none of these.
+        if not (event.reasoning or event.refusal or event.tool_calls or event.HasField("logprobs")):
+            if text := event.delta:
+                frame += self.content(text, index)
         else:
             delta: dict[str, object] = {}
             if event.delta:

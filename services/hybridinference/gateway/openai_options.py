@@ -57,6 +57,9 @@ OPTION_KEYS = frozenset(
 
 def parse_options(data: dict[str, Any], problems: list[FieldViolation]) -> chat_pb2.ChatOptions:
     options = chat_pb2.ChatOptions()
+    if OPTION_KEYS.isdisjoint(data):
+        # A plain request: nothing to read.
+        return options
     tools = data.get("tools")
     if tools is not None:
         if not isinstance(tools, list):

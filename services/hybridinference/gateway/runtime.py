@@ -85,8 +85,8 @@ class GatewayRuntime:
         check_request_id(metadata)
         self.edge.authenticate(execution, metadata)
         execution.call = call = parse()
-        route = await self.catalog.get(call.model) if call.model else None
-        prepare(call, route, self.limits)
+        caps = await self.catalog.capabilities(call.model) if call.model else None
+        prepare(call, caps, self.limits)
         await self.edge.admit(execution)
 
     async def visible_routes(self, metadata: Metadata) -> list[router_pb2.ModelRoute]:

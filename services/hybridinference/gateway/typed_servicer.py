@@ -21,6 +21,7 @@ from hybridinference.gateway.router_client import (
 )
 from hybridinference.gateway.runtime import GatewayRuntime
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from hybridinference.router.v1 import router_pb2
 
 SURFACE = "grpc"
 # Set by Envoy's edge policy on requests that came as HTTP/JSON under /api/ (deploy/envoy).
@@ -56,6 +57,22 @@ def _to_call(
     # The end-user id reaches upstreams that use it, as on the OpenAI surface.
     call.options.user = call.user
     return call
+
+
+def _copy_rich(event: router_pb2.RouteResponse, reply: gateway_pb2.ChatStreamResponse) -> None:
+    """The event's per-choice fields beyond text; text events (nearly all) skip each copy."""
+    if event.index:
+        reply.index = event.index
+    if event.reasoning:
+        reply.reasoning = event.reasoning
+    if event.refusal:
+        reply.refusal = event.refusal
+    if event.finish_reason:
+        reply.finish_reason = event.finish_reason
+    if event.tool_calls:
+        reply.tool_calls.extend(event.tool_calls)
+    if event.HasField("logprobs"):
+        reply.logprobs.CopyFrom(event.logprobs)
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -132,14 +149,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                             model=model,
                             delta=event.delta,
                             endpoint=endpoint,
-                            index=event.index,
-                            reasoning=event.reasoning,
-                            tool_calls=event.tool_calls,
-                            refusal=event.refusal,
-                            finish_reason=event.finish_reason,
                         )
-                        if event.HasField("logprobs"):
-                            reply.logprobs.CopyFrom(event.logprobs)
+                        _copy_rich(event, reply)
                         if event.finish_reason and event.index == 0:
                             finished = True
                         if event.HasField("completion"):

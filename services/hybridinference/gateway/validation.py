@@ -61,7 +61,13 @@ def check_chat(
         problems.append(FieldViolation("model", f"must be at most {MAX_MODEL_NAME} characters"))
     problems.extend(_check_messages(messages, limits))
     rich = list(check_messages(messages))
-    if options is not None:
+    if options is not None and (
+        options.ByteSize()
+        or sampling.n
+        or sampling.logprobs
+        or sampling.logit_bias
+        or sampling.HasField("top_logprobs")
+    ):
         rich.extend(check_options(options, sampling))
     problems.extend(FieldViolation(naming(p.field), p.description) for p in rich)
     cap = limits.tokens_cap(model, declared_output_limit)

@@ -598,7 +598,9 @@ def _generate_request(
 def _route_event(event: provider_pb2.GenerateResponse) -> router_pb2.RouteResponse:
     """The provider event's per-choice fields, relayed unchanged (text-only events, the hot
     path, copy one string)."""
-    response = router_pb2.RouteResponse(delta=event.delta, index=event.index)
+    response = router_pb2.RouteResponse(delta=event.delta)
+    if event.index:
+        response.index = event.index
     if event.reasoning:
         response.reasoning = event.reasoning
     if event.tool_calls:
