@@ -91,6 +91,12 @@ def stub(mesh: Mesh) -> gateway_pb2_grpc.GatewayServiceStub:
     return gateway_pb2_grpc.GatewayServiceStub(grpc.insecure_channel(mesh.envoy_grpc))
 
 
+def _completions(client: openai.OpenAI) -> Any:
+    """The SDK's chat completions resource, untyped: the tests pass plain dicts and lists, which
+    the SDK's TypedDict overloads would make every call spell out."""
+    return client.chat.completions
+
+
 def _tool_results(calls: list[Any]) -> list[dict[str, Any]]:
     return [
         {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"ok": call.function.name})}
@@ -99,26 +105,26 @@ def _tool_results(calls: list[Any]) -> list[dict[str, Any]]:
 
 
 def test_tool_calling_loop_with_parallel_calls(client: openai.OpenAI) -> None:
-    first = client.chat.completions.create(model="hi-sim", messages=ASK, tools=TOOLS)  # type: ignore[arg-type]
+    first = _completions(client).create(model="hi-sim", messages=ASK, tools=TOOLS)
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls or []
-    assert [c.function.name for c in calls] == ["get_weather", "get_time"]  # type: ignore[union-attr]
-    weather = json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
+    assert [c.function.name for c in calls] == ["get_weather", "get_time"]
+    weather = json.loads(calls[0].function.arguments)
     assert isinstance(weather["city"], str) and 1 <= weather["days"] <= 7
     assert len({c.id for c in calls}) == 2
     history = [*ASK, choice.message.model_dump(exclude_none=True), *_tool_results(calls)]
-    final = client.chat.completions.create(model="hi-sim", messages=history, tools=TOOLS)  # type: ignore[arg-type]
+    final = _completions(client).create(model="hi-sim", messages=history, tools=TOOLS)
     assert final.choices[0].finish_reason == "stop"
     assert final.choices[0].message.content
     assert not final.choices[0].message.tool_calls
 
 
 def test_tool_calling_loop_streamed(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
+    stream = _completions(client).create(
         model="hi-sim",
-        messages=ASK,  # type: ignore[arg-type]
-        tools=TOOLS,  # type: ignore[arg-type]
+        messages=ASK,
+        tools=TOOLS,
         stream=True,
     )
     calls: dict[int, dict[str, str]] = {}
@@ -136,8 +142,8 @@ def test_tool_calling_loop_streamed(client: openai.OpenAI) -> None:
     assert [calls[i]["name"] for i in sorted(calls)] == ["get_weather", "get_time"]
     assert all(isinstance(json.loads(c["arguments"]), dict) for c in calls.values())
     # The streamed calls equal the whole reply's (the sim is deterministic).
-    whole = client.chat.completions.create(model="hi-sim", messages=ASK, tools=TOOLS)  # type: ignore[arg-type]
-    assert [c.function.arguments for c in whole.choices[0].message.tool_calls or []] == [  # type: ignore[union-attr]
+    whole = _completions(client).create(model="hi-sim", messages=ASK, tools=TOOLS)
+    assert [c.function.arguments for c in whole.choices[0].message.tool_calls or []] == [
         calls[i]["arguments"] for i in sorted(calls)
     ]
     assistant = {
@@ -156,10 +162,10 @@ def test_tool_calling_loop_streamed(client: openai.OpenAI) -> None:
     ]
     text = "".join(
         chunk.choices[0].delta.content or ""
-        for chunk in client.chat.completions.create(
+        for chunk in _completions(client).create(
             model="hi-sim",
-            messages=[*ASK, assistant, *results],  # type: ignore[list-item]
-            tools=TOOLS,  # type: ignore[arg-type]
+            messages=[*ASK, assistant, *results],
+            tools=TOOLS,
             stream=True,
         )
         if chunk.choices
@@ -168,24 +174,24 @@ def test_tool_calling_loop_streamed(client: openai.OpenAI) -> None:
 
 
 def test_named_tool_choice_and_no_parallel_calls(client: openai.OpenAI) -> None:
-    named = client.chat.completions.create(
+    named = _completions(client).create(
         model="hi-sim",
-        messages=ASK,  # type: ignore[arg-type]
-        tools=TOOLS,  # type: ignore[arg-type]
+        messages=ASK,
+        tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "get_time"}},
     )
-    assert [c.function.name for c in named.choices[0].message.tool_calls or []] == ["get_time"]  # type: ignore[union-attr]
-    single = client.chat.completions.create(
+    assert [c.function.name for c in named.choices[0].message.tool_calls or []] == ["get_time"]
+    single = _completions(client).create(
         model="hi-sim",
-        messages=ASK,  # type: ignore[arg-type]
-        tools=TOOLS,  # type: ignore[arg-type]
+        messages=ASK,
+        tools=TOOLS,
         parallel_tool_calls=False,
     )
     assert len(single.choices[0].message.tool_calls or []) == 1
-    none = client.chat.completions.create(
+    none = _completions(client).create(
         model="hi-sim",
-        messages=ASK,  # type: ignore[arg-type]
-        tools=TOOLS,  # type: ignore[arg-type]
+        messages=ASK,
+        tools=TOOLS,
         tool_choice="none",
     )
     assert none.choices[0].finish_reason == "stop" and none.choices[0].message.content
@@ -199,38 +205,38 @@ class Forecast(BaseModel):
 
 
 def test_parse_with_a_pydantic_model(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.parse(
+    completion = _completions(client).parse(
         model="hi-sim",
         messages=ASK,
-        response_format=Forecast,  # type: ignore[arg-type]
+        response_format=Forecast,
     )
     parsed = completion.choices[0].message.parsed
     assert isinstance(parsed, Forecast) and parsed.temperatures
-    json_object = client.chat.completions.create(
+    json_object = _completions(client).create(
         model="hi-sim",
-        messages=ASK,  # type: ignore[arg-type]
+        messages=ASK,
         response_format={"type": "json_object"},
     )
     assert isinstance(json.loads(json_object.choices[0].message.content or ""), dict)
 
 
 def test_logprobs(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(
+    reply = _completions(client).create(
         model="hi-sim",
         messages=ASK,
         logprobs=True,
-        top_logprobs=2,  # type: ignore[arg-type]
+        top_logprobs=2,
     )
     choice = reply.choices[0]
     assert choice.logprobs is not None and choice.logprobs.content
     assert "".join(t.token for t in choice.logprobs.content) == choice.message.content
     assert all(t.logprob < 0 and len(t.top_logprobs) == 2 for t in choice.logprobs.content)
-    streamed = client.chat.completions.create(
+    streamed = _completions(client).create(
         model="hi-sim",
         messages=ASK,
         logprobs=True,
         top_logprobs=2,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     )
     tokens = [
         t.token
@@ -242,17 +248,17 @@ def test_logprobs(client: openai.OpenAI) -> None:
 
 
 def test_two_choices(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model="hi-sim", messages=ASK, n=2)  # type: ignore[arg-type]
+    reply = _completions(client).create(model="hi-sim", messages=ASK, n=2)
     assert [c.index for c in reply.choices] == [0, 1]
     first, second = (c.message.content for c in reply.choices)
     assert first and second and first != second
     texts: dict[int, str] = {0: "", 1: ""}
     finishes = {}
-    for chunk in client.chat.completions.create(
+    for chunk in _completions(client).create(
         model="hi-sim",
         messages=ASK,
         n=2,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     ):
         for choice in chunk.choices:
             texts[choice.index] += choice.delta.content or ""
@@ -275,16 +281,16 @@ def test_image_part(client: openai.OpenAI) -> None:
             ],
         }
     ]
-    reply = client.chat.completions.create(model="hi-sim", messages=messages)  # type: ignore[arg-type]
+    reply = _completions(client).create(model="hi-sim", messages=messages)
     assert reply.choices[0].message.content
     # The sim prices an image at 85 prompt tokens: the part reached it.
     assert reply.usage is not None and reply.usage.prompt_tokens >= 85
 
 
 def test_reasoning_deltas_and_tokens(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
+    stream = _completions(client).create(
         model="hi-sim",
-        messages=ASK,  # type: ignore[arg-type]
+        messages=ASK,
         reasoning_effort="low",
         stream=True,
         stream_options={"include_usage": True},
@@ -299,7 +305,7 @@ def test_reasoning_deltas_and_tokens(client: openai.OpenAI) -> None:
     assert len(reasoning.split()) == 4 and content
     assert usage is not None and usage.completion_tokens_details is not None
     assert usage.completion_tokens_details.reasoning_tokens == 4
-    whole = client.chat.completions.create(model="hi-sim", messages=ASK, reasoning_effort="low")  # type: ignore[arg-type]
+    whole = _completions(client).create(model="hi-sim", messages=ASK, reasoning_effort="low")
     assert (whole.choices[0].message.model_extra or {}).get("reasoning_content") == reasoning
 
 
@@ -462,8 +468,8 @@ def test_typed_grpc_unsupported_names_the_typed_field(
             timeout=10,
         )
     error = raised.value
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert "options.tools" in error.details()  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "options.tools" in error.details()
 
 
 def test_typed_http_json_tools(mesh: Mesh) -> None:

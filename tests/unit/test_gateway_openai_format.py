@@ -153,7 +153,7 @@ def test_rich_whole_reply_is_an_sdk_chat_completion() -> None:
     first, second = parsed.choices
     assert first.finish_reason == "tool_calls" and first.message.content is None
     assert first.message.tool_calls is not None
-    assert first.message.tool_calls[0].function.name == "f"
+    assert first.message.tool_calls[0].function.name == "f"  # type: ignore[union-attr]
     assert orjson.loads(body)["choices"][0]["message"]["reasoning_content"] == "hmm"
     assert second.logprobs is not None and second.logprobs.content is not None
     assert second.logprobs.content[0].bytes == [97]
