@@ -21,7 +21,9 @@ from pydantic import BaseModel
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.e2e.test_request_lifecycle import get_record
 from tests.support.mesh import Mesh, mesh_config, running_mesh
+from tests.support.polling import poll
 
 EVERYTHING = {
     "tools": True,
@@ -485,3 +487,22 @@ def test_typed_http_json_tools(mesh: Mesh) -> None:
     calls = body["choices"][0]["message"]["tool_calls"]
     assert [c["function"]["name"] for c in calls] == ["get_weather", "get_time"]
     assert isinstance(json.loads(calls[0]["function"]["arguments"]), dict)
+
+
+def test_record_keeps_tools_finish_reason_and_reasoning(mesh: Mesh, client: openai.OpenAI) -> None:
+    reply = _completions(client).create(
+        model="hi-sim", messages=ASK, tools=TOOLS, reasoning_effort="medium"
+    )
+    request_id = reply.id.removeprefix("chatcmpl-")
+    record = poll(lambda: get_record(mesh, request_id), 10.0, "the request record")
+    assert list(record.tools_offered) == ["get_weather", "get_time"]
+    assert list(record.tools_called) == ["get_weather", "get_time"]
+    assert set(record.features) == {"tools", "reasoning"}
+    assert record.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+    assert (
+        record.usage.reasoning_tokens == 8 == reply.usage.completion_tokens_details.reasoning_tokens
+    )
+    # Reasoning tokens are completion tokens, priced as such (2 USD per 1M on sim-a).
+    assert record.usage.completion_tokens == reply.usage.completion_tokens > 8
+    expected = (reply.usage.prompt_tokens * 1.0 + reply.usage.completion_tokens * 2.0) / 1e6
+    assert record.cost_usd == pytest.approx(expected)
