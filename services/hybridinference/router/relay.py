@@ -434,12 +434,21 @@ class Relay:
         started = completed = verdict = False
         # Choice 0's finish reason, for the completion when the provider sends it apart.
         finish = chat_pb2.FINISH_REASON_UNSPECIFIED
+        # The upstream's model name from events held back before the first output.
+        early_model = ""
         try:
             async for event in events:
+                if not started and not _is_output(event):
+                    # Nothing for the client yet (e.g. only the model name): the attempt is not
+                    # committed, so a failure now may still move to another endpoint.
+                    early_model = early_model or event.model
+                    continue
                 response = _route_event(event)
                 if event.finish_reason and event.index == 0:
                     finish = event.finish_reason
                 if not started:
+                    # The first output (content, reasoning, a tool call, or the end): from here
+                    # on there is no retry, and reasoning counts as the first token.
                     started = verdict = True
                     first_at = clock()
                     if not unary:
@@ -447,7 +456,10 @@ class Relay:
                         # feed the TTFT statistics the policies and hedging read.
                         endpoint.stats.record_ttft((first_at - started_at) * 1000)
                     endpoint.breaker.record_success()
-                    response.selection.CopyFrom(_selection(endpoint, event, attempt, hedged))
+                    selection = _selection(endpoint, event, attempt, hedged)
+                    if early_model and not event.model:
+                        selection.served_model = early_model
+                    response.selection.CopyFrom(selection)
                 if event.delta or event.reasoning or event.tool_calls:
                     tokens += 1
                 # The last event carries usage (choices end earlier with their finish reason);
@@ -463,7 +475,9 @@ class Relay:
                 if not started:
                     verdict = True
                     endpoint.breaker.record_success()
-                    response.selection.CopyFrom(_selection(endpoint, None, attempt, hedged))
+                    selection = _selection(endpoint, None, attempt, hedged)
+                    selection.served_model = early_model or selection.served_model
+                    response.selection.CopyFrom(selection)
                 response.completion.CopyFrom(_completion(endpoint, None, finish))
                 yield response
             if tokens > 1:
@@ -593,6 +607,19 @@ def _generate_request(
     if request.HasField("options"):
         generate.options.CopyFrom(request.options)
     return generate
+
+
+def _is_output(event: provider_pb2.GenerateResponse) -> bool:
+    """Whether the event gives the client something: text, reasoning, a tool call, a refusal,
+    or the end of a choice or of the generation."""
+    return bool(
+        event.delta
+        or event.reasoning
+        or event.finish_reason
+        or event.refusal
+        or event.tool_calls
+        or event.HasField("usage")
+    )
 
 
 def _route_event(event: provider_pb2.GenerateResponse) -> router_pb2.RouteResponse:
