@@ -506,3 +506,30 @@ def test_record_keeps_tools_finish_reason_and_reasoning(mesh: Mesh, client: open
     assert record.usage.completion_tokens == reply.usage.completion_tokens > 8
     expected = (reply.usage.prompt_tokens * 1.0 + reply.usage.completion_tokens * 2.0) / 1e6
     assert record.cost_usd == pytest.approx(expected)
+
+
+def test_typed_http_json_stream_tool_calls(mesh: Mesh) -> None:
+    with httpx.stream(
+        "POST",
+        f"{mesh.http_url}/api/v1/chat:stream",
+        content=orjson.dumps({"model": "hi-sim", "messages": ASK, "options": {"tools": TOOLS}}),
+        timeout=10,
+    ) as reply:
+        assert reply.status_code == 200
+        events = [
+            orjson.loads(line[len("data: ") :])
+            for line in reply.iter_lines()
+            if line.startswith("data: ")
+        ]
+    names = [c["name"] for e in events for c in e.get("tool_calls", []) if c.get("name")]
+    assert names == ["get_weather", "get_time"]
+    arguments = "".join(
+        c.get("arguments", "")
+        for e in events
+        for c in e.get("tool_calls", [])
+        if not c.get("index")
+    )
+    assert isinstance(json.loads(arguments), dict)
+    # Envoy prints default values too: UNSPECIFIED on events that end nothing.
+    finishes = [e["finish_reason"] for e in events]
+    assert [f for f in finishes if f != "FINISH_REASON_UNSPECIFIED"] == ["FINISH_REASON_TOOL_CALLS"]

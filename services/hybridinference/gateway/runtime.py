@@ -92,12 +92,16 @@ class GatewayRuntime:
     async def visible_routes(self, metadata: Metadata) -> list[router_pb2.ModelRoute]:
         """The models the caller may use, with the output limit the gateway enforces."""
         key = self.edge.authenticate_caller(metadata)
-        routes = visible_models(key, await self.catalog.routes())
-        for route in routes:
+        routes = []
+        for cached in visible_models(key, await self.catalog.routes()):
+            # A copy: the catalog's routes are shared by every caller.
+            route = router_pb2.ModelRoute()
+            route.CopyFrom(cached)
             caps = route.capabilities
             caps.max_output_tokens = self.limits.tokens_cap(
                 route.name, caps.max_output_tokens or None
             )
+            routes.append(route)
         return routes
 
     def timeout(self, context: grpc.aio.ServicerContext) -> float:
