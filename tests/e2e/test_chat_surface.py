@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from support.mesh import Mesh, mesh_config, running_mesh
+from support.polling import poll
 from tests.e2e.test_request_lifecycle import get_record
-from tests.support.mesh import Mesh, mesh_config, running_mesh
-from tests.support.polling import poll
 
 EVERYTHING = {
     "tools": True,

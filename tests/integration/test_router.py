@@ -265,4 +265,6 @@ def test_killed_worker_flips_health_and_traffic_moves(fresh_mesh: Mesh) -> None:
     _, error = route_error(mesh, "only-2")
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert from_rpc_error(error).reason == "no_healthy_endpoint"
-    assert "ok-2" in (error.details() or "")
+    # Which endpoint failed, and how, is in the router's log; the message stays general.
+    assert "UNAVAILABLE" in (error.details() or "")
+    assert "ok-2" not in (error.details() or "")

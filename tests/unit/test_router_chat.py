@@ -11,7 +11,7 @@ from hybridinference.common.errors import ServiceError
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.router.v1 import router_pb2
-from tests.support.router_fakes import Script, make_relay, make_table, rpc_error, tokens
+from support.router_fakes import Script, make_relay, make_table, rpc_error, tokens
 
 NO_DEADLINE = lambda: None  # noqa: E731
 TOOLS = chat_pb2.ChatOptions(

@@ -176,7 +176,28 @@ async def test_all_candidates_failing_gives_no_healthy_endpoint() -> None:
     assert error.code == grpc.StatusCode.UNAVAILABLE
     assert error.reason == "no_healthy_endpoint"
     assert "2 attempt(s)" in error.message
-    assert "a: UNAVAILABLE: x" in error.message and "b: INTERNAL: y" in error.message
+    # Endpoint ids and upstream details stay in the logs, out of the client's message.
+    assert error.message.endswith("after 2 attempt(s): UNAVAILABLE; INTERNAL")
+
+
+async def test_every_candidate_rate_limited_is_resource_exhausted_with_a_hint() -> None:
+    table, stubs = make_table({"w": ["a", "b"]}, {"m": ["a", "b"]})
+    limited = ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", retry_after_s=7.0)
+    for endpoint in ("a", "b"):
+        stubs["w"].script(
+            endpoint,
+            Script(
+                events=[],
+                error=rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", rich=limited),
+            ),
+        )
+    relay, _ = make_relay(table)
+
+    _, error = await collect_until_error(relay, request())
+
+    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error.reason == "rate_limited" and error.http_status == 429
+    assert error.retry_after_s == 7.0
 
 
 async def test_unhealthy_endpoints_are_skipped_but_tried_when_all_are_down() -> None:

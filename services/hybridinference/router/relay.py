@@ -14,8 +14,9 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -86,6 +87,8 @@ class _Outcome:
     unreachable: set[str]
     attempts: int = 0
     retry_after_s: float | None = None
+    # The status of each attempt that failed before its first output, in order.
+    codes: list[grpc.StatusCode] = field(default_factory=list)
 
     def hint(self, seconds: float) -> None:
         if seconds > 0 and (self.retry_after_s is None or seconds < self.retry_after_s):
@@ -523,7 +526,30 @@ class Relay:
     def _exhausted(
         self, request: router_pb2.RouteRequest, outcome: _Outcome, why: str
     ) -> ServiceError:
-        detail = why or "; ".join(outcome.failures)
+        # Endpoint ids, worker addresses and upstream details are for the logs; the client
+        # learns how many attempts failed and why, in general terms.
+        if outcome.failures:
+            log.warning(
+                "no endpoint could serve the request",
+                extra={"model": request.model, "failures": "; ".join(outcome.failures)},
+            )
+        endpoints = self._table.endpoints
+        general = [f for f in outcome.failures if f.split(":", 1)[0] not in endpoints]
+        counts = Counter(code.name for code in outcome.codes)
+        parts = [f"{name} x{n}" if n > 1 else name for name, n in counts.items()]
+        detail = why or "; ".join([*parts, *general]) or "no endpoint available"
+        if outcome.codes and all(
+            code == grpc.StatusCode.RESOURCE_EXHAUSTED for code in outcome.codes
+        ):
+            # Every candidate tried was rate limited: a 429 with Retry-After, not a 503.
+            return ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"every endpoint of model {request.model!r} tried is rate limited "
+                f"({outcome.attempts} attempt(s)); retry later",
+                "rate_limited",
+                retry_after_s=outcome.retry_after_s,
+                metadata={"model": request.model},
+            )
         return ServiceError(
             grpc.StatusCode.UNAVAILABLE,
             f"no endpoint of model {request.model!r} could serve the request after "
@@ -566,6 +592,7 @@ def _note(outcome: _Outcome, early: _EarlyFailure) -> None:
     if early.retry_after_s:
         outcome.hint(early.retry_after_s)
     outcome.failures.append(f"{endpoint.id}: {error.code().name}: {error.details()}")
+    outcome.codes.append(error.code())
     log.warning(
         "attempt failed before the first token",
         extra={"endpoint": endpoint.id, "attempt": outcome.attempts, "code": error.code().name},
