@@ -70,6 +70,28 @@ def stream_once() -> bytes:
     return out + writer.finish(COMPLETION)
 
 
+# 64 tool calls, each an opening fragment and three argument pieces (the sim's shape).
+TOOL_EVENTS = [
+    router_pb2.RouteResponse(
+        tool_calls=[
+            chat_pb2.ToolCallDelta(index=call, id=f"call_{call}", type="function", name="f")
+            if piece == 0
+            else chat_pb2.ToolCallDelta(index=call, arguments='{"city": "Par')
+        ]
+    )
+    for call in range(64)
+    for piece in range(4)
+]
+TEXT_EVENTS = [router_pb2.RouteResponse(delta=f" tok{i}") for i in range(len(TOOL_EVENTS))]
+
+
+def per_chunk_us(events: list[router_pb2.RouteResponse]) -> float:
+    """Gateway CPU per streamed chunk: the SSE frame of each event."""
+    writer: Any = fmt.ChunkWriter("r", 1, "m", False)
+    writer.role()
+    return best_us(lambda: [writer.event(e) for e in events], calls=50) / len(events)
+
+
 def best_us(fn: Callable[[], object], rounds: int = 5, calls: int = 5000) -> float:
     best = float("inf")
     for _ in range(rounds):
@@ -87,6 +109,14 @@ if __name__ == "__main__":
                 "code": "chat surface" if RICH else "text only",
                 "request_us": best_us(request_once),
                 "stream_24_tokens_us": best_us(stream_once),
+                **(
+                    {
+                        "text_chunk_us": round(per_chunk_us(TEXT_EVENTS), 2),
+                        "tool_call_chunk_us": round(per_chunk_us(TOOL_EVENTS), 2),
+                    }
+                    if RICH
+                    else {}
+                ),
             }
         )
     )

@@ -150,6 +150,9 @@ class ChunkWriter:
         self._finished: set[int] = set()
         # Per choice index: everything before a content delta's text, built once.
         self._content_heads: dict[int, bytes] = {}
+        # Per (choice, call) index: everything before a tool call's argument piece.
+        self._argument_heads: dict[tuple[int, int], bytes] = {}
+        self._argument_tail = b'}}]},"logprobs":null,"finish_reason":null}' + self._suffix
         self._content_tail = b'},"logprobs":null,"finish_reason":null}' + self._suffix
 
     def _choice(
@@ -184,14 +187,45 @@ class ChunkWriter:
             )
         return head + orjson.dumps(text) + self._content_tail
 
+    def arguments(self, piece: str, index: int, call: int) -> bytes:
+        """The next piece of a tool call's arguments (OpenAI's later fragments of a call)."""
+        head = self._argument_heads.get((index, call))
+        if head is None:
+            head = self._argument_heads[(index, call)] = (
+                self._prefix
+                + b'{"index":'
+                + str(index).encode()
+                + b',"delta":{"tool_calls":[{"index":'
+                + str(call).encode()
+                + b',"function":{"arguments":'
+            )
+        return head + orjson.dumps(piece) + self._argument_tail
+
     def event(self, event: router_pb2.RouteResponse) -> bytes:
         """The frames of one routed event: its delta and, when it ends its choice, the finish."""
         index = event.index
         frame = b"" if index in self._started else self.role(index)
         # Cheapest reads first: text events (nearly all) have none of these.
-        if not (event.reasoning or event.refusal or event.tool_calls or event.HasField("logprobs")):
+        calls = event.tool_calls
+        other = event.reasoning or event.refusal or event.HasField("logprobs")
+        if not (calls or other):
             if text := event.delta:
                 frame += self.content(text, index)
+        elif not other and len(calls) == 1 and not event.delta:
+            call = calls[0]
+            if call.id or call.name:
+                # A call's opening fragment.
+                frame += (
+                    self._prefix
+                    + b'{"index":'
+                    + str(index).encode()
+                    + b',"delta":{"tool_calls":['
+                    + orjson.dumps(_fragment(call))
+                    + self._argument_tail[2:]
+                )
+            else:
+                # An argument piece of a call already opened: as cheap as a text token.
+                frame += self.arguments(call.arguments, index, call.index)
         else:
             delta: dict[str, object] = {}
             if event.delta:
