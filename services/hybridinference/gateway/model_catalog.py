@@ -8,13 +8,17 @@ within that), and at once, at most every ``miss_refresh_s``, for a model it does
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
 from hybridinference.common.chat_features import capabilities_settings
+from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import CapabilitySettings
 from hybridinference.gateway.router_client import RouterClient
 from hybridinference.router.v1 import router_pb2
+
+log = logging.getLogger(__name__)
 
 
 class ModelCatalog:
@@ -59,7 +63,17 @@ class ModelCatalog:
 
     async def _refresh(self) -> None:
         async with self._lock:
-            routes = await self._router.list_models()
+            try:
+                routes = await self._router.list_models()
+            except ServiceError:
+                if self._fetched_at is None:
+                    raise
+                # The router is briefly unreachable: the last table is better than failing
+                # requests the router may serve again in a moment (routing reports its own
+                # errors); try again after another ttl.
+                log.warning("model list refresh failed; keeping the previous one")
+                self._fetched_at = self._clock()
+                return
             self._routes = {route.name: route for route in routes}
             self._capabilities = {
                 route.name: capabilities_settings(route.capabilities) for route in routes
