@@ -264,7 +264,7 @@ CASES: tuple[EdgeCase, ...] = (
         closes=True,
     ),
     EdgeCase(
-        "`Content-Length: 1000000000000` (above 2 MiB), body not sent",
+        "`Content-Length: 1000000000000` (above Envoy's 17 MiB), body not sent",
         (
             _r(
                 "POST",

@@ -23,7 +23,7 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from support.mesh import Mesh, mesh_config, running_mesh
 from support.polling import poll
-from tests.e2e.test_request_lifecycle import get_record
+from support.records import get_record
 
 EVERYTHING = {
     "tools": True,

@@ -6,8 +6,8 @@ import grpc
 
 from hybridinference.common.errors import ServiceError
 from hybridinference.gateway.chat_call import ChatCall
+from hybridinference.gateway.execution import Execution
 from hybridinference.gateway.records import STREAM_CUT_PREFIX, build_record
-from hybridinference.gateway.router_client import Execution
 
 
 def _execution(tokens: int) -> Execution:
