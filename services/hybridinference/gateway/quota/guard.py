@@ -88,7 +88,12 @@ class QuotaGuard:
         if call is None or self._reserver is None:
             return Reservation()
         sampling = call.sampling
-        max_tokens = sampling.max_tokens if sampling.HasField("max_tokens") else None
+        # Admission has set default_max_tokens to the model's cap when the request set none.
+        max_tokens = (
+            sampling.max_tokens
+            if sampling.HasField("max_tokens")
+            else (sampling.default_max_tokens or None)
+        )
         return self._reserver.reserve(call.model, call.messages, max_tokens)
 
     async def admit(self, key: ApiKey, call: ChatCall | None = None) -> Ticket | None:
