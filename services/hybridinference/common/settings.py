@@ -116,6 +116,9 @@ class SimEndpointSettings(SettingsSection):
     # Latency tail: with probability tail_rate the first token takes tail_ms longer.
     tail_rate: float = Field(default=0.0, ge=0, le=1)
     tail_ms: float = Field(default=0.0, ge=0)
+    # Seed of the endpoint's random draws (failures, jitter, tails); None draws a fresh one.
+    # Tests and the routing study set it so a run's tails are the same every time.
+    seed: int | None = None
 
 
 class VllmEngineSettings(SettingsSection):

@@ -39,24 +39,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     ) -> router_pb2.RouteUnaryResponse:
         route = request.request
         bind_request_id(route.request_id)
-        reply = router_pb2.RouteUnaryResponse()
-        parts: list[str] = []
         try:
-            async with contextlib.aclosing(
-                self._relay.route(route, context.time_remaining, unary=True)
-            ) as stream:
-                # Normally one event (selection, text, completion); merged in case of more.
-                async for response in stream:
-                    if response.delta:
-                        parts.append(response.delta)
-                    if response.HasField("selection"):
-                        reply.selection.CopyFrom(response.selection)
-                    if response.HasField("completion"):
-                        reply.completion.CopyFrom(response.completion)
+            return await self._relay.route_unary(route, context.time_remaining)
         except ServiceError as error:
             await abort(context, error)
-        reply.content = "".join(parts)
-        return reply
 
     async def ListModels(
         self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
