@@ -96,12 +96,30 @@ class _Bookkeeping:
         self.timeout = launch.timeout
         self.started_at = 0.0
         self.verdict = False
+        # Whether the request found a free slot: only those measure unqueued service.
+        self.unqueued = False
 
     def start(self) -> None:
         endpoint = self.endpoint
+        capacity = endpoint.capacity
+        self.unqueued = capacity is None or endpoint.load() < capacity
         endpoint.requests_total += 1
         endpoint.in_flight += 1
         self.started_at = self.state.clock()
+
+    def first_token(self, now: float) -> None:
+        """Records the time to first token (a stream's; a whole reply's is no TTFT)."""
+        ttft_ms = (now - self.started_at) * 1000
+        stats = self.endpoint.stats
+        stats.record_ttft(ttft_ms)
+        if self.unqueued:
+            stats.record_unqueued(ttft_ms, None, now)
+
+    def done(self) -> None:
+        """The call ended well: it held its slot from start until now."""
+        if self.unqueued:
+            now = self.state.clock()
+            self.endpoint.stats.record_unqueued(None, (now - self.started_at) * 1000, now)
 
     def succeeded(self) -> None:
         self.verdict = True
@@ -119,7 +137,7 @@ class _Bookkeeping:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED and not started:
             # A timeout is a (censored) TTFT sample too, or a hanging endpoint would look fast
             # to the latency policies forever.
-            endpoint.stats.record_ttft((clock() - self.started_at) * 1000)
+            self.first_token(clock())
         reachable = not self.state.health.record_failure(endpoint, error)
         hint = _retry_hint(error)
         if hint:
@@ -134,6 +152,8 @@ class _Bookkeeping:
             # Cancelled (a hedge that lost, a client that left): says nothing about the
             # endpoint, but frees its half-open probe slot.
             self.endpoint.breaker.release()
+        # A slot is free: requests waiting for admission may find room now.
+        self.state.on_release()
 
     def selection(self, served_model: str) -> router_pb2.Selection:
         return router_pb2.Selection(
@@ -185,7 +205,7 @@ class StreamAttempt:
                 if not started:
                     started = True
                     first_at = clock()
-                    endpoint.stats.record_ttft((first_at - book.started_at) * 1000)
+                    book.first_token(first_at)
                     book.succeeded()
                     response.selection.CopyFrom(book.selection(event.model))
                 if event.delta:
@@ -205,6 +225,7 @@ class StreamAttempt:
                 yield response
             if tokens > 1:
                 endpoint.stats.record_tpot((clock() - first_at) * 1000 / (tokens - 1))
+            book.done()
         except grpc.aio.AioRpcError as error:
             early = book.failed(error, started)
             if early is not None:
@@ -238,8 +259,9 @@ class UnaryAttempt:
         try:
             reply: provider_pb2.GenerateUnaryResponse = await call
             # A whole reply's time is not a time to first token: only streams feed the TTFT
-            # statistics the policies and hedging read.
+            # statistics the policies and hedging read. It does tell how long a slot is held.
             book.succeeded()
+            book.done()
         except grpc.aio.AioRpcError as error:
             early = book.failed(error, started=False)
             assert early is not None

@@ -26,14 +26,15 @@ StartBackup = Callable[[Endpoint, float | None], Attempt[T]]
 
 
 def hedge_delay_s(model: Model, endpoint: Endpoint) -> float | None:
-    """When to start a backup: the endpoint's p90 TTFT once it has enough samples; None (no
-    hedge) before that."""
+    """When to start a backup: the endpoint's own p90 TTFT once it has enough samples (None, no
+    hedge, before that), but no later than the model's TTFT SLO: past it the request has
+    missed, and a backup is its best chance."""
     options = model.options
     stats = endpoint.stats
     if len(stats.ttft_window) < options.hedge_min_samples:
         return None
     p90 = stats.ttft_p(0.9) or 0.0
-    return max(p90, options.hedge_min_delay_ms) / 1000
+    return min(max(p90, options.hedge_min_delay_ms), options.ttft_slo_ms) / 1000
 
 
 async def race(
@@ -77,6 +78,8 @@ async def race(
         # wait, which cancels their provider calls, then close them.
         for task, attempt in racing.items():
             if attempt is not winner:
+                if winner is not None:
+                    state.losers.append(attempt.endpoint)
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task

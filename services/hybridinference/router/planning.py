@@ -14,8 +14,17 @@ import grpc
 
 from hybridinference.common.errors import FieldViolation, ServiceError, invalid_argument
 from hybridinference.router.endpoints import Endpoint, EndpointTable, Model
-from hybridinference.router.strategies import Strategy
+from hybridinference.router.strategies import Overloaded, Strategy
 from hybridinference.router.v1 import router_pb2
+
+
+class PlanOverloaded(Exception):
+    """The model's strategy found no endpoint that can serve the request within its SLO now."""
+
+    def __init__(self, model: Model, overloaded: Overloaded) -> None:
+        super().__init__(str(overloaded))
+        self.model = model
+        self.retry_after_s = overloaded.retry_after_s
 
 
 @dataclass
@@ -56,7 +65,10 @@ def make_plan(
     plan = Plan(model, [], False)
     candidates = _usable(model.endpoints, None, plan, now)
     if candidates:
-        plan.order = strategies[model.name].order(candidates, request)
+        try:
+            plan.order = strategies[model.name].order(candidates, request)
+        except Overloaded as overloaded:
+            raise PlanOverloaded(model, overloaded) from None
     fallbacks = model.options.fallbacks
     if fallbacks:
         seen = {e.id for e in model.endpoints}

@@ -23,6 +23,7 @@ from typing import TypeVar
 from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.settings import RouterSettings
 from hybridinference.router import metrics as router_metrics
+from hybridinference.router.admission import Admission
 from hybridinference.router.attempt import (
     Attempt,
     EarlyFailure,
@@ -68,6 +69,7 @@ class Relay:
         )
         self._clock = clock
         self._sleep = sleep
+        self._admission = Admission()
 
     @property
     def table(self) -> EndpointTable:
@@ -87,14 +89,18 @@ class Relay:
         self, request: router_pb2.RouteRequest, time_remaining: TimeRemaining
     ) -> AsyncGenerator[router_pb2.RouteResponse, None]:
         """Streams the routed generation; raises ServiceError when it cannot be served."""
-        state = self._start(request, time_remaining)
+        state = await self._start(request, time_remaining)
         attempt, first = await self._first_result(state, StreamAttempt)
         assert isinstance(attempt, StreamAttempt)
         # aclosing: when our caller closes this generator mid-stream, the attempt's generator
         # must close now too, since its cleanup cancels the provider call.
         async with contextlib.aclosing(attempt.rest()) as rest:
+            if first.HasField("completion"):
+                _count_losers(state, first.completion)
             yield first
             async for response in rest:
+                if response.HasField("completion"):
+                    _count_losers(state, response.completion)
                 yield response
 
     async def route_unary(
@@ -102,16 +108,24 @@ class Relay:
     ) -> router_pb2.RouteUnaryResponse:
         """The whole routed reply, from the provider's GenerateUnary; raises ServiceError when
         it cannot be served."""
-        state = self._start(request, time_remaining)
+        state = await self._start(request, time_remaining)
         _, reply = await self._first_result(state, UnaryAttempt)
+        _count_losers(state, reply.completion)
         return reply
 
-    def _start(
+    async def _start(
         self, request: router_pb2.RouteRequest, time_remaining: TimeRemaining
     ) -> RequestState:
-        plan = self.plan(request)
+        plan = await self._admission.admit(lambda: self.plan(request), time_remaining, self._clock)
         plan.model.budget.record_request()
-        state = RequestState(request, plan, time_remaining, self._clock, self._health)
+        state = RequestState(
+            request,
+            plan,
+            time_remaining,
+            self._clock,
+            self._health,
+            on_release=self._admission.notify,
+        )
         if not plan.order:
             raise state.exhausted_error("every endpoint's circuit is open")
         return state
@@ -168,3 +182,14 @@ class Relay:
         if not model.budget.try_spend():
             return "retry budget exhausted"
         return self._backoff.delay_s(state.attempts)
+
+
+def _count_losers(state: RequestState, completion: router_pb2.Completion) -> None:
+    """Adds what the request's losing hedge attempts cost (their prompts) to its cost, and to
+    each loser's wasted spend."""
+    if not state.losers:
+        return
+    prompt_tokens = completion.usage.prompt_tokens
+    for loser in state.losers:
+        loser.wasted_usd += loser.price_prompt_per_1m * prompt_tokens / 1_000_000
+    completion.cost_usd += state.wasted_usd(prompt_tokens)

@@ -38,6 +38,10 @@ class RequestState:
     # Workers found unreachable during this request: their other endpoints would fail the
     # same way, so they are skipped rather than costing another attempt.
     unreachable: set[str] = field(default_factory=set)
+    # Called whenever an attempt of this request ends (its slot is free again).
+    on_release: Callable[[], None] = lambda: None
+    # Hedge attempts that lost: their prompts were billed too.
+    losers: list[Endpoint] = field(default_factory=list)
     _candidates: Iterator[Endpoint] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +77,10 @@ class RequestState:
             "attempt failed before the first token",
             extra={"endpoint": endpoint.id, "attempt": self.attempts, "code": error.code().name},
         )
+
+    def wasted_usd(self, prompt_tokens: int) -> float:
+        """What the losing hedge attempts cost: the prompt, billed on each (no output)."""
+        return sum(e.price_prompt_per_1m for e in self.losers) * prompt_tokens / 1_000_000
 
     # Errors.
 
