@@ -113,6 +113,14 @@ LAYOUTS ?= separate worker-in-router one-process
 bench: $(STAMP)
 	@for layout in $(LAYOUTS); do $(PY) -m bench.suite --layout $$layout $(BENCH_ARGS) || exit 1; done
 
+# The routing study (bench/routing_study.py): every policy through the real router and sim
+# workers on four workload shapes; writes the table and the plots the README shows to
+# bench/results/routing_study/. ~10 minutes; STUDY_ARGS="--shapes bursts --policies
+# round_robin,hybrid" for a quick look.
+.PHONY: study
+study: $(STAMP)
+	$(PY) bench/routing_study.py $(STUDY_ARGS)
+
 # Prometheus config, recording/alert rules and their unit tests, Alertmanager config (Debian's
 # prometheus and prometheus-alertmanager packages; .ci/run installs them).
 .PHONY: check-monitoring

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 
+from hybridinference.common.errors import from_rpc_error
 from hybridinference.router.v1 import router_pb2
 from support.polling import poll
 from support.sim_mesh import SimMesh, endpoint, request
@@ -175,3 +177,52 @@ def test_local_first_overflows_under_load_and_returns(tmp_path: Path) -> None:
         assert [served_by(mesh, "hybrid") for _ in range(4)] == ["gpu"] * 4
     finally:
         mesh.close()
+
+
+def test_hybrid_refuses_what_no_endpoint_can_serve_within_the_slo(tmp_path: Path) -> None:
+    mesh = SimMesh(
+        tmp_path,
+        workers={
+            "local": [
+                endpoint(
+                    "gpu",
+                    locality="local",
+                    ttft_ms=300,
+                    itl_ms=1,
+                    output_tokens=2,
+                    max_concurrency=1,
+                )
+            ]
+        },
+        models=[
+            {
+                "name": "hybrid",
+                "endpoints": ["gpu"],
+                "strategy": "hybrid",
+                "ttft_slo_ms": 500,
+                "hybrid": {"local_queue_slo_fraction": 1.0, "admission_wait_ms": 0},
+            }
+        ],
+    )
+    try:
+        # Measured: ~300 ms to a first token with the slot free, the slot held as long.
+        for _ in range(3):
+            assert served_by(mesh, "hybrid") == "gpu"
+        with ThreadPoolExecutor(3) as pool:
+            outcomes = list(pool.map(lambda _: _outcome(mesh), range(3)))
+    finally:
+        mesh.close()
+    # One takes the only slot; with it taken the prediction (300 ms + a slot's ~300 ms hold)
+    # misses the 500 ms SLO, so the others are refused at once instead of queueing there.
+    assert outcomes.count("OK") >= 1
+    refused = [o for o in outcomes if o != "OK"]
+    assert refused and all(o.startswith("RESOURCE_EXHAUSTED retry_after=") for o in refused)
+
+
+def _outcome(mesh: SimMesh) -> str:
+    try:
+        mesh.route("hybrid")
+    except grpc.RpcError as error:
+        rich = from_rpc_error(error)  # type: ignore[arg-type]
+        return f"{rich.code.name} retry_after={rich.retry_after_s}"
+    return "OK"

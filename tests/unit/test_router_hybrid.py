@@ -97,10 +97,15 @@ def test_prediction_adds_the_wait_of_the_live_queue() -> None:
     assert predict(local, clock()).queue_wait_ms == pytest.approx(100)
     local.in_flight = 5
     assert predict(local, clock()).ttft_ms == pytest.approx(40 + 4 * 100)
-    # The provider's probe may know of more (another router's requests).
-    local.in_flight = 0
-    local.stats.record_probe(waiting=1, running=2, kv_cache_usage=0.5)
+    # The provider's probe may know of more: another router's requests count too.
+    local.in_flight = 1
+    local.stats.record_probe(waiting=1, running=2, kv_cache_usage=0.5, own_in_flight=1)
+    # Ours 1 + 2 elsewhere on 2 slots: two ahead of the next request.
     assert predict(local, clock()).queue_wait_ms == pytest.approx(200)
+    # A probe taken while our own requests ran says nothing once they are done.
+    local.stats.record_probe(waiting=1, running=2, kv_cache_usage=0.5, own_in_flight=3)
+    local.in_flight = 0
+    assert predict(local, clock()).queue_wait_ms == 0
 
 
 def test_capacity_is_learned_from_a_probe_that_reports_a_queue() -> None:

@@ -120,10 +120,10 @@ class Endpoint:
         return self.max_concurrency or self.stats.learned_capacity
 
     def load(self) -> int:
-        """Requests here now: the router's own in flight, or the provider's running and waiting
-        count when that is higher (other routers, a probe that saw more)."""
-        stats = self.stats
-        return max(self.in_flight, stats.running + stats.waiting)
+        """Requests here now: the router's own in flight (live) plus what the last status probe
+        saw beyond them (other routers' requests). The probe's total itself is not used: it
+        lags, and a queue that drained a moment ago would still look full."""
+        return self.in_flight + self.stats.others
 
     @property
     def provider(self) -> str:

@@ -180,6 +180,8 @@ class EndpointStats:
     # p95 of the window, refreshed on every sample; None before the first.
     ttft_p95: float | None = None
     service: Service = field(default_factory=Service)
+    # Requests the provider had at the last probe beyond the router's own in-flight ones.
+    others: int = 0
     # Concurrency limit learned from probes: the running count while the provider queues.
     learned_capacity: int | None = None
 
@@ -207,10 +209,15 @@ class EndpointStats:
         if hold_ms is not None:
             service.hold_ms.add(hold_ms, now)
 
-    def record_probe(self, waiting: int, running: int, kv_cache_usage: float) -> None:
+    def record_probe(
+        self, waiting: int, running: int, kv_cache_usage: float, own_in_flight: int = 0
+    ) -> None:
+        """A status probe's view; ``own_in_flight`` is the router's own count at the time, so
+        what is left over is load from elsewhere (other routers, direct clients)."""
         self.waiting = waiting
         self.running = running
         self.kv_cache_usage = kv_cache_usage
+        self.others = max(0, waiting + running - own_in_flight)
         if waiting > 0 and running > 0:
             # A provider queues only when its slots are full: running is its limit.
             self.learned_capacity = running
