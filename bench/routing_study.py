@@ -15,12 +15,13 @@ Shapes (arrival processes; the local endpoints serve ~36 req/s together):
 - ``diurnal``: one compressed day, the rate ramping 6 -> 80 -> 6 req/s (sin^2).
 
 For each shape and policy a fresh mesh serves the same seeded request sequence; the client
-measures TTFT. Writes a Markdown table, a JSON file and three PNG plots (TTFT CDF per policy,
-cost vs p99, local share over time) to ``--out`` and prints the table and, per shape, the
-recommended policy (``hybrid``) against round robin.
+measures TTFT. Writes a Markdown table and a JSON file (rows and raw samples) to ``--out`` and
+prints the table and, per shape, the recommended policy (``hybrid``) against round robin;
+bench/routing_study_plots.py draws the PNG plots from the JSON (``make study`` runs both).
 
     .venv/bin/python bench/routing_study.py [--shapes bursts,steady] [--policies hybrid,cost]
         [--requests 600] [--out bench/results/routing_study]
+    var/study-venv/bin/python bench/routing_study_plots.py bench/results/routing_study
 """
 
 from __future__ import annotations
@@ -310,88 +311,6 @@ def verdicts(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def plot(out: Path, results: dict[tuple[str, str], Result], rows: list[Row]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shapes = list(dict.fromkeys(s for s, _ in results))
-    policies = list(dict.fromkeys(p for _, p in results))
-    colors = {p: plt.get_cmap("tab10")(i) for i, p in enumerate(POLICIES)}
-
-    def grid(title: str) -> tuple[Any, list[Any]]:
-        fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 4), squeeze=False)
-        fig.suptitle(title)
-        return fig, list(axes[0])
-
-    fig, axes = grid("TTFT CDF per policy (client-measured)")
-    for ax, shape in zip(axes, shapes, strict=True):
-        for policy in policies:
-            samples = sorted(results[(shape, policy)].ttft_ms) if (shape, policy) in results else []
-            if samples:
-                ys = [(i + 1) / len(samples) for i in range(len(samples))]
-                width = 2.2 if policy == RECOMMENDED else 1.0
-                ax.plot(samples, ys, label=policy, color=colors[policy], linewidth=width)
-        ax.set_xscale("log")
-        ax.set_xlabel("TTFT ms (log)")
-        ax.set_ylim(0.5, 1.001)
-        ax.set_title(shape)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("share of requests (from the median up)")
-    axes[-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / "ttft_cdf.png", dpi=90)
-    plt.close(fig)
-
-    fig, axes = grid("Cost vs p99 TTFT per policy (lower left is better)")
-    for ax, shape in zip(axes, shapes, strict=True):
-        for r in rows:
-            if r.shape == shape:
-                ax.scatter(r.p99_ms, r.cost_per_1k, color=colors[r.policy], s=40)
-                ax.annotate(r.policy, (r.p99_ms, r.cost_per_1k), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("p99 TTFT ms (log)")
-        ax.set_title(shape)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("cost $ per 1k requests")
-    fig.tight_layout()
-    fig.savefig(out / "cost_vs_p99.png", dpi=90)
-    plt.close(fig)
-
-    fig, axes = grid("Share served locally over time (1 s bins)")
-    for ax, shape in zip(axes, shapes, strict=True):
-        for policy in policies:
-            result = results.get((shape, policy))
-            if result is None or not result.served:
-                continue
-            bins: dict[int, list[bool]] = {}
-            for t, local in result.served:
-                bins.setdefault(int(t), []).append(local)
-            xs = sorted(bins)
-            ys = [sum(bins[x]) / len(bins[x]) for x in xs]
-            width = 2.2 if policy == RECOMMENDED else 1.0
-            ax.plot(xs, ys, label=policy, color=colors[policy], linewidth=width)
-        # Arrivals per second, for where the bursts are.
-        rate = ax.twinx()
-        anyone = next((results[(shape, p)] for p in policies if (shape, p) in results), None)
-        if anyone is not None:
-            counts: dict[int, int] = {}
-            for t, _ in anyone.served:
-                counts[int(t)] = counts.get(int(t), 0) + 1
-            xs = sorted(counts)
-            rate.fill_between(xs, [counts[x] for x in xs], color="grey", alpha=0.15, step="mid")
-            rate.set_ylabel("arrivals / s (grey)")
-        ax.set_xlabel("seconds")
-        ax.set_ylim(0, 1.02)
-        ax.set_title(shape)
-    axes[0].set_ylabel("local share")
-    axes[-1].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out / "local_share.png", dpi=90)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--shapes", default=",".join(SHAPES))
@@ -399,7 +318,6 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=600, help="per shape and policy")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("bench/results/routing_study"))
-    parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args()
     shapes = [s for s in args.shapes.split(",") if s]
     policies = [p for p in args.policies.split(",") if p]
@@ -424,11 +342,15 @@ def main() -> None:
     print()
     print(report)
     (args.out / "results.md").write_text(report)
+    # Rows and raw samples, for bench/routing_study_plots.py (run in a venv of its own: see
+    # `make study`).
+    raw = {
+        f"{shape}/{policy}": {"ttft_ms": r.ttft_ms, "served": r.served}
+        for (shape, policy), r in results.items()
+    }
     (args.out / "results.json").write_text(
-        json.dumps([asdict(r) for r in rows], indent=1, default=float)
+        json.dumps({"recommended": RECOMMENDED, "rows": [asdict(r) for r in rows], "raw": raw})
     )
-    if not args.no_plots:
-        plot(args.out, results, rows)
 
 
 if __name__ == "__main__":
