@@ -14,13 +14,12 @@ policy sends it a request now and then so they recover.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hybridinference.router.endpoints import Endpoint
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(NamedTuple):
     ttft_ms: float
     # The tail quantile of the unqueued TTFT plus the same queue wait.
     tail_ms: float
@@ -28,7 +27,7 @@ class Prediction:
     # Requests here now (see Endpoint.load) and the endpoint's limit (None: unlimited).
     load: int
     capacity: int | None
-    # No sample yet, or too few recent ones: the numbers are a memory, not a measurement.
+    # No unqueued sample for a half-life (or ever): the numbers are a memory.
     stale: bool
 
     @property
@@ -36,25 +35,37 @@ class Prediction:
         return self.capacity is None or self.load < self.capacity
 
 
+# (ttft_ms, tail_ms, queue_wait_ms, load, capacity, stale): Prediction's fields as a plain tuple,
+# for the policy's per-candidate loop.
+Raw = tuple[float, float, float, int, int | None, bool]
+
+
 def predict(endpoint: Endpoint, now: float, tail_quantile: float = 0.9) -> Prediction:
-    service = endpoint.stats.service
-    ttft = service.ttft_ms.value
-    load = endpoint.load()
-    capacity = endpoint.capacity
+    return Prediction(*predict_raw(endpoint, now, tail_quantile))
+
+
+def predict_raw(endpoint: Endpoint, now: float, tail_quantile: float) -> Raw:
+    """Runs for every candidate of every request (hybrid): plain attribute reads only."""
+    stats = endpoint.stats
+    service = stats.service
+    mean = service.ttft_ms
+    ttft = mean.value
+    load = endpoint.in_flight + stats.others
+    capacity = endpoint.max_concurrency or stats.learned_capacity
     if ttft is None:
         # Unmeasured: optimistic, so it gets traffic (and samples) first.
-        return Prediction(0.0, 0.0, 0.0, load, capacity, True)
+        return (0.0, 0.0, 0.0, load, capacity, True)
     # The recent tail; when every sample is too old for it, the (decayed) mean stands in.
     tail = service.ttft_window.quantile(tail_quantile, now)
     if tail is None:
         tail = ttft
-    wait = 0.0
-    if capacity is not None and load >= capacity:
-        hold = service.hold_ms.value
-        if hold is None:
-            # Never seen a request finish: assume a slot frees after one first token.
-            hold = ttft
-        ahead = load - capacity + 1
-        # Slots free at capacity/hold per millisecond; the request waits for `ahead` of them.
-        wait = ahead * hold / capacity
-    return Prediction(ttft + wait, tail + wait, wait, load, capacity, service.stale(now))
+    if capacity is None or load < capacity:
+        return (ttft, tail, 0.0, load, capacity, now - mean.at >= service.half_life_s)
+    hold = service.hold_ms.value
+    if hold is None:
+        # Never seen a request finish: assume a slot frees after one first token.
+        hold = ttft
+    # Slots free at capacity/hold per millisecond; the request waits for the
+    # (load - capacity + 1) ahead of it.
+    wait = (load - capacity + 1) * hold / capacity
+    return (ttft + wait, tail + wait, wait, load, capacity, now - mean.at >= service.half_life_s)

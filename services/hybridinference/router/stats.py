@@ -109,18 +109,22 @@ class TimedWindow:
     so a tail that was measured long ago stops counting instead of lasting until new traffic
     pushes it out."""
 
-    __slots__ = ("_entries", "_sorted", "max_age_s")
+    __slots__ = ("_cache", "_entries", "_sorted", "max_age_s")
 
     def __init__(self, max_age_s: float) -> None:
         self.max_age_s = max_age_s
         self._entries: collections.deque[tuple[float, float]] = collections.deque()
         self._sorted: list[float] = []
+        # (q, value, valid until): policies read the same quantile for every request, and it
+        # only changes when a sample arrives or the oldest one ages out.
+        self._cache: tuple[float, float | None, float] = (-1.0, None, 0.0)
 
     def add(self, sample: float, now: float) -> None:
         if len(self._entries) >= WINDOW:
             self._drop_oldest()
         self._entries.append((now, sample))
         bisect.insort(self._sorted, sample)
+        self._cache = (-1.0, None, 0.0)
 
     def _drop_oldest(self) -> None:
         _, oldest = self._entries.popleft()
@@ -128,15 +132,21 @@ class TimedWindow:
 
     def quantile(self, q: float, now: float) -> float | None:
         """Nearest-rank quantile of the samples younger than max_age_s; None when none is."""
+        cached_q, value, valid_until = self._cache
+        if cached_q == q and now < valid_until:
+            return value
         entries = self._entries
         cutoff = now - self.max_age_s
         while entries and entries[0][0] < cutoff:
             self._drop_oldest()
         ordered = self._sorted
         if not ordered:
+            self._cache = (q, None, math.inf)
             return None
         index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered) - 1e-9) - 1))
-        return ordered[index]
+        value = ordered[index]
+        self._cache = (q, value, entries[0][0] + self.max_age_s)
+        return value
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from hybridinference.common.settings import ModelSettings
 from hybridinference.router.endpoints import Endpoint
-from hybridinference.router.prediction import Prediction, predict
+from hybridinference.router.prediction import Raw, predict_raw
 from hybridinference.router.strategies.base import Overloaded, Picker
 from hybridinference.router.v1 import router_pb2
 
@@ -49,53 +49,61 @@ class Hybrid(Picker):
         if not candidates:
             return []
         now = self._clock()
-        hybrid = self.options.hybrid
-        predictions = [predict(e, now, hybrid.tail_quantile) for e in candidates]
+        quantile = self.options.hybrid.tail_quantile
+        predictions = [predict_raw(e, now, quantile) for e in candidates]
         first = self._choose(candidates, predictions)
-        rest = sorted(
-            (i for i in range(len(candidates)) if candidates[i] is not first),
-            key=lambda i: predictions[i].ttft_ms,
-        )
-        return [first, *(candidates[i] for i in rest)]
+        # Retries and hedge backups: the others, likeliest quick first token first.
+        rest = sorted([(p[0], i) for i, p in enumerate(predictions) if i != first])
+        return [candidates[first], *(candidates[i] for _, i in rest)]
 
     def pick(self, candidates: Sequence[Endpoint], request: router_pb2.RouteRequest) -> Endpoint:
         return self.order(candidates, request)[0]
 
-    def _choose(self, candidates: Sequence[Endpoint], predictions: list[Prediction]) -> Endpoint:
+    def _choose(self, candidates: Sequence[Endpoint], predictions: list[Raw]) -> int:
+        """The index of the candidate to try first (see the module docstring)."""
         slo = self.options.ttft_slo_ms
         hybrid = self.options.hybrid
         local_budget = slo * hybrid.local_queue_slo_fraction
-        best_local: Endpoint | None = None
+        best_local = -1
         best_local_key = (0.0, 0)
         cheapest = float("inf")
-        # (price, predicted tail, endpoint) of endpoints whose predicted tail meets the SLO:
+        # (price, predicted tail, index) of candidates whose predicted tail meets the SLO:
         # cloud ones, and local ones past their useful queue (those rank after any cloud one:
         # a free local slot beats a paid one, a long local queue does not).
-        cloud: list[tuple[float, float, Endpoint]] = []
-        queued_local: list[tuple[float, float, Endpoint]] = []
-        for endpoint, p in zip(candidates, predictions, strict=True):
-            if p.stale and p.tail_ms > slo and endpoint.in_flight == 0 and p.has_free_slot:
+        cloud: list[tuple[float, float, int]] = []
+        queued_local: list[tuple[float, float, int]] = []
+        for i, (ttft, tail, _, load, capacity, stale) in enumerate(predictions):
+            endpoint = candidates[i]
+            if (
+                stale
+                and tail > slo
+                and endpoint.in_flight == 0
+                and (capacity is None or load < capacity)
+            ):
                 # Kept out by numbers nobody has refreshed: this request re-measures it.
-                return endpoint
+                return i
             local = endpoint.locality == "local"
-            if local and p.tail_ms <= local_budget:
+            if local and tail <= local_budget:
                 # Lowest predicted TTFT; between equals, the one with fewer requests.
-                key = (p.ttft_ms, p.load)
-                if best_local is None or key < best_local_key:
-                    best_local, best_local_key = endpoint, key
-            elif p.tail_ms <= slo:
+                key = (ttft, load)
+                if best_local < 0 or key < best_local_key:
+                    best_local, best_local_key = i, key
+            elif tail <= slo:
                 price = endpoint.price_prompt_per_1m + endpoint.price_completion_per_1m
-                (queued_local if local else cloud).append((price, p.tail_ms, endpoint))
-                if not local:
-                    cheapest = min(cheapest, price)
-        if best_local is not None:
+                if local:
+                    queued_local.append((price, tail, i))
+                else:
+                    cloud.append((price, tail, i))
+                    if price < cheapest:
+                        cheapest = price
+        if best_local >= 0:
             return best_local
         if cloud:
-            ceiling = cheapest * self.options.hybrid.price_tolerance
+            ceiling = cheapest * hybrid.price_tolerance
             return min((f for f in cloud if f[0] <= ceiling), key=lambda f: f[1])[2]
         if queued_local:
             return min(queued_local, key=lambda f: f[1])[2]
-        waits = [p.queue_wait_ms for p in predictions if p.queue_wait_ms > 0]
+        waits = [p[2] for p in predictions if p[2] > 0]
         retry_after_s = min(waits) / 1000 if waits else slo / 1000
         raise Overloaded(
             f"every endpoint's predicted p{hybrid.tail_quantile * 100:.0f} TTFT exceeds "
