@@ -16,6 +16,7 @@ from collections.abc import Callable
 import grpc
 
 from hybridinference.common.errors import ServiceError
+from hybridinference.router import metrics as router_metrics
 from hybridinference.router.endpoints import Model
 from hybridinference.router.planning import Plan, PlanOverloaded
 from hybridinference.router.request_state import TimeRemaining
@@ -25,8 +26,6 @@ class Admission:
     def __init__(self) -> None:
         self._waiting: dict[str, int] = {}
         self._freed = asyncio.Event()
-        self.rejected_total = 0
-        self.queued_total = 0
 
     def notify(self) -> None:
         """An attempt ended: wake the waiters so they plan again."""
@@ -50,7 +49,7 @@ class Admission:
             raise self._reject(model, first)
         give_up_at = clock() + options.admission_wait_ms / 1000
         self._waiting[model.name] = self.waiting(model.name) + 1
-        self.queued_total += 1
+        router_metrics.note_admission(model, "queued")
         try:
             last = first
             while True:
@@ -76,7 +75,7 @@ class Admission:
                 del self._waiting[model.name]
 
     def _reject(self, model: Model, overloaded: PlanOverloaded) -> ServiceError:
-        self.rejected_total += 1
+        router_metrics.note_admission(model, "rejected")
         return ServiceError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"no endpoint of model {model.name!r} can serve the request within its TTFT SLO "
