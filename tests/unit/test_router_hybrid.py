@@ -200,11 +200,13 @@ def test_nothing_meets_the_slo_raises_overloaded_with_a_retry_hint() -> None:
     assert caught.value.retry_after_s == pytest.approx(1.1)
 
 
-def test_hedge_delay_is_the_endpoints_p90_capped_by_the_slo() -> None:
+def test_hedge_delay_is_the_endpoints_p90_capped_by_the_slo_and_the_slo_without_samples() -> None:
     table, _ = make_table(
         {"w": ["a"]}, {"m": ["a"]}, options={"m": {"ttft_slo_ms": 500, "hedging": True}}
     )
     a = table.endpoints["a"]
+    # Too few samples for a p90 yet: the SLO.
+    assert hedge_delay_s(table.models["m"], a) == pytest.approx(0.5)
     for _ in range(20):
         a.stats.record_ttft(200)
     assert hedge_delay_s(table.models["m"], a) == pytest.approx(0.2)

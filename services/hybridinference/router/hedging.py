@@ -25,16 +25,18 @@ T = TypeVar("T")
 StartBackup = Callable[[Endpoint, float | None], Attempt[T]]
 
 
-def hedge_delay_s(model: Model, endpoint: Endpoint) -> float | None:
-    """When to start a backup: the endpoint's own p90 TTFT once it has enough samples (None, no
-    hedge, before that), but no later than the model's TTFT SLO: past it the request has
-    missed, and a backup is its best chance."""
+def hedge_delay_s(model: Model, endpoint: Endpoint) -> float:
+    """When to start a backup: the endpoint's own p90 TTFT once it has hedge_min_samples, but no
+    later than the model's TTFT SLO: past it the request has missed, and a backup is its best
+    chance. Before the endpoint has the samples, at the SLO (a burst that reaches an endpoint
+    before its first answers would otherwise keep every tail it draws)."""
     options = model.options
     stats = endpoint.stats
+    slo = options.ttft_slo_ms
     if len(stats.ttft_window) < options.hedge_min_samples:
-        return None
+        return slo / 1000
     p90 = stats.ttft_p(0.9) or 0.0
-    return min(max(p90, options.hedge_min_delay_ms), options.ttft_slo_ms) / 1000
+    return min(max(p90, options.hedge_min_delay_ms), slo) / 1000
 
 
 async def race(
@@ -48,7 +50,7 @@ async def race(
     winner: Attempt[T] | None = None
     try:
         last_failure: EarlyFailure | None = None
-        hedged = delay_s is None
+        hedged = False
         while racing:
             done, _ = await asyncio.wait(
                 racing, timeout=None if hedged else delay_s, return_when=asyncio.FIRST_COMPLETED
