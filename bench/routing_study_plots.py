@@ -28,7 +28,8 @@ def main(out: Path) -> None:
     raw: dict[str, dict[str, Any]] = data["raw"]
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
     policies = list(dict.fromkeys(r["policy"] for r in rows))
-    colors = {p: plt.get_cmap("tab10")(i) for i, p in enumerate(policies)}
+    colors: dict[str, Any] = {p: plt.get_cmap("tab10")(i) for i, p in enumerate(policies)}
+    colors[recommended] = "black"
 
     def width(policy: str) -> float:
         return 2.4 if policy == recommended else 1.0
