@@ -345,7 +345,10 @@ def main() -> None:
     # Rows and raw samples, for bench/routing_study_plots.py (run in a venv of its own: see
     # `make study`).
     raw = {
-        f"{shape}/{policy}": {"ttft_ms": r.ttft_ms, "served": r.served}
+        f"{shape}/{policy}": {
+            "ttft_ms": [round(t, 1) for t in r.ttft_ms],
+            "served": [(round(t, 2), local) for t, local in r.served],
+        }
         for (shape, policy), r in results.items()
     }
     (args.out / "results.json").write_text(
