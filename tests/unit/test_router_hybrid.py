@@ -108,6 +108,17 @@ def test_prediction_adds_the_wait_of_the_live_queue() -> None:
     assert predict(local, clock()).queue_wait_ms == 0
 
 
+def test_whole_replies_alone_bound_the_prediction() -> None:
+    clock = Clock()
+    table, _ = make_table({"w": ["a"]}, {"m": ["a"]})
+    a = table.endpoints["a"]
+    assert predict(a, clock()).ttft_ms == 0  # unmeasured: optimistic
+    # Unary calls record how long they held a slot, never a TTFT.
+    a.stats.record_unqueued(None, 300, clock())
+    assert predict(a, clock()).ttft_ms == pytest.approx(300)
+    assert predict(a, clock()).tail_ms == pytest.approx(300)
+
+
 def test_capacity_is_learned_from_a_probe_that_reports_a_queue() -> None:
     clock = Clock()
     cloud = fleet(clock)["cheap"]

@@ -53,8 +53,12 @@ def predict_raw(endpoint: Endpoint, now: float, tail_quantile: float) -> Raw:
     load = endpoint.in_flight + stats.others
     capacity = endpoint.max_concurrency or stats.learned_capacity
     if ttft is None:
-        # Unmeasured: optimistic, so it gets traffic (and samples) first.
-        return (0.0, 0.0, 0.0, load, capacity, True)
+        # Only whole replies (unary calls) so far: their time bounds the first token's.
+        mean = service.hold_ms
+        ttft = mean.value
+        if ttft is None:
+            # Unmeasured: optimistic, so it gets traffic (and samples) first.
+            return (0.0, 0.0, 0.0, load, capacity, True)
     # The recent tail; when every sample is too old for it, the (decayed) mean stands in.
     tail = service.ttft_window.quantile(tail_quantile, now)
     if tail is None:
