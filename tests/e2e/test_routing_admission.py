@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.mesh import Mesh, mesh_config, running_mesh
+from support.mesh import Mesh, mesh_config, running_mesh
 
 
 @pytest.fixture(scope="module")

@@ -223,6 +223,6 @@ def _outcome(mesh: SimMesh) -> str:
     try:
         mesh.route("hybrid")
     except grpc.RpcError as error:
-        rich = from_rpc_error(error)  # type: ignore[arg-type]
+        rich = from_rpc_error(error)
         return f"{rich.code.name} retry_after={rich.retry_after_s}"
     return "OK"
