@@ -217,13 +217,30 @@ def test_hedge_delay_is_the_endpoints_p90_capped_by_the_slo_and_the_slo_without_
     )
     a = table.endpoints["a"]
     # Too few samples for a p90 yet: the SLO.
-    assert hedge_delay_s(table.models["m"], a) == pytest.approx(0.5)
+    assert hedge_delay_s(table.models["m"], a, 0.0) == pytest.approx(0.5)
     for _ in range(20):
         a.stats.record_ttft(200)
-    assert hedge_delay_s(table.models["m"], a) == pytest.approx(0.2)
+    assert hedge_delay_s(table.models["m"], a, 0.0) == pytest.approx(0.2)
     for _ in range(20):
         a.stats.record_ttft(3000)
-    assert hedge_delay_s(table.models["m"], a) == pytest.approx(0.5)
+    assert hedge_delay_s(table.models["m"], a, 0.0) == pytest.approx(0.5)
+
+
+def test_hedge_delay_of_a_queueing_endpoint_is_its_p90_given_the_queue() -> None:
+    clock = Clock()
+    endpoints = fleet(clock)
+    local = endpoints["l1"]
+    model = make_table(
+        {"w": ["x"]}, {"m": ["x"]}, options={"m": {"ttft_slo_ms": 800, "hedging": True}}
+    )[0].models["m"]
+    # A free slot: the unqueued p90 (40 ms).
+    assert hedge_delay_s(model, local, clock()) == pytest.approx(0.04)
+    # Three ahead on two slots: 40 ms plus two slot turns of 100 ms; a request waiting as
+    # predicted is not hedged early (the retry budget is kept for the real tails).
+    local.in_flight = 3
+    assert hedge_delay_s(model, local, clock()) == pytest.approx(0.24)
+    local.in_flight = 30
+    assert hedge_delay_s(model, local, clock()) == pytest.approx(0.8)  # capped by the SLO
 
 
 def request() -> router_pb2.RouteRequest:

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from hybridinference.router.attempt import Attempt, EarlyFailure
 from hybridinference.router.endpoints import Endpoint, Model
+from hybridinference.router.prediction import predict_raw
 from hybridinference.router.request_state import RequestState
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ T = TypeVar("T")
 StartBackup = Callable[[Endpoint, float | None], Attempt[T]]
 
 
-def hedge_delay_s(model: Model, endpoint: Endpoint) -> float:
+def hedge_delay_s(model: Model, endpoint: Endpoint, now: float) -> float:
     """When to start a backup: the endpoint's own p90 TTFT once it has hedge_min_samples, but no
     later than the model's TTFT SLO: past it the request has missed, and a backup is its best
     chance. Before the endpoint has the samples, at the SLO (a burst that reaches an endpoint
@@ -36,6 +37,12 @@ def hedge_delay_s(model: Model, endpoint: Endpoint) -> float:
     if len(stats.ttft_window) < options.hedge_min_samples:
         return slo / 1000
     p90 = stats.ttft_p(0.9) or 0.0
+    if endpoint.capacity is not None and stats.service.ttft_ms.value is not None:
+        # An endpoint with a queue: its p90 *given the queue it has now* (unqueued p90 plus the
+        # predicted wait), not the window's, which mixes quiet and busy times. A request that
+        # is waiting its turn as predicted is not late, and hedging it would spend the retry
+        # budget that the real tails need.
+        p90 = predict_raw(endpoint, now, 0.9)[1]
     return min(max(p90, options.hedge_min_delay_ms), slo) / 1000
 
 
@@ -45,7 +52,7 @@ async def race(
     """Waits for the primary's first result; past the hedge delay, starts a backup on the next
     candidate and returns whichever produces a first result first (the other is cancelled).
     Raises EarlyFailure when every started attempt failed before a first result."""
-    delay_s = hedge_delay_s(state.model, primary.endpoint)
+    delay_s = hedge_delay_s(state.model, primary.endpoint, state.clock())
     racing: dict[asyncio.Task[T], Attempt[T]] = {asyncio.ensure_future(primary.first()): primary}
     winner: Attempt[T] | None = None
     try:
