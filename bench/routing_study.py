@@ -153,6 +153,8 @@ SHAPES: dict[str, Callable[[random.Random, int], list[float]]] = {
 @dataclass
 class Result:
     ttft_ms: list[float] = field(default_factory=list)
+    # (TTFT ms, serving endpoint, hedged) per served request: which requests the tail is made of.
+    by_request: list[tuple[float, str, bool]] = field(default_factory=list)
     # (seconds since the start, served locally) per served request, for the share over time.
     served: list[tuple[float, bool]] = field(default_factory=list)
     cost_usd: float = 0.0
@@ -188,6 +190,8 @@ async def one(
     started = time.monotonic()
     first_token: float | None = None
     local = False
+    served_by = ""
+    hedged = False
     try:
         call = stub.Route(
             router_pb2.RouteRequest(request_id=f"study-{index}", model="study", messages=messages),
@@ -197,8 +201,10 @@ async def one(
             if event.delta and first_token is None:
                 first_token = time.monotonic()
             if event.HasField("selection"):
-                local = event.selection.endpoint.startswith("local")
-                result.hedged += event.selection.hedged
+                served_by = event.selection.endpoint
+                local = served_by.startswith("local")
+                hedged = event.selection.hedged
+                result.hedged += hedged
             if event.HasField("completion"):
                 result.cost_usd += event.completion.cost_usd
     except grpc.aio.AioRpcError as error:
@@ -212,6 +218,7 @@ async def one(
     result.served.append((started - t0, local))
     if first_token is not None:
         result.ttft_ms.append((first_token - started) * 1000)
+        result.by_request.append((round(result.ttft_ms[-1], 1), served_by, hedged))
 
 
 async def drive(address: str, gaps: list[float], seed: int) -> Result:
@@ -348,6 +355,7 @@ def main() -> None:
         f"{shape}/{policy}": {
             "ttft_ms": [round(t, 1) for t in r.ttft_ms],
             "served": [(round(t, 2), local) for t, local in r.served],
+            "by_request": r.by_request,
         }
         for (shape, policy), r in results.items()
     }
