@@ -113,6 +113,23 @@ LAYOUTS ?= separate worker-in-router one-process
 bench: $(STAMP)
 	@for layout in $(LAYOUTS); do $(PY) -m bench.suite --layout $$layout $(BENCH_ARGS) || exit 1; done
 
+# The routing study (bench/routing_study.py): every policy through the real router and sim
+# workers on four workload shapes; writes the table and the plots the README shows to
+# bench/results/routing_study/. ~15-25 minutes on a shared 2-core box; STUDY_ARGS="--shapes
+# bursts --policies round_robin,hybrid" for a quick look. The plots come from a venv of their
+# own (matplotlib's Pillow would change what mypy sees of google-genai's types in .venv).
+STUDY_VENV := var/study-venv
+STUDY_OUT  ?= bench/results/routing_study
+.PHONY: study
+study: $(STAMP) $(STUDY_VENV)/.installed
+	$(PY) bench/routing_study.py --out $(STUDY_OUT) $(STUDY_ARGS)
+	$(STUDY_VENV)/bin/python bench/routing_study_plots.py $(STUDY_OUT)
+
+$(STUDY_VENV)/.installed: bench/requirements-study.txt
+	@test -x $(STUDY_VENV)/bin/python || $(PYTHON_BIN) -m venv $(STUDY_VENV)
+	$(STUDY_VENV)/bin/pip install --quiet -r bench/requirements-study.txt
+	@touch $@
+
 # Prometheus config, recording/alert rules and their unit tests, Alertmanager config (Debian's
 # prometheus and prometheus-alertmanager packages; .ci/run installs them).
 .PHONY: check-monitoring

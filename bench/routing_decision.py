@@ -44,8 +44,12 @@ def build(endpoint_count: int, rng: random.Random) -> tuple[EndpointTable, list[
             breaker=CircuitBreaker(f"e{i}", 3, 30.0, time.monotonic),
         )
         # Realistic live state: measured latencies, some load, a few unhealthy endpoints.
+        now = time.monotonic()
         for _ in range(64):
-            endpoint.stats.record_ttft(rng.uniform(20, 400))
+            sample = rng.uniform(20, 400)
+            endpoint.stats.record_ttft(sample)
+            endpoint.stats.record_unqueued(sample, sample + rng.uniform(100, 800), now)
+        endpoint.max_concurrency = 4 if i % 4 == 0 else None
         endpoint.stats.record_tpot(rng.uniform(2, 30))
         endpoint.in_flight = rng.randrange(8)
         endpoint.stats.waiting = rng.randrange(3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,32 @@ class FakeCall:
         return self._events()
 
 
+class FakeUnaryCall:
+    """A GenerateUnary call: the script's events merged into one reply (as a provider does)."""
+
+    def __init__(self, stream: FakeCall) -> None:
+        # The same call object the stub recorded, so tests see its cancellation.
+        self.stream = stream
+
+    def cancel(self) -> bool:
+        return self.stream.cancel()
+
+    async def _reply(self) -> provider_pb2.GenerateUnaryResponse:
+        merged = provider_pb2.GenerateResponse()
+        parts: list[str] = []
+        async for event in self.stream:
+            parts.append(event.delta)
+            merged.model = merged.model or event.model
+            if event.HasField("usage"):
+                merged.usage.CopyFrom(event.usage)
+            merged.finish_reason = event.finish_reason or merged.finish_reason
+        merged.delta = "".join(parts)
+        return provider_pb2.GenerateUnaryResponse(response=merged)
+
+    def __await__(self) -> Generator[Any, None, provider_pb2.GenerateUnaryResponse]:
+        return self._reply().__await__()
+
+
 class FakeStub:
     """Per-endpoint scripts for Generate; a settable reply or error for GetStatus."""
 
@@ -119,6 +145,11 @@ class FakeStub:
         call = FakeCall(script, self.hanging)
         self.calls.append((request, timeout, call))
         return call
+
+    def GenerateUnary(
+        self, request: provider_pb2.GenerateUnaryRequest, *, timeout: float | None = None
+    ) -> FakeUnaryCall:
+        return FakeUnaryCall(self.Generate(request.request, timeout=timeout))
 
     async def GetStatus(
         self,

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 
+from hybridinference.common.errors import from_rpc_error
 from hybridinference.router.v1 import router_pb2
 from support.polling import poll
 from support.sim_mesh import SimMesh, endpoint, request
@@ -81,6 +83,8 @@ def test_breaker_opens_and_recovers_through_a_probe(failures_mesh: SimMesh) -> N
 )
 def test_hedging_cuts_tail_ttft(tmp_path: Path, colocated: frozenset[str]) -> None:
     tail = {"ttft_ms": 3, "itl_ms": 1, "output_tokens": 2, "tail_rate": 0.06, "tail_ms": 600}
+    # Seeded tails: round robin sends t1 and t2 100 requests each, and their seeds (3, 4) give
+    # exactly 14 tails among them (a sim request draws twice: failure, then tail).
     mesh = SimMesh(
         tmp_path,
         colocated=colocated,
@@ -88,8 +92,8 @@ def test_hedging_cuts_tail_ttft(tmp_path: Path, colocated: frozenset[str]) -> No
         # in the TTFT window the hedge delay (p90) is read from, and a run with more than 10%
         # tails among them (it happens by chance) would postpone every hedge for a while.
         workers={
-            "w1": [endpoint("t1", **tail), endpoint("h1", **tail)],
-            "w2": [endpoint("t2", **tail), endpoint("h2", **tail)],
+            "w1": [endpoint("t1", **tail, seed=3), endpoint("h1", **tail, seed=5)],
+            "w2": [endpoint("t2", **tail, seed=4), endpoint("h2", **tail, seed=6)],
         },
         models=[
             {"name": "plain", "endpoints": ["t1", "t2"]},
@@ -127,8 +131,12 @@ def test_hedging_cuts_tail_ttft(tmp_path: Path, colocated: frozenset[str]) -> No
         )
     finally:
         mesh.close()
-    assert plain_slow >= 4  # ~12 expected: 6% of 200
+    # Every seeded tail is slow; a busy box can only add slow requests.
+    assert plain_slow >= 14
     assert hedges >= 4
+    # Hedged, a request is slow only when both its attempts draw a tail (0.06² per request),
+    # when it comes before the endpoint has hedge_min_samples, or from box noise: ~1-3 of 200
+    # expected, and this allows up to 6 (7 slow when the plain run has exactly 14 is a fail).
     assert hedged_slow * 2 < plain_slow
 
 
@@ -169,3 +177,52 @@ def test_local_first_overflows_under_load_and_returns(tmp_path: Path) -> None:
         assert [served_by(mesh, "hybrid") for _ in range(4)] == ["gpu"] * 4
     finally:
         mesh.close()
+
+
+def test_hybrid_refuses_what_no_endpoint_can_serve_within_the_slo(tmp_path: Path) -> None:
+    mesh = SimMesh(
+        tmp_path,
+        workers={
+            "local": [
+                endpoint(
+                    "gpu",
+                    locality="local",
+                    ttft_ms=300,
+                    itl_ms=1,
+                    output_tokens=2,
+                    max_concurrency=1,
+                )
+            ]
+        },
+        models=[
+            {
+                "name": "hybrid",
+                "endpoints": ["gpu"],
+                "strategy": "hybrid",
+                "ttft_slo_ms": 500,
+                "hybrid": {"local_queue_slo_fraction": 1.0, "admission_wait_ms": 0},
+            }
+        ],
+    )
+    try:
+        # Measured: ~300 ms to a first token with the slot free, the slot held as long.
+        for _ in range(3):
+            assert served_by(mesh, "hybrid") == "gpu"
+        with ThreadPoolExecutor(3) as pool:
+            outcomes = list(pool.map(lambda _: _outcome(mesh), range(3)))
+    finally:
+        mesh.close()
+    # One takes the only slot; with it taken the prediction (300 ms + a slot's ~300 ms hold)
+    # misses the 500 ms SLO, so the others are refused at once instead of queueing there.
+    assert outcomes.count("OK") >= 1
+    refused = [o for o in outcomes if o != "OK"]
+    assert refused and all(o.startswith("RESOURCE_EXHAUSTED retry_after=") for o in refused)
+
+
+def _outcome(mesh: SimMesh) -> str:
+    try:
+        mesh.route("hybrid")
+    except grpc.RpcError as error:
+        rich = from_rpc_error(error)
+        return f"{rich.code.name} retry_after={rich.retry_after_s}"
+    return "OK"

@@ -303,3 +303,48 @@ async def test_task_cancellation_while_waiting_cancels_the_provider_call() -> No
     assert stubs["w"].calls[0][2].cancelled
     assert table.endpoints["a"].in_flight == 0
     assert table.endpoints["a"].failures_total == 0
+
+
+async def test_unary_route_merges_the_providers_whole_reply_once() -> None:
+    table, stubs = make_table({"w": ["a"]}, {"m": ["a"]}, prices={"a": (1.0, 2.0)})
+    stubs["w"].script("a", Script(events=tokens(3, model="served-a", prompt_tokens=1000)))
+    relay, _ = make_relay(table)
+
+    reply = await relay.route_unary(request(), NO_DEADLINE)
+
+    assert reply.content == "t0 t1 t2 "
+    assert reply.selection == router_pb2.Selection(
+        endpoint="a", provider="sim", served_model="served-a", attempts=1
+    )
+    assert reply.completion.usage.completion_tokens == 3
+    assert reply.completion.finish_reason == chat_pb2.FINISH_REASON_STOP
+    assert reply.completion.cost_usd == pytest.approx(0.001006)
+    a = table.endpoints["a"]
+    assert (a.requests_total, a.failures_total, a.in_flight) == (1, 0, 0)
+    # A whole reply's time is no time to first token.
+    assert len(a.stats.ttft_window) == 0
+
+
+async def test_unary_route_falls_back_before_the_reply() -> None:
+    table, stubs = make_table({"w": ["a"], "v": ["b"]}, {"m": ["a", "b"]})
+    stubs["w"].script("a", Script(events=[], error=rpc_error(grpc.StatusCode.UNAVAILABLE)))
+    relay, _ = make_relay(table)
+
+    reply = await relay.route_unary(request(), NO_DEADLINE)
+
+    assert (reply.selection.endpoint, reply.selection.attempts) == ("b", 2)
+    assert reply.content == "t0 t1 t2 "
+    assert table.endpoints["a"].failures_total == 1
+
+
+async def test_unary_route_cancelled_while_waiting_cancels_the_provider_call() -> None:
+    table, stubs = make_table({"w": ["a"]}, {"m": ["a"]})
+    stubs["w"].script("a", Script(events=[], hang=True))
+    relay, _ = make_relay(table)
+    task = asyncio.create_task(relay.route_unary(request(), NO_DEADLINE))
+    await asyncio.wait_for(stubs["w"].hanging.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stubs["w"].calls[0][2].cancelled
+    assert table.endpoints["a"].in_flight == 0

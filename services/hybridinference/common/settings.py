@@ -117,6 +117,9 @@ class SimEndpointSettings(SettingsSection):
     # Latency tail: with probability tail_rate the first token takes tail_ms longer.
     tail_rate: float = Field(default=0.0, ge=0, le=1)
     tail_ms: float = Field(default=0.0, ge=0)
+    # Seed of the endpoint's random draws (failures, jitter, tails); None draws a fresh one.
+    # Tests and the routing study set it so a run's tails are the same every time.
+    seed: int | None = None
 
 
 class VllmEngineSettings(SettingsSection):
@@ -168,6 +171,10 @@ class ProviderEndpointSettings(SettingsSection):
     metrics_url: str = ""
     # vllm only: host the engine in this process instead of calling a vLLM server over HTTP.
     vllm_engine: VllmEngineSettings | None = None
+    # Generations the endpoint serves at once (vLLM's max_num_seqs); the hybrid policy predicts
+    # queueing beyond it. None: a sim endpoint's sim.max_concurrency, otherwise learned from
+    # status probes that report a queue (running then is the limit), else unlimited.
+    max_concurrency: int | None = Field(default=None, ge=1)
 
 
 class ProviderWorkerSettings(ServerSettings):
@@ -243,6 +250,27 @@ class CapabilitySettings(SettingsSection):
         )
 
 
+class HybridSettings(SettingsSection):
+    """The hybrid policy (recommended for fleets of local and cloud endpoints): local endpoints
+    while their predicted TTFT is useful, the cheapest cloud endpoint whose predicted tail meets
+    the SLO beyond that, and admission control when nothing can meet it."""
+
+    # Predicted TTFT quantile that must meet ttft_slo_ms (the endpoint's own observed tail).
+    tail_quantile: float = Field(default=0.9, gt=0, lt=1)
+    # A local endpoint takes a request while its predicted tail TTFT (queue included) is at
+    # most this fraction of the SLO: queueing locally beyond it costs more latency than the
+    # cloud costs money.
+    local_queue_slo_fraction: float = Field(default=0.5, gt=0, le=1)
+    # Cloud endpoints whose price is within this factor of the cheapest feasible one share the
+    # overflow, the one with the lowest predicted tail first.
+    price_tolerance: float = Field(default=1.25, ge=1)
+    # Admission control: requests that no endpoint can serve within the SLO wait at the router
+    # (at most this many per model, at most this long) for capacity, then get 429 with
+    # Retry-After.
+    admission_queue: int = Field(default=64, ge=0)
+    admission_wait_ms: float = Field(default=500.0, ge=0)
+
+
 class ModelSettings(SettingsSection):
     name: str = Field(min_length=1)
     # What the model supports (see CapabilitySettings).
@@ -265,6 +293,7 @@ class ModelSettings(SettingsSection):
     affinity_prefix_chars: int = Field(default=256, ge=1)
     affinity_load_factor: float = Field(default=1.25, ge=1)
     local_first: LocalFirstSettings = Field(default_factory=LocalFirstSettings)
+    hybrid: HybridSettings = Field(default_factory=HybridSettings)
     # Other models tried, in order, when every endpoint of this one failed before a token.
     fallbacks: list[str] = Field(default_factory=list)
     # Retries and hedges may add at most this fraction of extra load (plus a small burst).
@@ -272,7 +301,8 @@ class ModelSettings(SettingsSection):
     retry_budget_burst: float = Field(default=10.0, ge=0)
     # Attempts per request, first one included (hedges count as attempts).
     max_attempts: int = Field(default=3, ge=1)
-    # Hedging: with no first token by the endpoint's observed p90 TTFT, start a backup.
+    # Hedging: with no first token by the endpoint's observed p90 TTFT (or by ttft_slo_ms, if
+    # sooner), start a backup on another endpoint.
     hedging: bool = False
     # Never hedge earlier than this, and only once the endpoint has this many TTFT samples.
     hedge_min_delay_ms: float = Field(default=10.0, ge=0)
@@ -296,6 +326,9 @@ class RouterSettings(ServerSettings):
     backoff_max_ms: float = Field(default=200.0, ge=0)
     # Weight of the newest sample in the per-endpoint TTFT / time-per-token EWMAs.
     ewma_alpha: float = Field(default=0.2, gt=0, le=1)
+    # Half-life of the time-decayed statistics the hybrid policy predicts from: a sample this
+    # old weighs half as much, and an endpoint without a fresh sample is probed with traffic.
+    stats_half_life_s: float = Field(default=10.0, gt=0)
     # Hot reload: re-read the config file on SIGHUP, and when it changes (polled; 0 = off).
     reload_poll_interval_s: float = Field(default=2.0, ge=0)
     # Run the router inside the gateway process instead of a process of its own: one Python

@@ -22,6 +22,13 @@ ProviderKind = Literal["sim", "vllm", "openai", "gemini", "openai_compatible"]
 PROVIDER_KINDS: tuple[ProviderKind, ...] = get_args(ProviderKind)
 
 RoutingStrategyName = Literal[
-    "round_robin", "weighted", "cost", "latency", "least_load", "prefix_affinity", "local_first"
+    "round_robin",
+    "weighted",
+    "cost",
+    "latency",
+    "least_load",
+    "prefix_affinity",
+    "local_first",
+    "hybrid",
 ]
 STRATEGY_NAMES: tuple[RoutingStrategyName, ...] = get_args(RoutingStrategyName)

@@ -198,8 +198,9 @@ class SimAdapter:
         self.endpoint_id = endpoint.id
         self.model = endpoint.model
         self._sim = endpoint.sim
-        # Only failure injection is random; tests pass a seeded Random to make it repeatable.
-        self._rng = rng or random.Random()
+        # Only failure injection, jitter and tails are random; a seeded Random (or the
+        # endpoint's sim.seed) makes them repeatable.
+        self._rng = rng or random.Random(endpoint.sim.seed)
         # Limited concurrency (like vLLM's max_num_seqs): the rest wait, reported as `waiting`.
         limit = endpoint.sim.max_concurrency
         self._slots = asyncio.Semaphore(limit) if limit is not None else None

@@ -24,7 +24,7 @@ from hybridinference.providers.hosted_in_router import (
 )
 from hybridinference.router.breaker import CircuitBreaker, Clock
 from hybridinference.router.retry import RetryBudget
-from hybridinference.router.stats import EndpointStats
+from hybridinference.router.stats import EndpointStats, Service
 
 
 class GenerateCall(Protocol):
@@ -105,10 +105,25 @@ class Endpoint:
     # Clock time before which the endpoint asked (RetryInfo) not to be sent new requests.
     retry_after_until: float = 0.0
     hedges_total: int = 0
+    # Generations served at once (configured); None: learned from probes, else unlimited.
+    max_concurrency: int | None = None
+    # USD spent on hedge attempts that lost (their prompts were billed, their output dropped).
+    wasted_usd: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.breaker.name:
             self.breaker.name = self.id
+
+    @property
+    def capacity(self) -> int | None:
+        """Generations served at once, when known; beyond it requests queue."""
+        return self.max_concurrency or self.stats.learned_capacity
+
+    def load(self) -> int:
+        """Requests here now: the router's own in flight (live) plus what the last status probe
+        saw beyond them (other routers' requests). The probe's total itself is not used: it
+        lags, and a queue that drained a moment ago would still look full."""
+        return self.in_flight + self.stats.others
 
     @property
     def provider(self) -> str:
@@ -216,7 +231,9 @@ class EndpointTable:
                     id=e.id,
                     worker=worker,
                     model=e.model,
-                    stats=EndpointStats(alpha=router.ewma_alpha),
+                    stats=EndpointStats(
+                        alpha=router.ewma_alpha, service=Service(router.stats_half_life_s)
+                    ),
                     breaker=CircuitBreaker(
                         e.id, router.breaker_failure_threshold, router.breaker_cooldown_s, clock
                     ),
@@ -226,6 +243,9 @@ class EndpointTable:
                 endpoint.price_prompt_per_1m = e.price_prompt_per_1m
                 endpoint.price_completion_per_1m = e.price_completion_per_1m
                 endpoint.locality = endpoint_locality(worker_settings.kind, e)
+                endpoint.max_concurrency = e.max_concurrency or (
+                    e.sim.max_concurrency if worker_settings.kind == "sim" else None
+                )
                 endpoint.breaker.configure(
                     router.breaker_failure_threshold, router.breaker_cooldown_s
                 )

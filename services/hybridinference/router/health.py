@@ -79,10 +79,9 @@ class HealthMonitor:
             status = statuses.get(endpoint.id)
             if status is not None:
                 # The provider's own view of its load, for the load-aware policies.
-                stats = endpoint.stats
-                stats.waiting = status.waiting
-                stats.running = status.running
-                stats.kv_cache_usage = status.kv_cache_usage
+                endpoint.stats.record_probe(
+                    status.waiting, status.running, status.kv_cache_usage, endpoint.in_flight
+                )
             if status is None:
                 self._mark(endpoint, False, f"worker {worker.name} does not host {endpoint.id}")
             elif status.healthy:

@@ -33,7 +33,15 @@ FALLBACKS = Counter(
     ["model"],
 )
 
+ADMISSION = Counter(
+    "hi_router_admission_total",
+    "Requests no endpoint could serve within the SLO when they arrived (hybrid): queued at the "
+    "router, and rejected (429) after the queue bound or wait.",
+    ["model", "outcome"],
+)
+
 _routed = LabelCache(ROUTED)
+_admission = LabelCache(ADMISSION)
 _retries = LabelCache(RETRIES)
 _fallbacks = LabelCache(FALLBACKS)
 
@@ -47,6 +55,11 @@ def note_routed(model: Model, endpoint_id: str) -> None:
     _routed.get(model.name, endpoint_id).inc()
     if all(endpoint.id != endpoint_id for endpoint in model.endpoints):
         _fallbacks.get(model.name).inc()
+
+
+def note_admission(model: Model, outcome: str) -> None:
+    """``outcome``: "queued" or "rejected"."""
+    _admission.get(model.name, outcome).inc()
 
 
 _STATES = tuple(state.value for state in CircuitState)
@@ -70,6 +83,11 @@ def _endpoint_families(endpoints: list[Endpoint]) -> Iterable[Metric]:
     )
     hedges = CounterMetricFamily(
         "hi_router_endpoint_hedges", "Backup attempts (hedges) sent to the endpoint.", labels=labels
+    )
+    wasted = CounterMetricFamily(
+        "hi_router_endpoint_hedge_wasted_usd",
+        "Cost of the endpoint's hedge attempts that lost (their billed prompts), in USD.",
+        labels=labels,
     )
     state = GaugeMetricFamily(
         "hi_router_breaker_state",
@@ -108,6 +126,7 @@ def _endpoint_families(endpoints: list[Endpoint]) -> Iterable[Metric]:
         requests.add_metric(values, endpoint.requests_total)
         failures.add_metric(values, endpoint.failures_total)
         hedges.add_metric(values, endpoint.hedges_total)
+        wasted.add_metric(values, endpoint.wasted_usd)
         current = endpoint.breaker.state.value
         for name in _STATES:
             state.add_metric([*values, name], 1.0 if name == current else 0.0)
@@ -124,6 +143,7 @@ def _endpoint_families(endpoints: list[Endpoint]) -> Iterable[Metric]:
         requests,
         failures,
         hedges,
+        wasted,
         state,
         opened,
         waiting,

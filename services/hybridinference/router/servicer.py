@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from hybridinference.common.chat_events import ChoiceAccumulator
 from hybridinference.common.chat_features import capabilities_proto
 from hybridinference.common.errors import ServiceError, abort
 from hybridinference.common.logs import bind_request_id
@@ -41,25 +40,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     ) -> router_pb2.RouteUnaryResponse:
         route = request.request
         bind_request_id(route.request_id)
-        reply = router_pb2.RouteUnaryResponse()
-        merged = ChoiceAccumulator()
         try:
-            async with contextlib.aclosing(
-                self._relay.route(route, context.time_remaining, unary=True)
-            ) as stream:
-                # Normally one event (selection, text, completion); merged in case of more.
-                async for response in stream:
-                    merged.add(response)
-                    if response.HasField("selection"):
-                        reply.selection.CopyFrom(response.selection)
-                    if response.HasField("completion"):
-                        reply.completion.CopyFrom(response.completion)
+            return await self._relay.route_unary(route, context.time_remaining)
         except ServiceError as error:
             await abort(context, error)
-        reply.content = merged.text()
-        if not merged.plain:
-            reply.choices.extend(merged.choices())
-        return reply
 
     async def ListModels(
         self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from hybridinference.common.settings import ModelSettings
 from hybridinference.common.settings_base import STRATEGY_NAMES
 from hybridinference.router.strategies.affinity import PrefixAffinity
-from hybridinference.router.strategies.base import Picker, Strategy
+from hybridinference.router.strategies.base import Overloaded, Picker, Strategy
+from hybridinference.router.strategies.hybrid import Hybrid
 from hybridinference.router.strategies.latency import Cost, Latency
 from hybridinference.router.strategies.load import LeastLoad, LocalFirst
 from hybridinference.router.strategies.simple import RoundRobin, Weighted
@@ -23,6 +24,7 @@ PICKERS: dict[str, Callable[[ModelSettings, random.Random], Picker]] = {
     LeastLoad.name: LeastLoad,
     PrefixAffinity.name: PrefixAffinity,
     LocalFirst.name: LocalFirst,
+    Hybrid.name: Hybrid,
 }
 # The strategy names the settings accept (common/settings_base.py); IMPLEMENTED must match them
 # (a test checks it).
@@ -49,9 +51,11 @@ __all__ = [
     "IMPLEMENTED",
     "NAMES",
     "Cost",
+    "Hybrid",
     "Latency",
     "LeastLoad",
     "LocalFirst",
+    "Overloaded",
     "PrefixAffinity",
     "RoundRobin",
     "Strategy",

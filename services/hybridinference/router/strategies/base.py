@@ -16,6 +16,15 @@ from hybridinference.router.endpoints import Endpoint
 from hybridinference.router.v1 import router_pb2
 
 
+class Overloaded(Exception):
+    """Raised by a strategy's ``order`` when no candidate can serve the request within the
+    model's SLO now; the relay then applies admission control (wait, then 429)."""
+
+    def __init__(self, why: str, retry_after_s: float | None) -> None:
+        super().__init__(why)
+        self.retry_after_s = retry_after_s
+
+
 class Strategy(Protocol):
     name: str
 
