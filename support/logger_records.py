@@ -34,6 +34,8 @@ def make_record(i: int, **overrides: object) -> logger_pb2.RequestRecord:
         finish_reason=chat_pb2.FINISH_REASON_STOP,
         sampling=chat_pb2.SamplingParams(max_tokens=64, temperature=0.5, stop=["\n\n"], seed=i),
         metadata={"team": "search", "i": str(i)},
+        # Two records share each caller's id (the key stays unique).
+        client_request_id=f"client-{i // 2:05d}",
     )
     # Microsecond precision: what both stores keep.
     record.started_at.seconds = BASE_SECONDS + i
@@ -44,3 +46,4 @@ def make_record(i: int, **overrides: object) -> logger_pb2.RequestRecord:
         else:
             setattr(record, name, value)
     return record
+

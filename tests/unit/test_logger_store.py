@@ -71,6 +71,7 @@ async def test_migrations_are_recorded_and_idempotent(backend: Backend) -> None:
         (1, "0001_request_log"),
         (2, "0002_capture_and_usage"),
         (3, "0003_drop_row_id"),
+        (4, "0004_client_request_id"),
     ]
 
 
@@ -80,9 +81,8 @@ async def test_upgrade_drops_the_row_id_and_keeps_rows(
     """A database at 0002 with rows in it: 0003 drops the unused id column, keeps every row
     (and the usage already rolled up), and both dialects end with the same columns."""
     older = await migrations("0002")
-    records = [make_record(i) for i in range(30)]
-    await older.write_batch(records)
-    await older.close()
+    records = [make_record(i, client_request_id="") for i in range(30)]
+    await _write_without_client_request_id(backend, older, records)
     opened = await backend.open()
     try:
         for record in records:
@@ -94,8 +94,48 @@ async def test_upgrade_drops_the_row_id_and_keeps_rows(
     finally:
         await opened.close()
     versions = await backend.fetch("SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(1,), (2,), (3,), (4,)]
     assert await backend.columns() == [*COLUMNS[:23], "received_at", *COLUMNS[23:]]
+
+
+async def _write_without_client_request_id(
+    backend: Backend, older: RecordStore, records: list[logger_pb2.RequestRecord]
+) -> None:
+    """Writes through today's store into a schema from before 0004: the column is lent for the
+    write and dropped again, so the rows look as an older logger left them."""
+    await backend.fetch(
+        "ALTER TABLE request_log ADD COLUMN client_request_id TEXT NOT NULL DEFAULT ''"
+    )
+    await older.write_batch(records)
+    await older.close()
+    await backend.fetch("ALTER TABLE request_log DROP COLUMN client_request_id")
+
+
+async def test_upgrade_keeps_the_callers_id_apart_from_the_key(
+    backend: Backend, migrations: Callable[[str], Awaitable[RecordStore]]
+) -> None:
+    """A database at 0003 with rows: after 0004 they are found by key as before (their key was
+    the caller's id), with no client id; new records sharing a caller's id are separate rows
+    found by that id, in pages like any other filter."""
+    older = await migrations("0003")
+    old = [make_record(i, client_request_id="") for i in range(5)]
+    await _write_without_client_request_id(backend, older, old)
+    opened = await backend.open()
+    try:
+        for record in old:
+            assert await opened.get(record.request_id) == record
+        shared = [make_record(10 + i, client_request_id="client-same") for i in range(3)]
+        assert (await opened.write_batch(shared)).inserted == 3
+        page = await opened.list(ListFilters(client_request_id="client-same"), 2)
+        assert [r.request_id for r in page.records] == ["req-00012", "req-00011"]
+        assert page.next_page_token
+        rest = await opened.list(
+            ListFilters(client_request_id="client-same"), 2, page.next_page_token
+        )
+        assert [r.request_id for r in rest.records] == ["req-00010"]
+        assert {r.client_request_id for r in [*page.records, *rest.records]} == {"client-same"}
+    finally:
+        await opened.close()
 
 
 async def test_write_then_get_round_trips_every_field(store: RecordStore) -> None:

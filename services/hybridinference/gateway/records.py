@@ -30,7 +30,8 @@ def build_record(execution: Execution) -> logger_pb2.RequestRecord:
     started = timestamp_pb2.Timestamp()
     started.FromNanoseconds(int(execution.started_at * 1e9))
     record = logger_pb2.RequestRecord(
-        request_id=execution.request_id,
+        request_id=execution.record_id,
+        client_request_id=execution.request_id,
         started_at=started,
         surface=execution.surface,
         user=call.user,

@@ -52,6 +52,8 @@ class Row(NamedTuple):
     # Captured content; None when not captured (capture off or nothing sent).
     prompt: str | None
     response: str | None
+    # The caller's own id (not unique; "" on rows stored before it was kept).
+    client_request_id: str
 
 
 COLUMNS: tuple[str, ...] = Row._fields
@@ -118,6 +120,7 @@ def record_to_row(record: logger_pb2.RequestRecord) -> Row:
         r.hedged,
         r.prompt or None,
         r.response or None,
+        r.client_request_id,
     )
 
 
@@ -178,6 +181,7 @@ def row_to_record(row: Row) -> logger_pb2.RequestRecord:
         hedged=bool(row.hedged),
         prompt=row.prompt or "",
         response=row.response or "",
+        client_request_id=row.client_request_id,
     )
     record.started_at.FromDatetime(row.started_at)
     if row.prompt_tokens is not None:

@@ -96,6 +96,7 @@ def admit(record: logger_pb2.RequestRecord) -> Row | str:
         return row
     reason = (
         _check_request_id(record.request_id)
+        or _check_client_request_id(record.client_request_id)
         or _check_started_at(record)
         or _check_texts(record)
         or _check_numbers(record)
@@ -149,8 +150,11 @@ def _plain_row(record: logger_pb2.RequestRecord) -> Row | None:
         _,
         prompt,
         response,
+        client_request_id,
     ) = row
     if not request_id or len(request_id) > MAX_REQUEST_ID_CHARS or _CONTROL.search(request_id):
+        return None
+    if len(client_request_id) > MAX_REQUEST_ID_CHARS or _CONTROL.search(client_request_id):
         return None
     texts = (surface, api_key_id, user, requested_model, served_model, provider, endpoint, status)
     if max(map(len, texts)) > MAX_TEXT_CHARS or len(error) > MAX_ERROR_CHARS:
@@ -210,6 +214,14 @@ def _check_request_id(request_id: str) -> str | None:
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in request_id):
         return "request_id contains control characters"
     return None
+
+
+def _check_client_request_id(client_request_id: str) -> str | None:
+    # Optional (records from older gateways have none), else held to the key's rules.
+    if not client_request_id:
+        return None
+    reason = _check_request_id(client_request_id)
+    return reason.replace("request_id", "client_request_id", 1) if reason else None
 
 
 def _check_started_at(record: logger_pb2.RequestRecord) -> str | None:
