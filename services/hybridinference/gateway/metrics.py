@@ -55,6 +55,12 @@ TPOT = Histogram(
     ["model", "endpoint"],
     buckets=TPOT_BUCKETS_S,
 )
+RECORD_CAPS = Counter(
+    "hi_gateway_record_caps_total",
+    "Request record fields the gateway cut to the record limits as it built the record (NUL "
+    "removed, text cut, entries dropped), by field; the record itself is always sent.",
+    ["field"],
+)
 TOKENS = Counter(
     "hi_gateway_tokens_total",
     "Tokens processed, by direction (prompt = in, completion = out).",
@@ -124,6 +130,10 @@ def _model_label(execution: Execution) -> str:
     if execution.selection is not None or execution.status not in _UNTRUSTED_NAME:
         return _children.models.admit(name)
     return _children.models.known(name)
+
+
+def record_capped(field: str) -> None:
+    RECORD_CAPS.labels(field).inc()
 
 
 def observe_request(execution: Execution) -> None:
