@@ -36,7 +36,7 @@ def _call(**fields: object) -> ChatCall:
         "sampling": chat_pb2.SamplingParams(),
         "stream": False,
     }
-    return ChatCall(**(base | fields))  # type: ignore[arg-type]
+    return ChatCall(**(base | fields))
 
 
 def test_a_nul_in_user_and_a_long_stop_still_make_a_storable_record() -> None:
