@@ -184,6 +184,31 @@ def register_shipper_metrics(shipper: RecordShipper) -> None:
             "Request records dropped because the queue was full or the gateway was closing.",
         )
         dropped.add_metric([], shipper.dropped)
-        return [queued, spooled, dropped]
+        spilled = CounterMetricFamily(
+            "hi_gateway_log_records_spilled",
+            "Request records that found the queue full and went to the spool instead.",
+        )
+        spilled.add_metric([], shipper.spilled)
+        dead = CounterMetricFamily(
+            "hi_gateway_log_records_dead_lettered",
+            "Request records the logger can never accept, kept in the dead-letter file instead "
+            "of being retried, by reason (rejected, refused:<code>, too_large, crash).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(shipper.dead_letters.counts.items()):
+            dead.add_metric([reason], count)
+        spool_errors = CounterMetricFamily(
+            "hi_gateway_log_spool_errors",
+            "Spool appends that failed (full, disk error); the records stayed in memory.",
+        )
+        spool_errors.add_metric([], shipper.spool_errors)
+        restarts = CounterMetricFamily(
+            "hi_gateway_log_shipper_restarts",
+            "Shipper background tasks restarted after an unexpected error, by task.",
+            labels=["task"],
+        )
+        for task in ("ship", "replay"):
+            restarts.add_metric([task], shipper.restarts[task])
+        return [queued, spooled, dropped, spilled, dead, spool_errors, restarts]
 
     register_scrape_collector("gateway-shipper", collect)
