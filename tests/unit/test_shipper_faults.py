@@ -59,7 +59,7 @@ class FakeLogger(logger_pb2_grpc.LoggerServiceServicer):
 
 @pytest.fixture
 async def logger() -> AsyncIterator[tuple[FakeLogger, str]]:
-    fake = FakeLogger()
+    fake = FakeLogger()  # type: ignore[abstract]
     server = grpc.aio.server()
     logger_pb2_grpc.add_LoggerServiceServicer_to_server(fake, server)
     address = f"127.0.0.1:{free_port()}"
@@ -76,7 +76,7 @@ def _shipper(address: str, tmp_path: Path, **overrides: object) -> RecordShipper
         "flush_interval_s": 0.01,
         "spool_dir": str(tmp_path / "spool"),
     } | overrides
-    shipper = RecordShipper(address, **options)  # type: ignore[arg-type]
+    shipper = RecordShipper(address, **options)
     shipper.backoff_max_s = 0.05
     return shipper
 
