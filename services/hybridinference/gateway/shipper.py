@@ -46,7 +46,7 @@ from hybridinference.common.spool import (
     SpoolFull,
     SpoolWriteError,
 )
-from hybridinference.gateway.dead_letters import DeadLetters
+from hybridinference.common.dead_letters import DeadLetters
 from hybridinference.logger.v1 import logger_pb2
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,12 @@
-"""Request records the logger can never accept, kept aside instead of replayed forever.
+"""Request records that can never be stored, kept aside instead of retried forever.
 
-A record ends here when the logger rejects it (its reason says why), when the logger refuses a
-batch outright and splitting the batch isolated it, or when it is too large to spool. Each is one
-JSON line in ``<spool dir>.dead-letters.jsonl`` (beside the spool, which is deleted when empty),
-with the reason, its ids and the record itself (base64 of its protobuf bytes, so nothing is
-lost and it can be replayed by hand once the cause is fixed), up to a size bound; every one is
-counted by reason (``hi_gateway_log_records_dead_lettered_total``) and logged.
+The gateway's shipper puts here a record the logger rejects (its reason says why), one isolated
+from a batch the logger refuses outright, or one too large to spool; the logger's drainer one
+isolated from a batch the database will always refuse. Each is one JSON line in
+``<spool dir>.dead-letters.jsonl`` (beside the spool, whose directory may be deleted when empty),
+with the reason, its ids and the record itself (base64 of its protobuf bytes, so nothing is lost
+and it can be replayed by hand once the cause is fixed), up to a size bound; every one is counted
+by reason (metrics of each service) and logged.
 """
 
 from __future__ import annotations
