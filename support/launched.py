@@ -28,6 +28,7 @@ class Mesh:
     router_port: int
     logger_port: int
     db_path: Path
+    gateway_metrics_port: int
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
@@ -42,9 +43,10 @@ class Mesh:
         return found
 
 
-def config(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+def config(tmp_path: Path, gateway: dict[str, object] | None = None) -> tuple[Path, dict[str, int]]:
     ports = {
-        name: free_port() for name in ["gateway", "router", "provider", "logger", "envoy", "admin"]
+        name: free_port()
+        for name in ["gateway", "router", "provider", "logger", "envoy", "admin", "metrics"]
     }
     mesh = {
         "gateway": {
@@ -52,6 +54,8 @@ def config(tmp_path: Path) -> tuple[Path, dict[str, int]]:
             "grace_period_s": GRACE_S,
             "router_address": f"127.0.0.1:{ports['router']}",
             "logger_address": f"127.0.0.1:{ports['logger']}",
+            "metrics_port": ports["metrics"],
+            **(gateway or {}),
         },
         "router": {"port": ports["router"], "grace_period_s": GRACE_S},
         "logger": {
@@ -118,9 +122,12 @@ def envoy_ready(admin_port: int) -> bool:
 
 
 @contextmanager
-def launched(tmp_path: Path, *extra_args: str) -> Iterator[Mesh]:
-    """Runs the launcher until the mesh is up; kills whatever is left on the way out."""
-    path, ports = config(tmp_path)
+def launched(
+    tmp_path: Path, *extra_args: str, gateway: dict[str, object] | None = None
+) -> Iterator[Mesh]:
+    """Runs the launcher until the mesh is up; kills whatever is left on the way out.
+    ``gateway``: settings added to the gateway's section."""
+    path, ports = config(tmp_path, gateway)
     output = tmp_path / "launcher.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HI_")}
     with output.open("wb") as out:
@@ -149,6 +156,7 @@ def launched(tmp_path: Path, *extra_args: str) -> Iterator[Mesh]:
         ports["router"],
         ports["logger"],
         tmp_path / "requests.db",
+        ports["metrics"],
     )
     leftovers: set[int] = set()
     try:
