@@ -46,4 +46,3 @@ def make_record(i: int, **overrides: object) -> logger_pb2.RequestRecord:
         else:
             setattr(record, name, value)
     return record
-

@@ -18,10 +18,10 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from support.records import record_sent_as
 from support.mesh import Mesh, mesh_config, running_mesh
 from support.polling import poll
 from support.procs import free_port
+from support.records import record_sent_as
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello colocated"}]
 

@@ -15,9 +15,9 @@ from openai.types.chat import ChatCompletionMessageParam
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.logger.v1 import logger_pb2
-from support.records import record_sent_as
 from support.mesh import Mesh, mesh_config, running_mesh
 from support.polling import poll
+from support.records import record_sent_as
 
 MAX_CHARS = 4096
 MESSAGES: list[ChatCompletionMessageParam] = [

@@ -32,10 +32,10 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.quota.reservation import Reserver
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.keys.store import open_key_store
-from support.records import record_sent_as
 from support.mesh import Mesh, mesh_config, running_mesh
 from support.polling import poll
 from support.procs import REPO, ServiceProcess, free_port, start_service
+from support.records import record_sent_as
 
 SECRET_ENV = "HI_E2E_AUTH_SECRET"
 HELLO = [{"role": "user", "content": "hello there"}]

@@ -15,8 +15,8 @@ import pytest
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from support.launched import Mesh, launched
-from support.records import records_sent_as
 from support.polling import poll
+from support.records import records_sent_as
 
 
 @pytest.fixture(scope="module")

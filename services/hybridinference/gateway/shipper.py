@@ -37,6 +37,7 @@ import grpc
 
 from hybridinference.common import trace_context
 from hybridinference.common.channels import insecure_channel
+from hybridinference.common.dead_letters import DeadLetters
 from hybridinference.common.record_batch import encode_batch
 from hybridinference.common.spool import (
     MAX_PAYLOAD_BYTES,
@@ -46,7 +47,6 @@ from hybridinference.common.spool import (
     SpoolFull,
     SpoolWriteError,
 )
-from hybridinference.common.dead_letters import DeadLetters
 from hybridinference.logger.v1 import logger_pb2
 
 log = logging.getLogger(__name__)
