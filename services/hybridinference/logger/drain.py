@@ -138,8 +138,16 @@ class SpoolDrainer:
         """Stores the batch; False when it should be tried again later (stays spooled)."""
         started = time.perf_counter()
         try:
-            items = self._items(batch)
-            result = await self._store_isolating(items)
+            rows = self._rows.of(batch)
+            if None not in rows:
+                # The servicer's rows of these records (AttachedRows): nothing to decode. The
+                # common case stays one call; only a refused batch is taken apart.
+                try:
+                    result = await self._store.write_rows(cast(list[Row], rows))
+                except StoreRejected:
+                    result = await self._store_isolating(self._items(batch))
+            else:
+                result = await self._store_isolating(self._items(batch))
         except StoreUnavailable as error:
             self._stats.store_failures += 1
             logger_metrics.note_store_down()
