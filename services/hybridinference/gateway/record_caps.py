@@ -49,10 +49,68 @@ def _id(value: str) -> str:
     return value[:MAX_REQUEST_ID_CHARS]
 
 
+# Bytes a record holds besides its text: ids' and fields' tags and lengths, numbers, usage,
+# timestamps, sampling numbers. Generous: it only decides whether ByteSize must be computed.
+_FIXED_BYTES_BOUND = 2048
+
+
+def _within_limits(record: logger_pb2.RequestRecord, capture_max_chars: int) -> bool:
+    """True when nothing needs cutting, found with as few protobuf reads as possible: this runs
+    once per request, and almost every record passes. May say False for a record that needs no
+    cut (the full pass then finds nothing), never True for one that does."""
+    r = record
+    texts = [getattr(r, name) for name in SHORT_TEXT_FIELDS]
+    if max(map(len, texts)) > MAX_TEXT_CHARS:
+        return False
+    ids = r.request_id + r.client_request_id
+    error = r.error
+    joined = "".join(texts) + ids + error
+    if NUL in joined or len(error) > MAX_ERROR_CHARS or len(ids) > 2 * MAX_REQUEST_ID_CHARS:
+        return False
+    chars = len(joined)
+    metadata = r.metadata
+    if metadata:
+        if len(metadata) > MAX_METADATA_ENTRIES:
+            return False
+        for key, value in metadata.items():
+            if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
+                return False
+            if NUL in key or NUL in value:
+                return False
+            chars += len(key) + len(value) + 4
+    # An unset sampling message or float reads as empty / 0.0: no HasField calls needed.
+    sampling = r.sampling
+    stop = sampling.stop
+    if stop:
+        if len(stop) > MAX_STOP_SEQUENCES:
+            return False
+        for sequence in stop:
+            if len(sequence) > MAX_STOP_CHARS or NUL in sequence:
+                return False
+            chars += len(sequence) + 2
+    if not all(math.isfinite(getattr(sampling, name)) for name in _SAMPLING_FLOATS):
+        return False
+    for name in _NUMBERS:
+        number: float = getattr(r, name)
+        if not (math.isfinite(number) and number >= 0):
+            return False
+    for name in ("prompt", "response"):
+        content: str = getattr(r, name)
+        if content and (len(content) > capture_max_chars or NUL in content):
+            return False
+    # At most 4 UTF-8 bytes per character: only a record that might be too large is measured.
+    if chars * 4 + _FIXED_BYTES_BOUND > MAX_RECORD_BYTES:
+        captured = len(r.prompt.encode()) + len(r.response.encode())
+        return r.ByteSize() - captured <= MAX_RECORD_BYTES
+    return True
+
+
 def cap_record(
     record: logger_pb2.RequestRecord, capture_max_chars: int, note: Note | None = None
 ) -> logger_pb2.RequestRecord:
     """Caps ``record`` in place and returns it; ``note`` is told each capped field's name."""
+    if _within_limits(record, capture_max_chars):
+        return record
 
     def changed(name: str) -> None:
         if note is not None:
