@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from hybridinference.common import record_limits as limits
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.chat_call import ChatCall
-from hybridinference.gateway.record_caps import cap_record
+from hybridinference.gateway.record_caps import cap_record, cut_to_limits, within_limits
 from hybridinference.gateway.records import build_record
 from hybridinference.gateway.router_client import Execution
 from hybridinference.gateway.validation import Limits, check_chat
+from hybridinference.logger.v1 import logger_pb2
 from hybridinference.logger.validation import check_record
 
 LIMITS = Limits(max_messages=8, max_message_chars=4096, max_tokens_cap=1024)
@@ -127,3 +128,25 @@ def test_every_record_is_stored_and_a_served_request_needs_no_cut(call: ChatCall
         assert (record.requested_model, record.user) == (call.model, call.user)
         assert dict(record.metadata) == call.metadata
         assert record.sampling == call.sampling
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(calls(), st.sampled_from(["", "boom", "e" * 20_000, "a\x00b"]))
+def test_the_quick_check_never_passes_a_record_the_full_pass_would_cut(
+    call: ChatCall, error: str
+) -> None:
+    """within_limits (one read per field, run for every request) is only a shortcut: whenever it
+    says a record needs no cut, the full pass indeed cuts nothing."""
+    record = logger_pb2.RequestRecord(
+        request_id="key",
+        client_request_id="client",
+        user=call.user,
+        requested_model=call.model,
+        metadata=call.metadata,
+        sampling=call.sampling,
+        error=error,
+    )
+    if within_limits(record, 16_384):
+        cut: list[str] = []
+        cut_to_limits(record, 16_384, cut.append)
+        assert cut == []

@@ -54,7 +54,7 @@ def _id(value: str) -> str:
 _FIXED_BYTES_BOUND = 2048
 
 
-def _within_limits(record: logger_pb2.RequestRecord, capture_max_chars: int) -> bool:
+def within_limits(record: logger_pb2.RequestRecord, capture_max_chars: int) -> bool:
     """True when nothing needs cutting, found with as few protobuf reads as possible: this runs
     once per request, and almost every record passes. May say False for a record that needs no
     cut (the full pass then finds nothing), never True for one that does."""
@@ -109,13 +109,17 @@ def cap_record(
     record: logger_pb2.RequestRecord, capture_max_chars: int, note: Note | None = None
 ) -> logger_pb2.RequestRecord:
     """Caps ``record`` in place and returns it; ``note`` is told each capped field's name."""
-    if _within_limits(record, capture_max_chars):
-        return record
+    if not within_limits(record, capture_max_chars):
+        cut_to_limits(record, capture_max_chars, note or _ignore)
+    return record
 
-    def changed(name: str) -> None:
-        if note is not None:
-            note(name)
 
+def _ignore(name: str) -> None:
+    pass
+
+
+def cut_to_limits(record: logger_pb2.RequestRecord, capture_max_chars: int, changed: Note) -> None:
+    """The full pass: cuts every field over its limit, telling ``changed`` each one's name."""
     record.request_id = _id(record.request_id)
     record.client_request_id = _id(record.client_request_id)
     for name in SHORT_TEXT_FIELDS:
@@ -139,7 +143,6 @@ def cap_record(
             setattr(record, name, 0.0)
             changed(name)
     _cap_size(record, changed)
-    return record
 
 
 def _cap_metadata(record: logger_pb2.RequestRecord, changed: Note) -> None:
