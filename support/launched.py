@@ -43,7 +43,11 @@ class Mesh:
         return found
 
 
-def config(tmp_path: Path, gateway: dict[str, object] | None = None) -> tuple[Path, dict[str, int]]:
+def config(
+    tmp_path: Path,
+    gateway: dict[str, object] | None = None,
+    router: dict[str, object] | None = None,
+) -> tuple[Path, dict[str, int]]:
     ports = {
         name: free_port()
         for name in ["gateway", "router", "provider", "logger", "envoy", "admin", "metrics"]
@@ -57,7 +61,7 @@ def config(tmp_path: Path, gateway: dict[str, object] | None = None) -> tuple[Pa
             "metrics_port": ports["metrics"],
             **(gateway or {}),
         },
-        "router": {"port": ports["router"], "grace_period_s": GRACE_S},
+        "router": {"port": ports["router"], "grace_period_s": GRACE_S, **(router or {})},
         "logger": {
             "port": ports["logger"],
             "grace_period_s": GRACE_S,
@@ -123,11 +127,14 @@ def envoy_ready(admin_port: int) -> bool:
 
 @contextmanager
 def launched(
-    tmp_path: Path, *extra_args: str, gateway: dict[str, object] | None = None
+    tmp_path: Path,
+    *extra_args: str,
+    gateway: dict[str, object] | None = None,
+    router: dict[str, object] | None = None,
 ) -> Iterator[Mesh]:
     """Runs the launcher until the mesh is up; kills whatever is left on the way out.
-    ``gateway``: settings added to the gateway's section."""
-    path, ports = config(tmp_path, gateway)
+    ``gateway``, ``router``: settings added to those sections."""
+    path, ports = config(tmp_path, gateway, router)
     output = tmp_path / "launcher.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HI_")}
     with output.open("wb") as out:

@@ -11,6 +11,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import grpc
+
+from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 from support.launched import Mesh, alive, descendants, launched
 from support.polling import poll
 
@@ -42,6 +45,14 @@ def _stored_ids(mesh: Mesh) -> set[str]:
         except sqlite3.OperationalError:  # not migrated yet
             return set()
     return {str(row[0]) for row in rows}
+
+
+def _endpoints(mesh: Mesh) -> list[router_pb2.EndpointState]:
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.router_port}") as channel:
+        reply = router_pb2_grpc.RouterServiceStub(channel).ListEndpoints(
+            router_pb2.ListEndpointsRequest(), timeout=5
+        )
+    return list(reply.endpoints)
 
 
 def _kill_one(mesh: Mesh, module: str) -> int:
@@ -85,14 +96,23 @@ def test_a_killed_logger_is_back_and_no_acknowledged_record_is_lost(tmp_path: Pa
 
 
 def test_a_killed_provider_worker_is_back_and_the_breaker_recovers(tmp_path: Path) -> None:
-    with launched(tmp_path) as mesh:
+    # A short cool-down: the breaker's recovery is what is under test, not its default wait.
+    with launched(tmp_path, router={"breaker_cooldown_s": 2.0}) as mesh:
         assert _chat(mesh, "warm") == 200
         _kill_one(mesh, "--worker")
-        # While it is down the router's only endpoint fails: 5xx, and its breaker may open.
+        # While it is down the router's only endpoint fails: 5xx, and its breaker opens.
+        failed = [_chat(mesh, f"down-{i}") for i in range(5)]
+        assert any(code >= 500 for code in failed), failed
+        if all(code >= 500 for code in failed):
+            # Five failures in a row, past the threshold of 3 (unless the worker came back).
+            (state,) = _endpoints(mesh)
+            assert state.circuit_state == router_pb2.CIRCUIT_STATE_OPEN, state
         poll(lambda: _back(mesh, "provider:sim", 1), 30, "the provider worker restarted")
         # The breaker half-opens after its cool-down and closes on the first success.
         poll(lambda: True if _chat(mesh, "probe") == 200 else None, 30, "a request served")
         assert [_chat(mesh, f"after-{i}") for i in range(10)] == [200] * 10
+        (state,) = _endpoints(mesh)
+        assert state.circuit_state == router_pb2.CIRCUIT_STATE_CLOSED and state.healthy
         assert mesh.proc.poll() is None
 
 
