@@ -129,3 +129,15 @@ def test_a_service_that_keeps_crashing_is_named_and_stops_the_mesh(tmp_path: Pat
         assert "it crashed 2 times within 120s: giving up on it and stopping the mesh" in text
         assert "launcher: stopped" in text
         assert [pid for pid in children if alive(pid)] == []
+
+
+def test_a_killed_envoy_is_back_and_serves(tmp_path: Path) -> None:
+    with launched(tmp_path) as mesh:
+        (envoy,) = [
+            pid
+            for pid in descendants(mesh.proc.pid)
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"envoy")
+        ]
+        os.kill(envoy, signal.SIGKILL)
+        poll(lambda: _back(mesh, "envoy", 1), 30, "Envoy restarted")
+        assert _chat(mesh, "after-envoy") == 200
