@@ -105,8 +105,12 @@ def test_a_killed_provider_worker_is_back_and_the_breaker_recovers(tmp_path: Pat
         assert any(code >= 500 for code in failed), failed
         if all(code >= 500 for code in failed):
             # Five failures in a row, past the threshold of 3 (unless the worker came back).
+            # Open, or already half-open if the 2 s cool-down passed on a loaded machine.
             (state,) = _endpoints(mesh)
-            assert state.circuit_state == router_pb2.CIRCUIT_STATE_OPEN, state
+            assert state.circuit_state in (
+                router_pb2.CIRCUIT_STATE_OPEN,
+                router_pb2.CIRCUIT_STATE_HALF_OPEN,
+            ), state
         poll(lambda: _back(mesh, "provider:sim", 1), 30, "the provider worker restarted")
         # The breaker half-opens after its cool-down and closes on the first success.
         poll(lambda: True if _chat(mesh, "probe") == 200 else None, 30, "a request served")
