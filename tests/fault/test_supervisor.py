@@ -115,8 +115,17 @@ def test_a_killed_provider_worker_is_back_and_the_breaker_recovers(tmp_path: Pat
         # The breaker half-opens after its cool-down and closes on the first success.
         poll(lambda: True if _chat(mesh, "probe") == 200 else None, 30, "a request served")
         assert [_chat(mesh, f"after-{i}") for i in range(10)] == [200] * 10
-        (state,) = _endpoints(mesh)
-        assert state.circuit_state == router_pb2.CIRCUIT_STATE_CLOSED and state.healthy
+        # Closed by the successes; healthy again at the router's next probe.
+        poll(
+            lambda: (
+                True
+                if [(e.circuit_state, e.healthy) for e in _endpoints(mesh)]
+                == [(router_pb2.CIRCUIT_STATE_CLOSED, True)]
+                else None
+            ),
+            30,
+            "the endpoint closed and healthy",
+        )
         assert mesh.proc.poll() is None
 
 
