@@ -38,6 +38,8 @@ def make_record(i: int, **overrides: object) -> logger_pb2.RequestRecord:
         finish_reason=chat_pb2.FINISH_REASON_STOP,
         sampling=chat_pb2.SamplingParams(max_tokens=64, temperature=0.5, stop=["\n\n"], seed=i),
         metadata={"team": "search", "i": str(i)},
+        # Two records share each caller's id (the key stays unique).
+        client_request_id=f"client-{i // 2:05d}",
     )
     if i % 3 == 0:
         record.tools_offered.extend(["get_weather", "get_time"])

@@ -18,10 +18,10 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from support.mesh import Mesh, mesh_config, running_mesh
 from support.polling import poll
 from support.procs import free_port
+from support.records import record_sent_as
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello colocated"}]
 
@@ -125,18 +125,8 @@ def test_each_request_leaves_a_record_with_the_routing_outcome(mesh: Mesh) -> No
             timeout=10,
         )
 
-    def record() -> logger_pb2.RequestRecord | None:
-        with grpc.insecure_channel(mesh.address("logger")) as channel:
-            stub = logger_pb2_grpc.LoggerServiceStub(channel)
-            try:
-                request = logger_pb2.GetRecordRequest(request_id=reply.id)
-                return stub.GetRecord(request, timeout=5).record
-            except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.NOT_FOUND:
-                    return None
-                raise
-
-    stored = poll(record, 10.0, "the request record")
+    logger = mesh.address("logger")
+    stored = poll(lambda: record_sent_as(logger, reply.id), 10.0, "the request record")
     assert (stored.endpoint, stored.provider, stored.served_model) == ("sim-a", "sim", "hi-sim-1")
     assert stored.usage.completion_tokens == 12 and stored.cost_usd > 0
     assert metric(mesh, "hi_provider_generations_total", endpoint="sim-a", outcome="completed")

@@ -14,9 +14,10 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+from hybridinference.logger.v1 import logger_pb2
 from support.mesh import Mesh, mesh_config, running_mesh
 from support.polling import poll
+from support.records import record_sent_as
 
 MAX_CHARS = 4096
 MESSAGES: list[ChatCompletionMessageParam] = [
@@ -36,19 +37,10 @@ def capturing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 
 def stored(mesh: Mesh, request_id: str) -> logger_pb2.RequestRecord:
-    def fetch() -> logger_pb2.RequestRecord | None:
-        with grpc.insecure_channel(mesh.address("logger")) as channel:
-            stub = logger_pb2_grpc.LoggerServiceStub(channel)
-            try:
-                request = logger_pb2.GetRecordRequest(request_id=request_id)
-                reply: logger_pb2.GetRecordResponse = stub.GetRecord(request, timeout=5)
-                return reply.record
-            except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.NOT_FOUND:
-                    return None
-                raise
-
-    record: logger_pb2.RequestRecord = poll(fetch, 10, f"the record of {request_id}")
+    logger = mesh.address("logger")
+    record: logger_pb2.RequestRecord = poll(
+        lambda: record_sent_as(logger, request_id), 10, f"the record of {request_id}"
+    )
     return record
 
 

@@ -32,10 +32,10 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.quota.reservation import Reserver
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.keys.store import open_key_store
-from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from support.mesh import Mesh, mesh_config, running_mesh
 from support.polling import poll
 from support.procs import REPO, ServiceProcess, free_port, start_service
+from support.records import record_sent_as
 
 SECRET_ENV = "HI_E2E_AUTH_SECRET"
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -204,17 +204,8 @@ def test_a_valid_key_works_everywhere_and_is_recorded_by_id(edge: Edge) -> None:
     assert grpc_chat(edge.replica.address, key).content
     assert {m.id for m in client.models.list()} == {"hi-sim", "hi-slow", "hi-dying"}
 
-    def record() -> logger_pb2.RequestRecord | None:
-        with grpc.insecure_channel(edge.mesh.address("logger")) as channel:
-            stub = logger_pb2_grpc.LoggerServiceStub(channel)
-            try:
-                return stub.GetRecord(
-                    logger_pb2.GetRecordRequest(request_id=request_id), timeout=5
-                ).record
-            except grpc.RpcError:
-                return None
-
-    stored = poll(record, 15, "the request record")
+    logger = edge.mesh.address("logger")
+    stored = poll(lambda: record_sent_as(logger, request_id), 15, "the request record")
     assert stored.api_key_id == key_id
     assert key not in str(stored)
 

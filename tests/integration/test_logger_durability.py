@@ -221,7 +221,7 @@ async def check_rows(stack: Stack, load: Load) -> None:
     conn = await asyncpg.connect(stack.dsn)
     try:
         rows = await conn.fetch(
-            "SELECT request_id, metadata->>'i' AS i, status, requested_model, served_model, "
+            "SELECT client_request_id, metadata->>'i' AS i, status, requested_model, served_model, "
             'provider, endpoint, attempts, fallbacks, hedged, stream, "user", prompt_tokens, '
             "completion_tokens, total_tokens, cost_usd, ttft_ms, latency_ms FROM request_log"
         )
@@ -234,7 +234,7 @@ async def check_rows(stack: Stack, load: Load) -> None:
     assert len(by_number) == N
     for i, reply in load.replies.items():
         row = by_number[i]
-        assert row["request_id"] == reply.id
+        assert row["client_request_id"] == reply.id
         assert (row["status"], row["requested_model"], row["served_model"]) == (
             "OK",
             "hi-sim",

@@ -38,6 +38,7 @@ from tests.unit.test_logger_store import (
     test_page_tokens_are_checked,
     test_traffic_buckets_per_model_and_the_new_filters,
     test_upgrade_keeps_rows_through_every_migration,
+    test_upgrade_keeps_the_callers_id_apart_from_the_key,
     test_usage_rollup_counts_each_record_once,
     test_write_then_get_round_trips_every_field,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "test_page_tokens_are_checked",
     "test_traffic_buckets_per_model_and_the_new_filters",
     "test_upgrade_keeps_rows_through_every_migration",
+    "test_upgrade_keeps_the_callers_id_apart_from_the_key",
     "test_usage_rollup_counts_each_record_once",
     "test_write_then_get_round_trips_every_field",
 ]

@@ -301,3 +301,31 @@ async def test_cli_logs_and_usage_against_the_logger(
     assert await asyncio.to_thread(cli_main, listing) == 0
     ids = [orjson.loads(line)["request_id"] for line in capsys.readouterr().out.splitlines()]
     assert ids == ["req-00008", "req-00005", "req-00002"]
+
+
+async def test_cli_logs_id_finds_every_request_sent_with_that_id(
+    logger_process: ServiceProcess,
+    stub: logger_pb2_grpc.LoggerServiceStub,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two requests sent with one x-request-id are two records (their keys differ), and
+    `hybridinference logs ID` prints both, oldest first; a record's own key finds it too."""
+    records = [make_record(i, client_request_id="client-twice") for i in (3, 4)]
+    # As a logger upgraded from before the caller's id was kept stored its rows: the key only.
+    records.append(make_record(5, request_id="older-row", client_request_id=""))
+    reply = await stub.WriteRecords(logger_pb2.WriteRecordsRequest(records=records))
+    assert reply.accepted == 3
+    await _drained(stub)
+    config = str(tmp_path / "mesh.yaml")
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli_main, ["--config", config, "logs", "client-twice"]) == 0
+    out = capsys.readouterr().out
+    keys = [line.split('"')[3] for line in out.splitlines() if line.startswith('  "request_id"')]
+    assert keys == ["req-00003", "req-00004"]
+    assert await asyncio.to_thread(cli_main, ["--config", config, "logs", "older-row"]) == 0
+    assert '"request_id": "older-row"' in capsys.readouterr().out
+    assert await asyncio.to_thread(cli_main, ["--config", config, "logs", "req-00004"]) == 0
+    assert '"client_request_id": "client-twice"' in capsys.readouterr().out
+    assert await asyncio.to_thread(cli_main, ["--config", config, "logs", "no-such"]) != 0
+    assert "no record with request id 'no-such'" in capsys.readouterr().err

@@ -73,6 +73,7 @@ async def test_migrations_are_recorded_and_idempotent(backend: Backend) -> None:
         (2, "0002_capture_and_usage"),
         (3, "0003_drop_row_id"),
         (4, "0004_chat_features"),
+        (5, "0005_client_request_id"),
     ]
 
 
@@ -80,11 +81,11 @@ async def test_upgrade_keeps_rows_through_every_migration(
     backend: Backend, migrations: Callable[[str], Awaitable[RecordStore]]
 ) -> None:
     """A database at 0001 with rows in it (written as that schema's code wrote them): 0002
-    rolls their usage up, 0003 drops the unused id column, 0004 adds the chat columns; every row
-    is kept, and both dialects end with the same columns."""
+    rolls their usage up, 0003 drops the unused id column, 0004 adds the chat columns, 0005 the
+    caller's id; every row is kept, and both dialects end with the same columns."""
     older = await migrations("0001")
     await older.close()
-    records = [make_record(i) for i in range(30)]
+    records = [make_record(i, client_request_id="") for i in range(30)]
     for record in records:
         # What 0001 cannot hold comes back as its default.
         record.usage.reasoning_tokens = 0
@@ -101,7 +102,7 @@ async def test_upgrade_keeps_rows_through_every_migration(
     finally:
         await opened.close()
     versions = await backend.fetch("SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(1,), (2,), (3,), (4,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,)]
     assert await backend.columns() == [*COLUMNS[:23], "received_at", *COLUMNS[23:]]
 
 
@@ -122,6 +123,37 @@ def _insert_at_0001(record: logger_pb2.RequestRecord) -> str:
 
     columns = ", ".join(f'"{name}"' for name in COLUMNS[:23])
     return f"INSERT INTO request_log ({columns}) VALUES ({', '.join(map(literal, row))})"
+
+
+async def test_upgrade_keeps_the_callers_id_apart_from_the_key(
+    backend: Backend, migrations: Callable[[str], Awaitable[RecordStore]]
+) -> None:
+    """A database at 0004 with rows: after 0005 they are found by key as before (their key was
+    the caller's id), with no client id; new records sharing a caller's id are separate rows
+    found by that id, in pages like any other filter."""
+    older = await migrations("0004")
+    await older.close()
+    old = [make_record(i, client_request_id="") for i in range(5)]
+    for record in old:
+        record.usage.reasoning_tokens = 0
+        del record.tools_offered[:], record.tools_called[:], record.features[:]
+        await backend.fetch(_insert_at_0001(record))
+    opened = await backend.open()
+    try:
+        for record in old:
+            assert await opened.get(record.request_id) == record
+        shared = [make_record(10 + i, client_request_id="client-same") for i in range(3)]
+        assert (await opened.write_batch(shared)).inserted == 3
+        page = await opened.list(ListFilters(client_request_id="client-same"), 2)
+        assert [r.request_id for r in page.records] == ["req-00012", "req-00011"]
+        assert page.next_page_token
+        rest = await opened.list(
+            ListFilters(client_request_id="client-same"), 2, page.next_page_token
+        )
+        assert [r.request_id for r in rest.records] == ["req-00010"]
+        assert {r.client_request_id for r in [*page.records, *rest.records]} == {"client-same"}
+    finally:
+        await opened.close()
 
 
 async def test_write_then_get_round_trips_every_field(store: RecordStore) -> None:

@@ -16,7 +16,12 @@ from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("logs", help="request records from the logger")
-    parser.add_argument("request_id", nargs="?", help="show this request's record as JSON")
+    parser.add_argument(
+        "request_id",
+        nargs="?",
+        help="show the records with this id as JSON: the caller's x-request-id (every request "
+        "sent with it) or a record's own key",
+    )
     parser.add_argument("--list", action="store_true", help="list the latest records")
     parser.add_argument("--model", default="", help="with --list: only this requested model")
     parser.add_argument("--provider", default="", help="with --list: only this provider")
@@ -107,6 +112,36 @@ def records_table(records: list[logger_pb2.RequestRecord]) -> str:
     return format_table(headers, rows)
 
 
+def records_for(
+    stub: logger_pb2_grpc.LoggerServiceStub, request_id: str
+) -> list[logger_pb2.RequestRecord]:
+    """Every record the id names, oldest first: those sent with it as x-request-id (several when
+    a caller reused it), else the one whose key it is (also how records stored before the caller's
+    id had a column of its own are found)."""
+    found: list[logger_pb2.RequestRecord] = []
+    token = ""
+    while True:
+        page = stub.ListRecords(
+            logger_pb2.ListRecordsRequest(
+                client_request_id=request_id, page_size=1000, page_token=token
+            ),
+            timeout=10,
+        )
+        found.extend(page.records)
+        token = page.next_page_token
+        if not token:
+            break
+    if not found:
+        try:
+            reply = stub.GetRecord(logger_pb2.GetRecordRequest(request_id=request_id), timeout=10)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        else:
+            found.append(reply.record)
+    return found[::-1]
+
+
 def run(args: argparse.Namespace, settings: MeshSettings) -> int:
     problem = validate(args)
     if problem:
@@ -116,10 +151,11 @@ def run(args: argparse.Namespace, settings: MeshSettings) -> int:
         stub = logger_pb2_grpc.LoggerServiceStub(channel)
         try:
             if args.request_id:
-                reply = stub.GetRecord(
-                    logger_pb2.GetRecordRequest(request_id=args.request_id), timeout=10
-                )
-                print(record_json(reply.record))
+                found = records_for(stub, args.request_id)
+                if not found:
+                    raise rpc.CliError(f"no record with request id {args.request_id!r}")
+                for record in found:
+                    print(record_json(record))
                 return 0
             listing = stub.ListRecords(list_request(args), timeout=10)
         except grpc.RpcError as error:

@@ -11,6 +11,11 @@ a ``cursor`` file naming the first frame not yet consumed, and a ``LOCK`` file h
 two processes never share a spool. A torn frame at the end of the last segment (a crash during a
 write) is cut off at open; frames up to the last fsync are never lost.
 
+A write that fails part-way (disk full, I/O error, a short write) is cut back off the segment, so
+no torn frame is ever left in the middle of a spool, and the caller gets SpoolWriteError. A torn or
+damaged frame found anyway (at open or while reading, in any segment) is skipped past with the
+rest of its segment and counted, never read again and again.
+
 Consumption is at-least-once: the cursor is written without fsync, so after a crash the reader may
 see a few already-consumed frames again. Every consumer here is idempotent by request id.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -46,6 +52,14 @@ class SpoolError(Exception):
 
 class SpoolFull(Exception):
     """Appending would exceed the spool's size bound; nothing was written."""
+
+
+class SpoolWriteError(Exception):
+    """The frames could not be written or synced (disk full, I/O error); none of them is kept."""
+
+
+class FrameTooLarge(ValueError):
+    """A payload is larger than one frame may be (MAX_PAYLOAD_BYTES); nothing was written."""
 
 
 class Position(NamedTuple):
@@ -235,7 +249,7 @@ class Spool:
         if not payloads:
             return []
         if any(len(p) > MAX_PAYLOAD_BYTES for p in payloads):
-            raise ValueError(f"a spool payload is limited to {MAX_PAYLOAD_BYTES} bytes")
+            raise FrameTooLarge(f"a spool payload is limited to {MAX_PAYLOAD_BYTES} bytes")
         frames = b"".join(_HEADER.pack(len(p), zlib.crc32(p)) + p for p in payloads)
         if self.pending_bytes + len(frames) > self.max_bytes:
             raise SpoolFull(
@@ -246,8 +260,8 @@ class Spool:
                 if self._sizes[self._segments[-1]] >= self.segment_bytes:
                     await self._rotate()
         last = self._segments[-1]
-        # One write() of whole frames: nothing on this loop can see half of it.
-        os.write(self._write_fd, frames)
+        # Whole frames, with no await in between: nothing on this loop can see half of them.
+        self._write_all(last, frames)
         starts = accumulate(
             (_HEADER.size + len(p) for p in payloads[:-1]), initial=self._sizes[last]
         )
@@ -256,9 +270,37 @@ class Spool:
         self._sizes[last] += len(frames)
         self.pending_records += len(payloads)
         target = Position(last, self._sizes[last])
-        await self._sync_through(target)
+        try:
+            await self._sync_through(target)
+        except OSError as error:
+            # Whether the frames reached the disk is unknown: the caller keeps them (a replay is
+            # harmless, every consumer being idempotent), and they stay readable if a later
+            # sync succeeds.
+            raise SpoolWriteError(f"spool {self.directory}: cannot sync: {error}") from error
         self._has_data.set()
         return positions
+
+    def _write_all(self, last: int, frames: bytes) -> None:
+        """Writes every byte or none: a short write is continued, a failed one rolled back."""
+        view = memoryview(frames)
+        written = 0
+        try:
+            while written < len(frames):
+                count = self._os_write(self._write_fd, view[written:])
+                if count <= 0:
+                    raise OSError(errno.EIO, "write made no progress")
+                written += count
+        except OSError as error:
+            if written:
+                # Cut the partial frames off, so the segment ends on a frame boundary.
+                try:
+                    os.ftruncate(self._write_fd, self._sizes[last])
+                except OSError:
+                    log.exception("spool: cannot cut a partial write off; it is skipped at read")
+            raise SpoolWriteError(f"spool {self.directory}: cannot write: {error}") from error
+
+    # The write call, replaceable in tests (a short write, ENOSPC part-way).
+    _os_write = staticmethod(os.write)
 
     async def _sync_through(self, target: Position) -> None:
         # Group commit: one fsync in a thread covers every append made before it started.
@@ -306,7 +348,8 @@ class Spool:
         batch read but not committed yet, to read ahead of it); consumes nothing."""
         payloads: list[bytes] = []
         positions: list[FramePosition] = []
-        position = self._cursor if start is None or start < self._cursor else start
+        from_cursor = start is None or start <= self._cursor
+        position = self._cursor if from_cursor or start is None else start
         while len(payloads) < max_records:
             limit = self._readable_end(position.segment)
             if position.offset < limit:
@@ -320,10 +363,26 @@ class Spool:
                 segment, base = position
                 positions.extend([(segment, base + start) for start in starts])
                 position = Position(position.segment, position.offset + used)
-                if corrupt:
+                # No frame could be read where one must start (whole frames up to ``limit``,
+                # each fitting in one read): a torn or damaged frame. Skipping it, with the rest
+                # of its segment, is the only way on; reading it again would loop forever.
+                torn = not found and used == 0
+                if corrupt or torn:
                     self.corrupt_frames += 1
-                    log.error("spool: corrupt frame skipped", extra={"segment": position.segment})
+                    log.error(
+                        "spool: corrupt frame skipped with the rest of its segment",
+                        extra={
+                            "segment": position.segment,
+                            "offset": position.offset,
+                            "bytes": limit - position.offset,
+                        },
+                    )
                     position = Position(position.segment, limit)
+                    if from_cursor and not payloads:
+                        # Nothing unconsumed before it (no read-ahead either): move the cursor
+                        # past it now, so the skipped bytes do not stay pending forever.
+                        self._cursor = position
+                        self._write_cursor()
                 continue
             later = [n for n in self._segments if n > position.segment]
             if not later or position.segment >= self._durable.segment:

@@ -14,6 +14,7 @@ import grpc
 
 from hybridinference.common.errors import ServiceError
 from hybridinference.gateway.chat_call import ChatCall
+from hybridinference.gateway.request_ids import record_key
 from hybridinference.router.v1 import router_pb2
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 class Execution:
     """What happened to one request, filled in as its stream goes by (for the request record)."""
 
+    # The caller's x-request-id (or the one made for it and returned): what the client, the
+    # router, the providers and the logs see. Not unique: two requests may send the same one.
     request_id: str
     call: ChatCall
     surface: str
@@ -49,6 +52,8 @@ class Execution:
     # Events with output passed on to the client (one per generated token from our providers);
     # with a failure after the first, the record says the stream was cut and after how many.
     streamed_tokens: int = 0
+    # The record's key: unique per request, whatever the caller sent (request_ids.record_key).
+    record_id: str = field(default_factory=record_key)
 
     @property
     def stream_cut(self) -> bool:

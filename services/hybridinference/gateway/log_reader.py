@@ -54,11 +54,24 @@ class LogReader:
         return await self._call(lambda: stub.ListRecords(request, timeout=TIMEOUT_S))
 
     async def get_record(self, request_id: str) -> logger_pb2.RequestRecord:
+        """The record keyed by ``request_id``, else the newest one sent with it as the client's
+        x-request-id (what a client, the CLI or the playground was given back); NOT_FOUND when
+        neither exists."""
         stub = self._logger()
         request = logger_pb2.GetRecordRequest(request_id=request_id)
-        reply: logger_pb2.GetRecordResponse = await self._call(
-            lambda: stub.GetRecord(request, timeout=TIMEOUT_S)
-        )
+        try:
+            reply: logger_pb2.GetRecordResponse = await self._call(
+                lambda: stub.GetRecord(request, timeout=TIMEOUT_S)
+            )
+        except ServiceError as error:
+            if error.code is not grpc.StatusCode.NOT_FOUND:
+                raise
+            by_client = await self.list_records(
+                logger_pb2.ListRecordsRequest(client_request_id=request_id, page_size=1)
+            )
+            if not by_client.records:
+                raise
+            return by_client.records[0]
         return reply.record
 
     async def usage(self, request: logger_pb2.GetUsageRequest) -> logger_pb2.GetUsageResponse:

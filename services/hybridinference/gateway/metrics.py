@@ -55,6 +55,12 @@ TPOT = Histogram(
     ["model", "endpoint"],
     buckets=TPOT_BUCKETS_S,
 )
+RECORD_CAPS = Counter(
+    "hi_gateway_record_caps_total",
+    "Request record fields the gateway cut to the record limits as it built the record (NUL "
+    "removed, text cut, entries dropped), by field; the record itself is always sent.",
+    ["field"],
+)
 TOKENS = Counter(
     "hi_gateway_tokens_total",
     "Tokens processed, by direction (prompt = in, completion = out).",
@@ -126,6 +132,10 @@ def _model_label(execution: Execution) -> str:
     return _children.models.known(name)
 
 
+def record_capped(field: str) -> None:
+    RECORD_CAPS.labels(field).inc()
+
+
 def observe_request(execution: Execution) -> None:
     """Records one finished request; called once, where its record is built."""
     now = time.monotonic()
@@ -174,6 +184,31 @@ def register_shipper_metrics(shipper: RecordShipper) -> None:
             "Request records dropped because the queue was full or the gateway was closing.",
         )
         dropped.add_metric([], shipper.dropped)
-        return [queued, spooled, dropped]
+        spilled = CounterMetricFamily(
+            "hi_gateway_log_records_spilled",
+            "Request records that found the queue full and went to the spool instead.",
+        )
+        spilled.add_metric([], shipper.spilled)
+        dead = CounterMetricFamily(
+            "hi_gateway_log_records_dead_lettered",
+            "Request records the logger can never accept, kept in the dead-letter file instead "
+            "of being retried, by reason (rejected, refused:<code>, too_large, crash).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(shipper.dead_letters.counts.items()):
+            dead.add_metric([reason], count)
+        spool_errors = CounterMetricFamily(
+            "hi_gateway_log_spool_errors",
+            "Spool appends that failed (full, disk error); the records stayed in memory.",
+        )
+        spool_errors.add_metric([], shipper.spool_errors)
+        restarts = CounterMetricFamily(
+            "hi_gateway_log_shipper_restarts",
+            "Shipper background tasks restarted after an unexpected error, by task.",
+            labels=["task"],
+        )
+        for task in ("ship", "replay"):
+            restarts.add_metric([task], shipper.restarts[task])
+        return [queued, spooled, dropped, spilled, dead, spool_errors, restarts]
 
     register_scrape_collector("gateway-shipper", collect)

@@ -1,4 +1,5 @@
-"""Builds the one request record the gateway sends per request."""
+"""Builds the one request record the gateway sends per request, capped to the record limits
+(record_caps.py) whatever the request was, so the logger always stores it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from collections.abc import Sequence
 from google.protobuf import json_format, timestamp_pb2
 
 from hybridinference.common.chat_features import features_used
+from hybridinference.common.settings import LoggerSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.execution import Execution
+from hybridinference.gateway.metrics import record_capped
+from hybridinference.gateway.record_caps import cap_record
 from hybridinference.logger.v1 import logger_pb2
 
 # How a record's `error` starts when the stream failed after part of the answer was sent.
@@ -26,12 +30,19 @@ def prompt_text(messages: Sequence[chat_pb2.ChatMessage]) -> str:
     )
 
 
-def build_record(execution: Execution) -> logger_pb2.RequestRecord:
+# The logger's own cap for captured prompt and response (logger.capture_max_chars).
+DEFAULT_CAPTURE_MAX_CHARS = LoggerSettings.model_fields["capture_max_chars"].default
+
+
+def build_record(
+    execution: Execution, capture_max_chars: int = DEFAULT_CAPTURE_MAX_CHARS
+) -> logger_pb2.RequestRecord:
     call = execution.call
     started = timestamp_pb2.Timestamp()
     started.FromNanoseconds(int(execution.started_at * 1e9))
     record = logger_pb2.RequestRecord(
-        request_id=execution.request_id,
+        request_id=execution.record_id,
+        client_request_id=execution.request_id,
         started_at=started,
         surface=execution.surface,
         user=call.user,
@@ -74,4 +85,4 @@ def build_record(execution: Execution) -> logger_pb2.RequestRecord:
         record.error = f"{STREAM_CUT_PREFIX} {execution.streamed_tokens} tokens: {execution.error}"
         if execution.completion is None:
             record.usage.completion_tokens = execution.streamed_tokens
-    return record
+    return cap_record(record, capture_max_chars, record_capped)

@@ -1,5 +1,9 @@
 """Request ids: the caller's x-request-id (behind Envoy there always is one: the client's own or
-a UUID Envoy generated), else a new one; an id unsafe to log is refused."""
+a UUID Envoy generated), else a new one; an id unsafe to log is refused.
+
+The caller's id is not a key: nothing stops two requests from sending the same one. The request
+record's key is ``record_key()``, made here for every request; the caller's id is stored beside
+it (client_request_id), and `hybridinference logs ID` finds a record by either."""
 
 from __future__ import annotations
 
@@ -22,6 +26,11 @@ def _inbound(metadata: Metadata) -> str | None:
         if key == HEADER and isinstance(value, str):
             return value
     return None
+
+
+def record_key() -> str:
+    """A key no other request has: 128 random bits."""
+    return uuid.uuid4().hex
 
 
 def request_id_from(metadata: Metadata) -> str:

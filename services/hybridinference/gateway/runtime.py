@@ -19,7 +19,7 @@ from hybridinference.gateway.chat_call import ChatCall
 from hybridinference.gateway.edge import Edge, visible_models
 from hybridinference.gateway.execution import Execution
 from hybridinference.gateway.model_catalog import ModelCatalog
-from hybridinference.gateway.records import build_record
+from hybridinference.gateway.records import DEFAULT_CAPTURE_MAX_CHARS, build_record
 from hybridinference.gateway.request_ids import check_request_id
 from hybridinference.gateway.router_client import RouterClient
 from hybridinference.gateway.shipper import RecordShipper
@@ -40,10 +40,12 @@ class GatewayRuntime:
         router_tls: TlsSettings | None = None,
         router: RouterClient | None = None,
         capture_content: bool = False,
+        capture_max_chars: int = DEFAULT_CAPTURE_MAX_CHARS,
     ) -> None:
         self.settings = settings
         # logger.capture_content: records carry the prompt and the response text.
         self.capture_content = capture_content
+        self.capture_max_chars = capture_max_chars
         self.limits = Limits(
             max_messages=settings.max_messages,
             max_message_chars=settings.max_message_chars,
@@ -120,7 +122,7 @@ class GatewayRuntime:
         # Releases the quota slot and charges tokens/cost, then ships the record; neither is
         # awaited (both run in the background).
         self.edge.settle(execution)
-        self.shipper.submit(build_record(execution))
+        self.shipper.submit(build_record(execution, self.capture_max_chars))
         gateway_metrics.observe_request(execution)
 
     @contextlib.asynccontextmanager

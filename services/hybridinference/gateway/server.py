@@ -49,6 +49,7 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
         router_tls=settings.router.tls,
         router=router,
         capture_content=settings.logger.capture_content,
+        capture_max_chars=settings.logger.capture_max_chars,
     )
     register_shipper_metrics(runtime.shipper)
     # Public services: undecodable request bytes get INVALID_ARGUMENT, not UNKNOWN.

@@ -1,9 +1,10 @@
 """Ships request records from the gateway to the logger, off the request path (the gateway's client
 of LoggerService; the spool and the batch wire form it uses are common machinery).
 
-``submit`` only appends to a bounded in-memory queue (dropping, and counting, when it is full), so
-a slow or absent logger can never slow a request down. One background task drains the queue in
-batches over one reused channel.
+``submit`` only appends to a bounded in-memory queue, so a slow or absent logger can never slow a
+request down; when the queue is full, records spill to the disk spool instead (dropped, and
+counted, only when there is no spool or it cannot take them either). One background task drains
+the queue in batches (bounded by records and by bytes) over one reused channel.
 
 With a spool directory (the gateway's default), a batch the logger cannot take right now goes to
 a local append-only spool on disk instead of being retried in memory, and a replay task resends the
@@ -11,6 +12,14 @@ spool, oldest first, with capped backoff; its first success marks the logger rea
 While the logger is known to be down, new batches go straight to the spool. What is still queued
 at close is spooled too, so it is replayed by the next gateway run. Records are idempotent by
 request id at the logger, so a replayed batch that had in fact arrived is harmless.
+
+A payload the logger can never accept is not retried: a record it rejects, or a batch it refuses
+outright (split in halves until the records it refuses are isolated), is dead-lettered
+(dead_letters.py) and counted. A spool that fails (disk full, I/O error) or cannot take a record
+(too large for a frame) never stops the shipper: the batch is retried in memory with backoff (or
+the record dead-lettered). Both background tasks are supervised: one that dies of an unexpected
+error is restarted, counted in ``restarts``, and its batch in flight delivered (or, if the same
+batch kills it twice, dead-lettered).
 
 Without a spool, a failed batch is retried in memory with capped backoff and what is left at
 close is counted as abandoned.
@@ -21,16 +30,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import cast
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
 from hybridinference.common import trace_context
 from hybridinference.common.channels import insecure_channel
+from hybridinference.common.dead_letters import DeadLetters
 from hybridinference.common.record_batch import encode_batch
-from hybridinference.common.spool import Spool, SpoolError, SpoolFull
-from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
+from hybridinference.common.spool import (
+    MAX_PAYLOAD_BYTES,
+    FrameTooLarge,
+    Spool,
+    SpoolError,
+    SpoolFull,
+    SpoolWriteError,
+)
+from hybridinference.logger.v1 import logger_pb2
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +60,13 @@ _PERMANENT = frozenset(
         grpc.StatusCode.UNAUTHENTICATED,
     }
 )
+# Codes where the batch itself is refused (its content or size), so a smaller batch may pass:
+# the batch is split to isolate what the logger refuses.
+_SPLITTABLE = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
+_MAX_FRAME = MAX_PAYLOAD_BYTES
 _WRITE_METHOD = "/hybridinference.logger.v1.LoggerService/WriteRecords"
+# Default bound of one batch's serialized size (the logger accepts up to 64 MiB per message).
+BATCH_MAX_BYTES = 1 << 20
 
 
 class RecordShipper:
@@ -61,16 +84,25 @@ class RecordShipper:
         flush_interval_s: float,
         spool_dir: str | None = None,
         spool_max_bytes: int = 256 << 20,
+        batch_max_bytes: int = BATCH_MAX_BYTES,
     ) -> None:
         self._address = address
         self._batch_size = batch_size
+        self._batch_max_bytes = batch_max_bytes
         self._flush_interval_s = flush_interval_s
         self._spool_dir = spool_dir
         self._spool_max_bytes = spool_max_bytes
         self._spool: Spool | None = None
         self._queue: asyncio.Queue[logger_pb2.RequestRecord] = asyncio.Queue(maxsize=queue_size)
+        # Records that found the queue full, waiting to be spilled to the spool (bounded like the
+        # queue), and the task spilling them.
+        self._overflow: list[logger_pb2.RequestRecord] = []
+        # It holds what arrives while one spool append is being synced (a few milliseconds), so
+        # a small queue still spills a burst.
+        self._overflow_max = max(queue_size, 4096)
+        self._spill_task: asyncio.Task[None] | None = None
+        self.dead_letters = DeadLetters.beside(spool_dir)
         self._channel: grpc.aio.Channel | None = None
-        self._stub: logger_pb2_grpc.LoggerServiceAsyncStub | None = None
         self._write_raw: grpc.aio.UnaryUnaryMultiCallable | None = None
         self._task: asyncio.Task[None] | None = None
         self._replay_task: asyncio.Task[None] | None = None
@@ -92,17 +124,22 @@ class RecordShipper:
         self.abandoned = 0
         # Records written to the disk spool.
         self.spooled = 0
+        # Records that found the queue full and went to the spool instead.
+        self.spilled = 0
+        # Spool appends that failed (disk full, I/O error); the records stayed in memory.
+        self.spool_errors = 0
+        # Background tasks restarted after an unexpected error, by task ("ship", "replay").
+        self.restarts: Counter[str] = Counter()
+        # The batch in flight when the shipping task last died, to tell a poison batch.
+        self._crashed_with: list[logger_pb2.RequestRecord] | None = None
 
     async def start(self) -> None:
         if self._task is not None:
             return
         self._channel = insecure_channel(self._address)
         # grpc ships no type hints, so mypy cannot pick the aio overload by itself.
-        self._stub = cast(
-            "logger_pb2_grpc.LoggerServiceAsyncStub",
-            logger_pb2_grpc.LoggerServiceStub(self._channel),
-        )
-        # Replays send spooled bytes as they are, without parsing them back into messages.
+        # Records are sent as serialized bytes (spooled ones as they were spooled), so a batch
+        # can be split, spooled or dead-lettered without encoding its records again.
         self._write_raw = self._channel.unary_unary(
             _WRITE_METHOD,
             request_serializer=None,
@@ -115,8 +152,29 @@ class RecordShipper:
                 # Logging must never stop the gateway from serving; it degrades to memory only.
                 log.error("request record spool unavailable", extra={"error": str(error)})
         if self._spool is not None:
-            self._replay_task = asyncio.create_task(self._replay(), name="record-replay")
-        self._task = asyncio.create_task(self._run(), name="record-shipper")
+            self._replay_task = asyncio.create_task(
+                self._supervise("replay", self._replay), name="record-replay"
+            )
+        self._task = asyncio.create_task(self._supervise("ship", self._run), name="record-shipper")
+
+    async def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        """Runs a background task's body until it returns; restarts it when it dies."""
+        while True:
+            try:
+                await body()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.restarts[name] += 1
+                log.exception("request record task died; restarting it", extra={"task": name})
+                if name == "ship" and self._in_flight:
+                    if self._crashed_with is self._in_flight:
+                        # The same batch killed it twice: keep it aside, ship the rest.
+                        self._dead_letter(self._in_flight, "crash", "the shipper died on it twice")
+                        self._in_flight = []
+                    self._crashed_with = self._in_flight
+                await asyncio.sleep(self.backoff_initial_s)
 
     def submit(self, record: logger_pb2.RequestRecord) -> None:
         """Queues the record; never blocks and never raises.
@@ -132,8 +190,25 @@ class RecordShipper:
         try:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
+            self._spill(record)
+
+    def _spill(self, record: logger_pb2.RequestRecord) -> None:
+        """The queue is full: the record goes to the spool (replayed like any spooled batch)."""
+        if self._spool is None or len(self._overflow) >= self._overflow_max:
             # Counted, not logged: logging each would flood the logs under overload.
             self.dropped += 1
+            return
+        self._overflow.append(record)
+        if self._spill_task is None or self._spill_task.done():
+            self._spill_task = asyncio.create_task(self._spill_overflow(), name="record-spill")
+
+    async def _spill_overflow(self) -> None:
+        while self._overflow:
+            batch, self._overflow = self._overflow, []
+            if await self._to_spool(batch):
+                self.spilled += len(batch)
+            else:
+                self.dropped += len(batch)
 
     @property
     def queued(self) -> int:
@@ -167,8 +242,13 @@ class RecordShipper:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        leftover = self._in_flight + self._drain_queue()
+        if self._spill_task is not None:
+            with contextlib.suppress(Exception):
+                await self._spill_task
+            self._spill_task = None
+        leftover = self._in_flight + self._drain_queue() + self._overflow
         self._in_flight = []
+        self._overflow = []
         if leftover:
             await self._undeliverable(leftover, "shipper closed before delivery")
         if self._spool is not None:
@@ -180,12 +260,17 @@ class RecordShipper:
             self._channel = None
 
     async def _run(self) -> None:
+        if self._in_flight:
+            # Restarted after a crash: the batch it held goes first.
+            await self._deliver(self._in_flight)
+            self._in_flight = []
         while True:
             if self._closing and self._queue.empty():
                 return
             batch = await self._next_batch()
             await self._deliver(batch)
             self._in_flight = []
+            self._crashed_with = None
 
     async def _next_batch(self) -> list[logger_pb2.RequestRecord]:
         """Up to batch_size records, waiting at most flush_interval_s after the first one."""
@@ -199,64 +284,112 @@ class RecordShipper:
                 self._idle = False
         # Filled in place, so close() finds these records even if cancelled mid-way.
         batch = self._in_flight = [first]
+        size = first.ByteSize()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._flush_interval_s
-        while len(batch) < self._batch_size:
+        while len(batch) < self._batch_size and size < self._batch_max_bytes:
             try:
-                batch.append(self._queue.get_nowait())
-                continue
+                record = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 pass
+            else:
+                batch.append(record)
+                size += record.ByteSize()
+                continue
             remaining = deadline - loop.time()
             if self._closing or remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                record = await asyncio.wait_for(self._queue.get(), remaining)
             except TimeoutError:
                 break
+            batch.append(record)
+            size += record.ByteSize()
         return batch
 
     async def _deliver(self, batch: list[logger_pb2.RequestRecord]) -> None:
-        """Sends one batch; on a transient failure spools it, or without a spool retries."""
-        assert self._stub is not None
-        if self._failing and self._spool is not None:
-            # The replay task probes the logger; until it gets through, go straight to disk.
-            await self._to_spool(batch)
-            return
-        request = logger_pb2.WriteRecordsRequest(records=batch)
+        """Sends one batch; on a transient failure spools it, or retries it in memory (without a
+        spool, or while the spool cannot take it)."""
+        payloads = [record.SerializeToString() for record in batch]
         delay = self.backoff_initial_s
+        spool_failed = False
         while True:
-            try:
-                reply = await self._stub.WriteRecords(request, timeout=self.send_timeout_s)
-            except grpc.aio.AioRpcError as error:
-                self.failed_batches += 1
-                self._note_failure(error, len(batch))
-                if error.code() in _PERMANENT:
-                    self.abandoned += len(batch)
-                    log.warning(
-                        "logger refused request records",
-                        extra={"records": len(batch), "code": error.code().name},
-                    )
+            # While the logger is known to be down the replay task probes it; go to disk.
+            may_send = self._spool is None or not self._failing or spool_failed
+            if may_send and await self._send(payloads):
+                return
+            if self._spool is not None:
+                spool_failed = not await self._to_spool(batch, payloads)
+                if not spool_failed:
                     return
-                if self._spool is not None:
-                    await self._to_spool(batch)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max_s)
-                continue
-            self._note_success(reply, [r.request_id for r in batch])
-            self.sent += len(batch)
-            return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max_s)
 
-    async def _to_spool(self, batch: Sequence[logger_pb2.RequestRecord]) -> None:
-        assert self._spool is not None
+    async def _send(self, payloads: list[bytes]) -> bool:
+        """One WriteRecords of serialized records: True when done with them (acknowledged, or
+        dead-lettered as never acceptable), False on a transient failure."""
+        assert self._write_raw is not None
         try:
-            await self._spool.append([record.SerializeToString() for record in batch])
+            reply: logger_pb2.WriteRecordsResponse = await self._write_raw(
+                encode_batch(payloads), timeout=self.send_timeout_s
+            )
+        except grpc.aio.AioRpcError as error:
+            self.failed_batches += 1
+            code = error.code()
+            if code in _SPLITTABLE and len(payloads) > 1:
+                # Isolate what is refused: each half goes on its own (a half sent before the
+                # other fails is sent again with the batch; the logger skips the replay).
+                middle = len(payloads) // 2
+                return await self._send(payloads[:middle]) and await self._send(payloads[middle:])
+            if code in _SPLITTABLE or code in _PERMANENT:
+                log.warning(
+                    "logger refused request records",
+                    extra={"records": len(payloads), "code": code.name},
+                )
+                for payload in payloads:
+                    self.dead_letters.add(
+                        payload, f"refused:{code.name}", f"{code.name}: {error.details()}"
+                    )
+                self.abandoned += len(payloads)
+                return True
+            self._note_failure(error, len(payloads))
+            return False
+        self._note_success(reply, payloads)
+        self.sent += len(payloads)
+        return True
+
+    async def _to_spool(
+        self,
+        batch: Sequence[logger_pb2.RequestRecord],
+        payloads: list[bytes] | None = None,
+    ) -> bool:
+        """Appends to the spool; False when it cannot take them now (full, disk error): the
+        caller keeps them. A record too large for a frame is dead-lettered, the rest spooled."""
+        assert self._spool is not None
+        if payloads is None:
+            payloads = [record.SerializeToString() for record in batch]
+        try:
+            await self._spool.append(payloads)
+        except FrameTooLarge:
+            fitting = []
+            for payload in payloads:
+                if len(payload) > _MAX_FRAME:
+                    self.dead_letters.add(payload, "too_large", "larger than a spool frame")
+                else:
+                    fitting.append(payload)
+            if fitting:
+                return await self._to_spool([], fitting)
+            return True
         except SpoolFull:
-            self.abandoned += len(batch)
-            log.error("request record spool full; records lost", extra={"records": len(batch)})
-            return
-        self.spooled += len(batch)
+            self.spool_errors += 1
+            log.error("request record spool full", extra={"records": len(payloads)})
+            return False
+        except SpoolWriteError as error:
+            self.spool_errors += 1
+            log.error("request record spool write failed", extra={"error": str(error)})
+            return False
+        self.spooled += len(payloads)
+        return True
 
     async def _replay(self) -> None:
         """Resends the spool, oldest first, until it is empty; then waits for more."""
@@ -268,43 +401,32 @@ class RecordShipper:
             if not batch.payloads:
                 await spool.wait_for_data()
                 continue
-            try:
-                reply: logger_pb2.WriteRecordsResponse = await self._write_raw(
-                    encode_batch(batch.payloads), timeout=self.send_timeout_s
-                )
-            except grpc.aio.AioRpcError as error:
-                self.failed_batches += 1
-                self._note_failure(error, len(batch.payloads))
-                if error.code() not in _PERMANENT:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.backoff_max_s)
-                    continue
-                self.abandoned += len(batch.payloads)
-                log.warning(
-                    "logger refused spooled records",
-                    extra={"records": len(batch.payloads), "code": error.code().name},
-                )
-            else:
-                self._note_success(reply, [])
-                self.sent += len(batch.payloads)
+            if not await self._send(batch.payloads):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max_s)
+                continue
             spool.commit(batch)
             delay = self.backoff_initial_s
 
-    def _note_success(self, reply: logger_pb2.WriteRecordsResponse, ids: Sequence[str]) -> None:
+    def _dead_letter(
+        self, records: Sequence[logger_pb2.RequestRecord], label: str, reason: str
+    ) -> None:
+        for record in records:
+            self.dead_letters.add(record.SerializeToString(), label, reason)
+        self.abandoned += len(records)
+
+    def _note_success(
+        self, reply: logger_pb2.WriteRecordsResponse, payloads: Sequence[bytes]
+    ) -> None:
         if self._failing:
             self._failing = False
             log.info("request logger reachable again", extra={"address": self._address})
         if reply.rejected:
+            # Validated records the logger will never take: kept aside with its reason.
             self.rejected += len(reply.rejected)
-            first = reply.rejected[0]
-            log.warning(
-                "logger rejected request records",
-                extra={
-                    "rejected": len(reply.rejected),
-                    "first_request_id": ids[first.index] if 0 <= first.index < len(ids) else "",
-                    "first_reason": first.reason,
-                },
-            )
+            for rejection in reply.rejected:
+                if 0 <= rejection.index < len(payloads):
+                    self.dead_letters.add(payloads[rejection.index], "rejected", rejection.reason)
 
     def _note_failure(self, error: grpc.aio.AioRpcError, size: int) -> None:
         # Log the transition only: a logger outage must not flood the gateway's own logs.
@@ -332,8 +454,7 @@ class RecordShipper:
         self, records: Sequence[logger_pb2.RequestRecord], reason: str
     ) -> None:
         """Spools records the shipper could not send; without a spool they are lost (counted)."""
-        if self._spool is not None:
-            await self._to_spool(records)
+        if self._spool is not None and await self._to_spool(records):
             return
         self.abandoned += len(records)
         log.warning("request records lost", extra={"records": len(records), "reason": reason})

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hybridinference.common import record_limits
 from hybridinference.common.errors import FieldViolation, ServiceError, invalid_argument
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.chat_checks import check_messages, check_options
@@ -17,11 +18,16 @@ from hybridinference.gateway.naming import OPENAI, TYPED
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _FloatField = Literal["temperature", "top_p", "presence_penalty", "frequency_penalty"]
+# Never looser than the record limits (common/record_limits.py): a request the gateway serves
+# must be a record the logger stores (tests/unit/test_record_caps.py).
 MAX_STOP_SEQUENCES = 4
-MAX_MODEL_NAME = 256
-MAX_USER_CHARS = 256
+MAX_STOP_CHARS = record_limits.MAX_STOP_CHARS
+MAX_MODEL_NAME = record_limits.MAX_TEXT_CHARS
+MAX_USER_CHARS = record_limits.MAX_TEXT_CHARS
 MAX_METADATA_ENTRIES = 16
+MAX_METADATA_KEY_CHARS = record_limits.MAX_METADATA_KEY_CHARS
 MAX_METADATA_CHARS = 512
+_NUL = record_limits.NUL
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ def check_chat(
         problems.append(FieldViolation("model", "is required"))
     elif len(model) > MAX_MODEL_NAME:
         problems.append(FieldViolation("model", f"must be at most {MAX_MODEL_NAME} characters"))
+    elif _NUL in model:
+        problems.append(FieldViolation("model", "must not contain NUL characters"))
     problems.extend(_check_messages(messages, limits))
     rich = list(check_messages(messages))
     if options is not None and (
@@ -74,18 +82,26 @@ def check_chat(
     problems.extend(_check_sampling(sampling, cap, sampling_prefix))
     if len(user) > MAX_USER_CHARS:
         problems.append(FieldViolation("user", f"must be at most {MAX_USER_CHARS} characters"))
+    elif _NUL in user:
+        problems.append(FieldViolation("user", "must not contain NUL characters"))
     if metadata:
         if len(metadata) > MAX_METADATA_ENTRIES:
             problems.append(
                 FieldViolation("metadata", f"must have at most {MAX_METADATA_ENTRIES} entries")
             )
         for key, value in metadata.items():
-            if len(key) > MAX_METADATA_CHARS or len(value) > MAX_METADATA_CHARS:
+            if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_CHARS:
                 problems.append(
                     FieldViolation(
                         f"metadata[{key[:32]}]",
-                        f"keys and values must be at most {MAX_METADATA_CHARS} characters",
+                        f"keys must be at most {MAX_METADATA_KEY_CHARS} characters and values "
+                        f"at most {MAX_METADATA_CHARS}",
                     )
+                )
+                break
+            if _NUL in key or _NUL in value:
+                problems.append(
+                    FieldViolation(f"metadata[{key[:32]!r}]", "must not contain NUL characters")
                 )
                 break
     return problems
@@ -149,6 +165,14 @@ def _check_sampling(
         )
     if any(not stop for stop in sampling.stop):
         problems.append(FieldViolation(f"{prefix}stop", "sequences must not be empty"))
+    if any(len(stop) > MAX_STOP_CHARS for stop in sampling.stop):
+        problems.append(
+            FieldViolation(
+                f"{prefix}stop", f"sequences must be at most {MAX_STOP_CHARS} characters"
+            )
+        )
+    if any(_NUL in stop for stop in sampling.stop):
+        problems.append(FieldViolation(f"{prefix}stop", "must not contain NUL characters"))
     return problems
 
 

@@ -9,12 +9,14 @@ from pathlib import Path
 
 from hybridinference.common.settings import CONFIG_ENV, ConfigError, config_path_from, load_settings
 from hybridinference.launcher import plan, supervisor
+from hybridinference.launcher.restarts import RestartPolicy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m hybridinference.launcher",
-        description="Start the HybridInference mesh (services, then Envoy) and stop it on Ctrl-C.",
+        description="Start the HybridInference mesh (services, then Envoy), restart a service that "
+        "crashes, and stop it all on Ctrl-C.",
     )
     parser.add_argument("--config", help=f"mesh YAML file (default: ${CONFIG_ENV} or built-in)")
     parser.add_argument(
@@ -32,6 +34,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=30.0,
         help="seconds each service may take to become healthy",
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=RestartPolicy.max_restarts,
+        help="restarts of one crashed service allowed within --restart-window before the "
+        "launcher gives up on it and stops the mesh",
+    )
+    parser.add_argument(
+        "--restart-window",
+        type=float,
+        default=RestartPolicy.window_s,
+        help="seconds over which a service's crashes are counted",
     )
     return parser.parse_args(argv)
 
@@ -57,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         cwd=cwd,
         start_timeout_s=args.start_timeout,
         prometheus=args.prometheus,
+        restarts=RestartPolicy(max_restarts=args.max_restarts, window_s=args.restart_window),
     )
     # The default loop: uvloop cannot start children in their own process group.
     return asyncio.run(supervisor.run(settings, options))

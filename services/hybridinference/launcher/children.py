@@ -104,18 +104,24 @@ async def _pump(stream: asyncio.StreamReader, write: Writer, log_file: IO[bytes]
     log_file.close()
 
 
-def _open_log(log_dir: Path, name: str) -> tuple[Path, IO[bytes]]:
-    # Truncated per run: the terminal shows the same lines; this copy is for after the fact.
+def _open_log(log_dir: Path, name: str, append: bool) -> tuple[Path, IO[bytes]]:
+    # Truncated per run (the terminal shows the same lines; this copy is for after the fact), but
+    # appended to on a restart: the crashed run's last lines are what an operator needs.
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / f"{name.replace(':', '-')}.log"
-    return path, path.open("wb")
+    return path, path.open("ab" if append else "wb")
 
 
 async def start(
-    spec: ChildSpec, env: dict[str, str], log_dir: Path, write: Writer, cwd: Path
+    spec: ChildSpec,
+    env: dict[str, str],
+    log_dir: Path,
+    write: Writer,
+    cwd: Path,
+    restart: bool = False,
 ) -> Child:
     """Starts the child; its stdout and stderr go to the terminal (prefixed) and its log file."""
-    log_path, log_file = _open_log(log_dir, spec.name)
+    log_path, log_file = _open_log(log_dir, spec.name, append=restart)
     proc = await asyncio.create_subprocess_exec(
         *spec.argv,
         stdin=asyncio.subprocess.DEVNULL,

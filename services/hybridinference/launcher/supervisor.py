@@ -1,5 +1,6 @@
-"""Runs the mesh: starts every stage once the previous one is healthy, then Envoy; on a signal or
-an unexpected exit, stops everything in drain order."""
+"""Runs the mesh: starts every stage once the previous one is healthy, then Envoy; restarts a
+service that crashes (with backoff, see restarts.py) while the others keep serving; on a signal, or
+when a service keeps crashing, stops everything in drain order."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import shutil
 import signal
 import sys
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hybridinference.common.settings import MeshSettings
 from hybridinference.launcher import children, plan, prometheus_child, summary
 from hybridinference.launcher.children import Child, StartError
+from hybridinference.launcher.restarts import CrashHistory, RestartPolicy
 from hybridinference.render import envoy_config
 
 
@@ -27,6 +29,7 @@ class Options:
     start_timeout_s: float = 30.0
     # Start Prometheus beside the mesh when installed (an extra: never stops the mesh).
     prometheus: bool = False
+    restarts: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 def find_envoy() -> str:
@@ -52,6 +55,9 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._stop_reason = ""
         self._prometheus: Child | None = None
+        # What a restart needs, set by _start_all.
+        self._env: dict[str, str] = {}
+        self._width = 0
 
     def _request_stop(self, signum: int) -> None:
         if not self._stop.is_set():
@@ -99,9 +105,8 @@ class Supervisor:
         specs = plan.services(settings, options.config)
         rendered = envoy_config.render(settings, options.var_dir / "run")
         specs.append(plan.envoy(settings, find_envoy(), rendered))
-        width = max(len(spec.name) for spec in specs)
-        env = children.child_env(options.config)
-        admin = ("127.0.0.1", settings.envoy.admin_port)
+        width = self._width = max(len(spec.name) for spec in specs)
+        env = self._env = children.child_env(options.config)
         log_dir = options.var_dir / "log"
         for stage in sorted({spec.stage for spec in specs}):
             batch = []
@@ -111,7 +116,7 @@ class Supervisor:
                 self._children.append(child)
                 batch.append(child)
             await asyncio.gather(
-                *(children.wait_ready(c, options.start_timeout_s, admin) for c in batch)
+                *(children.wait_ready(c, options.start_timeout_s, self._admin) for c in batch)
             )
         if options.prometheus:
             self._prometheus = await prometheus_child.start(
@@ -121,24 +126,71 @@ class Supervisor:
         if self._prometheus is not None:
             print(f"  prometheus:   {prometheus_child.url(settings)}\n", flush=True)
 
+    @property
+    def _admin(self) -> tuple[str, int]:
+        return ("127.0.0.1", self._settings.envoy.admin_port)
+
     async def _watch(self) -> int:
-        """Waits for a stop signal (exit 0) or a child that exits on its own (exit 1)."""
-        waits = {asyncio.create_task(c.proc.wait()): c for c in self._children}
-        stopper = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
-        for task in [stopper, *waits]:
-            if task not in done:
-                task.cancel()
-        exited = [waits[t] for t in done if t in waits]
-        if exited:
-            for child in exited:
-                say(
-                    f"{child.name} exited unexpectedly with code {child.proc.returncode} "
-                    f"(see {child.log_path}); stopping the mesh"
-                )
+        """Keeps every child running until a stop signal (exit 0) or a child that keeps crashing
+        (exit 1)."""
+        keepers = [asyncio.create_task(self._keep(i)) for i in range(len(self._children))]
+        await self._stop.wait()
+        for keeper in keepers:
+            keeper.cancel()
+        # A cancelled keeper's result is its CancelledError; only a name means "gave up".
+        outcomes = await asyncio.gather(*keepers, return_exceptions=True)
+        gave_up = [name for name in outcomes if isinstance(name, str)]
+        if gave_up:
             return 1
         say(f"{self._stop_reason}: stopping (gateway drains first)")
         return 0
+
+    async def _keep(self, index: int) -> str | None:
+        """Restarts child ``index`` whenever it exits on its own; returns its name when the
+        launcher gives up on it (and asks for the mesh to stop)."""
+        history = CrashHistory(self._options.restarts)
+        policy = self._options.restarts
+        while True:
+            child = self._children[index]
+            await child.proc.wait()
+            delay = history.crashed()
+            await child.stop()  # lets its last lines out
+            exited = (
+                f"{child.name} exited unexpectedly with code {child.proc.returncode} "
+                f"(see {child.log_path})"
+            )
+            if delay is None:
+                say(
+                    f"{exited}; it crashed {history.recent} times within "
+                    f"{policy.window_s:.0f}s: giving up on it and stopping the mesh"
+                )
+                self._stop_reason = f"{child.name} keeps crashing"
+                self._stop.set()
+                return child.name
+            say(
+                f"{exited}; restarting it in {delay:.2f}s (crash {history.recent} within "
+                f"{policy.window_s:.0f}s; the launcher gives up after {policy.max_restarts + 1})"
+            )
+            await asyncio.sleep(delay)
+            write = children.prefixer(child.name, self._width, sys.stdout)
+            fresh = await children.start(
+                child.spec,
+                self._env,
+                self._options.var_dir / "log",
+                write,
+                self._options.cwd,
+                restart=True,
+            )
+            self._children[index] = fresh
+            try:
+                await children.wait_ready(fresh, self._options.start_timeout_s, self._admin)
+            except StartError as error:
+                # Counts as the next crash: the loop sees it exit.
+                say(f"restart failed: {error}")
+                if fresh.running:
+                    fresh.proc.kill()
+                continue
+            say(f"{child.name} is back (pid {fresh.pid})")
 
     async def _stop_all(self, code: int) -> int:
         by_name = {c.name: c for c in self._children}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hybridinference.common.record_limits import MAX_ERROR_CHARS
 from hybridinference.logger.v1 import logger_pb2
-from hybridinference.logger.validation import MAX_ERROR_CHARS
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,12 @@ def register_logger_metrics(stats: LoggerStats, spool: Spool) -> None:
             "hi_logger_spool_full_refusals", "Batches refused because the spool was full."
         )
         spool_full.add_metric([], stats.spool_full)
+        drainer_errors = CounterMetricFamily(
+            "hi_logger_drainer_errors",
+            "Unexpected errors the spool drainer survived (the batch is retried; the drainer "
+            "restarts if it died).",
+        )
+        drainer_errors.add_metric([], stats.drainer_errors)
         spool_records = GaugeMetricFamily(
             "hi_logger_spool_records", "Records in the spool not yet written to the database."
         )
@@ -82,6 +88,7 @@ def register_logger_metrics(stats: LoggerStats, spool: Spool) -> None:
             duplicates,
             failures,
             spool_full,
+            drainer_errors,
             spool_records,
             spool_bytes,
         ]

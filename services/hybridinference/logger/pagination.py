@@ -31,6 +31,7 @@ class ListFilters:
     provider: str = ""
     status: str = ""
     api_key_id: str = ""
+    client_request_id: str = ""
     start_time: datetime | None = None
     end_time: datetime | None = None
     endpoint: str = ""
@@ -49,6 +50,8 @@ class ListFilters:
                     *times,
                     self.endpoint,
                     self.errors_only,
+                    # Last, so tokens issued without it stay valid after an upgrade.
+                    *([self.client_request_id] if self.client_request_id else []),
                 ]
             ),
             digest_size=6,

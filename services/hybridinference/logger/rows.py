@@ -59,6 +59,8 @@ class Row(NamedTuple):
     tools_offered: str
     tools_called: str
     features: str
+    # The caller's own id (not unique; "" on rows stored before it was kept).
+    client_request_id: str
 
 
 COLUMNS: tuple[str, ...] = Row._fields
@@ -132,6 +134,7 @@ def record_to_row(record: logger_pb2.RequestRecord) -> Row:
         _json_list(r.tools_offered),
         _json_list(r.tools_called),
         _json_list(r.features),
+        r.client_request_id,
     )
 
 
@@ -211,6 +214,7 @@ def row_to_record(row: Row) -> logger_pb2.RequestRecord:
         hedged=bool(row.hedged),
         prompt=row.prompt or "",
         response=row.response or "",
+        client_request_id=row.client_request_id,
     )
     record.started_at.FromDatetime(row.started_at)
     if row.prompt_tokens is not None:

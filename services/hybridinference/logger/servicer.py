@@ -130,6 +130,7 @@ class LoggerServicer(logger_pb2_grpc.LoggerServiceServicer):
             provider=request.provider,
             status=request.status,
             api_key_id=request.api_key_id,
+            client_request_id=request.client_request_id,
             start_time=request.start_time.ToDatetime(tzinfo=UTC)
             if request.HasField("start_time")
             else None,

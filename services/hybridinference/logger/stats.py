@@ -40,6 +40,8 @@ class LoggerStats:
     duplicates: int = 0
     store_failures: int = 0
     spool_full: int = 0
+    # Unexpected errors the drainer survived (it retries the batch, or restarts itself).
+    drainer_errors: int = 0
 
     def to_proto(self, spool: Spool) -> logger_pb2.GetStatsResponse:
         return logger_pb2.GetStatsResponse(

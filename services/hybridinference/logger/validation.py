@@ -12,36 +12,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+# The limits are shared with the gateway, which caps records to them as it builds them.
+from hybridinference.common.record_limits import (
+    MAX_ERROR_CHARS,
+    MAX_METADATA_ENTRIES,
+    MAX_METADATA_KEY_CHARS,
+    MAX_METADATA_VALUE_CHARS,
+    MAX_NAMES,
+    MAX_RECORD_BYTES,
+    MAX_REQUEST_ID_CHARS,
+    MAX_STOP_CHARS,
+    MAX_STOP_SEQUENCES,
+    MAX_TEXT_CHARS,
+    SHORT_TEXT_FIELDS,
+)
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.logger.rows import Row, record_to_row
 from hybridinference.logger.v1 import logger_pb2
-
-MAX_REQUEST_ID_CHARS = 128
-MAX_TEXT_CHARS = 256
-MAX_ERROR_CHARS = 16_384
-MAX_METADATA_ENTRIES = 64
-MAX_METADATA_KEY_CHARS = 128
-MAX_METADATA_VALUE_CHARS = 2048
-MAX_STOP_SEQUENCES = 16
-# Tools offered or called, features used (a model call offers at most 128 tools).
-MAX_NAMES = 1024
-MAX_STOP_CHARS = 1024
-MAX_RECORD_BYTES = 64 * 1024
 
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
 
-_SHORT_TEXT_FIELDS = (
-    "surface",
-    "api_key_id",
-    "user",
-    "requested_model",
-    "served_model",
-    "provider",
-    "endpoint",
-    "status",
-)
+_SHORT_TEXT_FIELDS = SHORT_TEXT_FIELDS
 _NON_NEGATIVE_FLOATS = ("ttft_ms", "latency_ms", "cost_usd")
 _USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
 _SamplingFloat = Literal["temperature", "top_p", "presence_penalty", "frequency_penalty"]
@@ -98,6 +91,7 @@ def admit(record: logger_pb2.RequestRecord) -> Row | str:
         return row
     reason = (
         _check_request_id(record.request_id)
+        or _check_client_request_id(record.client_request_id)
         or _check_started_at(record)
         or _check_texts(record)
         or _check_numbers(record)
@@ -156,8 +150,11 @@ def _plain_row(record: logger_pb2.RequestRecord) -> Row | None:
         tools_offered,
         tools_called,
         features,
+        client_request_id,
     ) = row
     if not request_id or len(request_id) > MAX_REQUEST_ID_CHARS or _CONTROL.search(request_id):
+        return None
+    if len(client_request_id) > MAX_REQUEST_ID_CHARS or _CONTROL.search(client_request_id):
         return None
     texts = (surface, api_key_id, user, requested_model, served_model, provider, endpoint, status)
     if max(map(len, texts)) > MAX_TEXT_CHARS or len(error) > MAX_ERROR_CHARS:
@@ -223,6 +220,14 @@ def _check_request_id(request_id: str) -> str | None:
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in request_id):
         return "request_id contains control characters"
     return None
+
+
+def _check_client_request_id(client_request_id: str) -> str | None:
+    # Optional (records from older gateways have none), else held to the key's rules.
+    if not client_request_id:
+        return None
+    reason = _check_request_id(client_request_id)
+    return reason.replace("request_id", "client_request_id", 1) if reason else None
 
 
 def _check_started_at(record: logger_pb2.RequestRecord) -> str | None:

@@ -8,6 +8,7 @@ from hybridinference.logger.store.base import (
     Page,
     RecordStore,
     StoreError,
+    StoreRejected,
     StoreUnavailable,
     WriteResult,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "RecordStore",
     "SqliteStore",
     "StoreError",
+    "StoreRejected",
     "StoreUnavailable",
     "WriteResult",
     "open_store",

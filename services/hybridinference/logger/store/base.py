@@ -41,6 +41,11 @@ class StoreUnavailable(StoreError):
     """The database could not be reached or refused the operation; the caller may retry."""
 
 
+class StoreRejected(StoreError):
+    """The database will always refuse this batch: a row in it breaks a constraint or a type
+    (bad data, not a bad moment), so retrying it as it is cannot help."""
+
+
 # The request log's migrations (logger/migrations/<dialect>), run by the common runner.
 SCHEMA = Schema(
     name="request log",

@@ -26,7 +26,13 @@ import asyncpg
 from hybridinference.common.database import Migration, migrate_postgres, redact
 from hybridinference.logger.pagination import Cursor, ListFilters
 from hybridinference.logger.rows import COLUMN_LIST, COLUMNS, Row, record_to_row
-from hybridinference.logger.store.base import SCHEMA, RecordStore, StoreUnavailable
+from hybridinference.logger.store.base import (
+    SCHEMA,
+    RecordStore,
+    StoreError,
+    StoreRejected,
+    StoreUnavailable,
+)
 from hybridinference.logger.store.sql import list_query, traffic_query
 from hybridinference.logger.traffic import TrafficQuery, TrafficSample
 from hybridinference.logger.usage import UsageBucket, UsageQuery, usage_bucket
@@ -119,6 +125,19 @@ _SELECT_ONE = f"SELECT {COLUMN_LIST} FROM request_log WHERE request_id = $1"
 # Errors meaning "the database is not there right now", which a client may retry.
 _TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 _POOL_MAX = 4
+# SQLSTATE classes of errors in the data itself: 22 data exception (a value out of range, bad
+# encoding), 23 integrity constraint violation (CHECK, NOT NULL, foreign key; unique violations
+# are replays and handled by the merge), 54 program limit exceeded (a row too large). The same
+# batch fails the same way every time.
+_REJECTING_CLASSES = frozenset({"22", "23", "54"})
+
+
+def _write_error(error: BaseException) -> StoreError:
+    """StoreRejected for an error the batch's data causes, else StoreUnavailable."""
+    state = getattr(error, "sqlstate", None)
+    if isinstance(error, asyncpg.PostgresError) and str(state or "")[:2] in _REJECTING_CLASSES:
+        return StoreRejected(f"PostgreSQL refused the batch: {error} (SQLSTATE {state})")
+    return StoreUnavailable(f"PostgreSQL write failed: {error}")
 
 
 class PostgresStore(RecordStore):
@@ -167,12 +186,12 @@ class PostgresStore(RecordStore):
                 # Rolled back: the batch holds rows already stored. Merge from now on.
                 self._direct = False
             except _TRANSIENT as error:
-                raise StoreUnavailable(f"PostgreSQL write failed: {error}") from error
+                raise _write_error(error) from error
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 inserted = await _copy_and_merge(conn, records, rows)
         except _TRANSIENT as error:
-            raise StoreUnavailable(f"PostgreSQL write failed: {error}") from error
+            raise _write_error(error) from error
         # A batch without duplicates: the replays are over, back to the direct COPY.
         self._direct = inserted == len(rows)
         return inserted

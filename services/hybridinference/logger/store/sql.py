@@ -34,6 +34,7 @@ def list_query(
         ("status", filters.status),
         ("api_key_id", filters.api_key_id),
         ("endpoint", filters.endpoint),
+        ("client_request_id", filters.client_request_id),
     ):
         if value:
             where.append(f"{column} = {bind(value)}")

@@ -19,7 +19,12 @@ import aiosqlite
 from hybridinference.common.database import Migration, migrate_sqlite
 from hybridinference.logger.pagination import Cursor, ListFilters
 from hybridinference.logger.rows import COLUMN_LIST, COLUMNS, Row, record_to_row
-from hybridinference.logger.store.base import SCHEMA, RecordStore, StoreUnavailable
+from hybridinference.logger.store.base import (
+    SCHEMA,
+    RecordStore,
+    StoreRejected,
+    StoreUnavailable,
+)
 from hybridinference.logger.store.sql import list_query, traffic_query
 from hybridinference.logger.traffic import TrafficQuery, TrafficSample
 from hybridinference.logger.usage import UsageBucket, UsageQuery, hourly_rollup, usage_bucket
@@ -126,6 +131,9 @@ class SqliteStore(RecordStore):
                     if self._writer.in_transaction:
                         await self._writer.execute("ROLLBACK")
                     raise
+            except (sqlite3.IntegrityError, sqlite3.DataError) as error:
+                # The rows themselves (a constraint, a value too large): retrying cannot help.
+                raise StoreRejected(f"SQLite refused the batch: {error}") from error
             except sqlite3.Error as error:
                 raise StoreUnavailable(f"SQLite write failed: {error}") from error
         return len(fresh)

@@ -74,8 +74,11 @@ class RequestRecord(_message.Message):
     TOOLS_OFFERED_FIELD_NUMBER: _builtins.int
     TOOLS_CALLED_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Request id assigned by the gateway; unique."""
+    """The record's key: an id the gateway makes unique per request (never the caller's id, which two
+    requests may share); the logger stores a record once per key.
+    """
     surface: _builtins.str
     """Surface the request came through: "grpc", "openai"."""
     api_key_id: _builtins.str
@@ -117,6 +120,10 @@ class RequestRecord(_message.Message):
     traceparent: _builtins.str
     """W3C trace context (`traceparent` header value) of the request, set by the gateway when
     tracing is on; empty otherwise. Links the logger's storage span to the request's trace.
+    """
+    client_request_id: _builtins.str
+    """The caller's `x-request-id` as sent (behind Envoy, the one Envoy generated when the caller sent
+    none), or the id the gateway made and returned when there was none; not unique.
     """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
@@ -179,10 +186,11 @@ class RequestRecord(_message.Message):
         tools_offered: _abc.Iterable[_builtins.str] | None = ...,
         tools_called: _abc.Iterable[_builtins.str] | None = ...,
         features: _abc.Iterable[_builtins.str] | None = ...,
+        client_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempts", b"attempts", "cost_usd", b"cost_usd", "endpoint", b"endpoint", "error", b"error", "fallbacks", b"fallbacks", "features", b"features", "finish_reason", b"finish_reason", "hedged", b"hedged", "latency_ms", b"latency_ms", "metadata", b"metadata", "prompt", b"prompt", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "response", b"response", "sampling", b"sampling", "served_model", b"served_model", "started_at", b"started_at", "status", b"status", "stream", b"stream", "surface", b"surface", "tools_called", b"tools_called", "tools_offered", b"tools_offered", "traceparent", b"traceparent", "ttft_ms", b"ttft_ms", "usage", b"usage", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempts", b"attempts", "client_request_id", b"client_request_id", "cost_usd", b"cost_usd", "endpoint", b"endpoint", "error", b"error", "fallbacks", b"fallbacks", "features", b"features", "finish_reason", b"finish_reason", "hedged", b"hedged", "latency_ms", b"latency_ms", "metadata", b"metadata", "prompt", b"prompt", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "response", b"response", "sampling", b"sampling", "served_model", b"served_model", "started_at", b"started_at", "status", b"status", "stream", b"stream", "surface", b"surface", "tools_called", b"tools_called", "tools_offered", b"tools_offered", "traceparent", b"traceparent", "ttft_ms", b"ttft_ms", "usage", b"usage", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -328,6 +336,7 @@ class ListRecordsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     ERRORS_ONLY_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Only records with this requested model, when set."""
     provider: _builtins.str
@@ -344,6 +353,8 @@ class ListRecordsRequest(_message.Message):
     """Only records with this endpoint id, when set."""
     errors_only: _builtins.bool
     """Only records whose status is not OK."""
+    client_request_id: _builtins.str
+    """Only records with this client request id (the caller's x-request-id), when set."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Only records that started at or after this time, when set."""
@@ -365,10 +376,11 @@ class ListRecordsRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         endpoint: _builtins.str = ...,
         errors_only: _builtins.bool = ...,
+        client_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "end_time", b"end_time", "endpoint", b"endpoint", "errors_only", b"errors_only", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "start_time", b"start_time", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "client_request_id", b"client_request_id", "end_time", b"end_time", "endpoint", b"endpoint", "errors_only", b"errors_only", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "start_time", b"start_time", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

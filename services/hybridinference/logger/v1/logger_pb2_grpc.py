@@ -81,7 +81,8 @@ class LoggerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetRecord(self, request, context):
-        """Reads one record by request id; NOT_FOUND when absent.
+        """Reads one record by its key (request_id); NOT_FOUND when absent. Records by the caller's own
+        id: ListRecords with client_request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

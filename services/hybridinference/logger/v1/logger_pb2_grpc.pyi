@@ -38,7 +38,9 @@ class LoggerServiceStub:
     WriteRecords: _grpc.UnaryUnaryMultiCallable[_logger_pb2.WriteRecordsRequest, _logger_pb2.WriteRecordsResponse]
     """Stores a batch of records."""
     GetRecord: _grpc.UnaryUnaryMultiCallable[_logger_pb2.GetRecordRequest, _logger_pb2.GetRecordResponse]
-    """Reads one record by request id; NOT_FOUND when absent."""
+    """Reads one record by its key (request_id); NOT_FOUND when absent. Records by the caller's own
+    id: ListRecords with client_request_id.
+    """
     ListRecords: _grpc.UnaryUnaryMultiCallable[_logger_pb2.ListRecordsRequest, _logger_pb2.ListRecordsResponse]
     """Lists records, newest first, with filters and pagination."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_logger_pb2.GetUsageRequest, _logger_pb2.GetUsageResponse]
@@ -58,7 +60,9 @@ class LoggerServiceAsyncStub(LoggerServiceStub):
     WriteRecords: _aio.UnaryUnaryMultiCallable[_logger_pb2.WriteRecordsRequest, _logger_pb2.WriteRecordsResponse]  # type: ignore[assignment]
     """Stores a batch of records."""
     GetRecord: _aio.UnaryUnaryMultiCallable[_logger_pb2.GetRecordRequest, _logger_pb2.GetRecordResponse]  # type: ignore[assignment]
-    """Reads one record by request id; NOT_FOUND when absent."""
+    """Reads one record by its key (request_id); NOT_FOUND when absent. Records by the caller's own
+    id: ListRecords with client_request_id.
+    """
     ListRecords: _aio.UnaryUnaryMultiCallable[_logger_pb2.ListRecordsRequest, _logger_pb2.ListRecordsResponse]  # type: ignore[assignment]
     """Lists records, newest first, with filters and pagination."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_logger_pb2.GetUsageRequest, _logger_pb2.GetUsageResponse]  # type: ignore[assignment]
@@ -87,7 +91,9 @@ class LoggerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _logger_pb2.GetRecordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_logger_pb2.GetRecordResponse, _abc.Awaitable[_logger_pb2.GetRecordResponse]]:
-        """Reads one record by request id; NOT_FOUND when absent."""
+        """Reads one record by its key (request_id); NOT_FOUND when absent. Records by the caller's own
+        id: ListRecords with client_request_id.
+        """
 
     @_abc_1.abstractmethod
     def ListRecords(
