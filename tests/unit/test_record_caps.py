@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from hybridinference.common import record_limits as limits
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.chat_call import ChatCall
+from hybridinference.gateway.execution import Execution
 from hybridinference.gateway.record_caps import cap_record, cut_to_limits, within_limits
 from hybridinference.gateway.records import build_record
-from hybridinference.gateway.execution import Execution
 from hybridinference.gateway.validation import Limits, check_chat
 from hybridinference.logger.v1 import logger_pb2
 from hybridinference.logger.validation import check_record
