@@ -40,6 +40,8 @@ def make_record(i: int, **overrides: object) -> logger_pb2.RequestRecord:
         metadata={"team": "search", "i": str(i)},
         # Two records share each caller's id (the key stays unique).
         client_request_id=f"client-{i // 2:05d}",
+        traceparent=f"00-{i + 1:032x}-{i + 1:016x}-01",
+        queue_ms=0.25 * i,
     )
     if i % 3 == 0:
         record.tools_offered.extend(["get_weather", "get_time"])

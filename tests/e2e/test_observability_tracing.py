@@ -13,6 +13,7 @@ import pytest
 from support.mesh import Mesh, mesh_config, running_mesh
 from support.otlp import OtlpReceiver, ReceivedSpan, running_receiver
 from support.polling import poll
+from support.records import get_record
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,11 @@ def test_http_request_with_traceparent_is_one_trace_across_services(
     (link,) = [link for link in store.links if link.trace_id == trace_id]
     assert by_id[link.span_id].service == "hybridinference-gateway"
     assert dict(link.attributes)["request_id"]
+    # The stored record keeps its trace id (the console's request page shows it) and how long
+    # the request waited at the router before the attempt that served it.
+    stored = poll(lambda: get_record(mesh, reply.headers["x-request-id"]), 30, "the stored record")
+    assert stored.traceparent.split("-")[1] == trace_id
+    assert 0 <= stored.queue_ms < stored.latency_ms
     # Health checks and status probes are not traced.
     assert not [s for s in receiver.spans if "grpc.health" in s.name or "GetStatus" in s.name]
 

@@ -74,6 +74,7 @@ async def test_migrations_are_recorded_and_idempotent(backend: Backend) -> None:
         (3, "0003_drop_row_id"),
         (4, "0004_chat_features"),
         (5, "0005_client_request_id"),
+        (6, "0006_trace_and_queue"),
     ]
 
 
@@ -90,6 +91,7 @@ async def test_upgrade_keeps_rows_through_every_migration(
         # What 0001 cannot hold comes back as its default.
         record.usage.reasoning_tokens = 0
         del record.tools_offered[:], record.tools_called[:], record.features[:]
+        record.traceparent, record.queue_ms = "", 0.0
         await backend.fetch(_insert_at_0001(record))
     opened = await backend.open()
     try:
@@ -102,7 +104,7 @@ async def test_upgrade_keeps_rows_through_every_migration(
     finally:
         await opened.close()
     versions = await backend.fetch("SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(1,), (2,), (3,), (4,), (5,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,)]
     assert await backend.columns() == [*COLUMNS[:23], "received_at", *COLUMNS[23:]]
 
 
@@ -137,6 +139,7 @@ async def test_upgrade_keeps_the_callers_id_apart_from_the_key(
     for record in old:
         record.usage.reasoning_tokens = 0
         del record.tools_offered[:], record.tools_called[:], record.features[:]
+        record.traceparent, record.queue_ms = "", 0.0
         await backend.fetch(_insert_at_0001(record))
     opened = await backend.open()
     try:

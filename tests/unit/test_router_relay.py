@@ -11,7 +11,7 @@ from hybridinference.common.errors import FieldViolation, ServiceError, invalid_
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.router.relay import Relay
 from hybridinference.router.v1 import router_pb2
-from support.router_fakes import Script, make_relay, make_table, rpc_error, tokens
+from support.router_fakes import Script, Sleeps, make_relay, make_table, rpc_error, tokens
 
 NO_DEADLINE = lambda: None  # noqa: E731
 
@@ -44,7 +44,8 @@ async def collect_until_error(
 async def test_stream_carries_selection_first_and_completion_last() -> None:
     table, stubs = make_table({"w": ["a"]}, {"m": ["a"]}, prices={"a": (1.0, 2.0)})
     stubs["w"].script("a", Script(events=tokens(3, model="served-a", prompt_tokens=1000)))
-    relay, _ = make_relay(table)
+    # A clock that stands still: the attempt starts when the request arrived (queued 0 ms).
+    relay, _ = make_relay(table, clock=lambda: 100.0)
 
     responses = await collect(relay, request())
 
@@ -308,7 +309,7 @@ async def test_task_cancellation_while_waiting_cancels_the_provider_call() -> No
 async def test_unary_route_merges_the_providers_whole_reply_once() -> None:
     table, stubs = make_table({"w": ["a"]}, {"m": ["a"]}, prices={"a": (1.0, 2.0)})
     stubs["w"].script("a", Script(events=tokens(3, model="served-a", prompt_tokens=1000)))
-    relay, _ = make_relay(table)
+    relay, _ = make_relay(table, clock=lambda: 100.0)
 
     reply = await relay.route_unary(request(), NO_DEADLINE)
 
@@ -348,3 +349,27 @@ async def test_unary_route_cancelled_while_waiting_cancels_the_provider_call() -
         await task
     assert stubs["w"].calls[0][2].cancelled
     assert table.endpoints["a"].in_flight == 0
+
+
+async def test_the_serving_attempt_reports_how_long_the_request_waited_at_the_router() -> None:
+    """queued_ms runs from the request's arrival to the start of the attempt that served it:
+    here a failed first attempt and the retry's backoff (the fake clock moves only in sleeps)."""
+    table, stubs = make_table({"w": ["a", "b"]}, {"m": ["a", "b"]})
+    now = [100.0]
+
+    class AdvancingSleeps(Sleeps):
+        async def __call__(self, seconds: float) -> None:
+            await super().__call__(seconds)
+            now[0] += seconds
+
+    sleeps = AdvancingSleeps()
+    relay, _ = make_relay(table, clock=lambda: now[0], sleeps=sleeps)
+    # Round robin tries a first; it fails and b serves.
+    stubs["w"].script("a", Script(events=[], error=rpc_error(grpc.StatusCode.UNAVAILABLE)))
+    stubs["w"].script("b", Script(events=tokens(2)))
+
+    responses = await collect(relay, request())
+
+    selection = responses[0].selection
+    assert (selection.endpoint, selection.attempts) == ("b", 2)
+    assert sleeps.delays and selection.queued_ms == pytest.approx(sum(sleeps.delays) * 1000)

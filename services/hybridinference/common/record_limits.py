@@ -32,6 +32,7 @@ SHORT_TEXT_FIELDS = (
     "provider",
     "endpoint",
     "status",
+    "traceparent",
 )
 
 NUL = "\x00"

@@ -72,6 +72,7 @@ def build_record(
         # Every attempt before the one that served moved on to the next candidate.
         record.fallbacks = max(execution.selection.attempts - 1, 0)
         record.hedged = execution.selection.hedged
+        record.queue_ms = execution.selection.queued_ms
     if execution.capture:
         # The logger caps both (logger.capture_max_chars) before storing them.
         record.prompt = prompt_text(call.messages)

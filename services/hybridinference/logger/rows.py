@@ -61,6 +61,10 @@ class Row(NamedTuple):
     features: str
     # The caller's own id (not unique; "" on rows stored before it was kept).
     client_request_id: str
+    # W3C traceparent of the request ("" when tracing was off).
+    traceparent: str
+    # Time at the router before the serving attempt started (0 on rows stored before).
+    queue_ms: float
 
 
 COLUMNS: tuple[str, ...] = Row._fields
@@ -135,6 +139,8 @@ def record_to_row(record: logger_pb2.RequestRecord) -> Row:
         _json_list(r.tools_called),
         _json_list(r.features),
         r.client_request_id,
+        r.traceparent,
+        r.queue_ms,
     )
 
 
@@ -215,6 +221,8 @@ def row_to_record(row: Row) -> logger_pb2.RequestRecord:
         prompt=row.prompt or "",
         response=row.response or "",
         client_request_id=row.client_request_id,
+        traceparent=row.traceparent,
+        queue_ms=row.queue_ms,
     )
     record.started_at.FromDatetime(row.started_at)
     if row.prompt_tokens is not None:

@@ -35,7 +35,7 @@ _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
 
 _SHORT_TEXT_FIELDS = SHORT_TEXT_FIELDS
-_NON_NEGATIVE_FLOATS = ("ttft_ms", "latency_ms", "cost_usd")
+_NON_NEGATIVE_FLOATS = ("ttft_ms", "latency_ms", "cost_usd", "queue_ms")
 _USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
 _SamplingFloat = Literal["temperature", "top_p", "presence_penalty", "frequency_penalty"]
 _SAMPLING_FLOATS: tuple[_SamplingFloat, ...] = (
@@ -151,12 +151,24 @@ def _plain_row(record: logger_pb2.RequestRecord) -> Row | None:
         tools_called,
         features,
         client_request_id,
+        traceparent,
+        queue,
     ) = row
     if not request_id or len(request_id) > MAX_REQUEST_ID_CHARS or _CONTROL.search(request_id):
         return None
     if len(client_request_id) > MAX_REQUEST_ID_CHARS or _CONTROL.search(client_request_id):
         return None
-    texts = (surface, api_key_id, user, requested_model, served_model, provider, endpoint, status)
+    texts = (
+        surface,
+        api_key_id,
+        user,
+        requested_model,
+        served_model,
+        provider,
+        endpoint,
+        status,
+        traceparent,
+    )
     if max(map(len, texts)) > MAX_TEXT_CHARS or len(error) > MAX_ERROR_CHARS:
         return None
     if "\x00" in "".join(texts) or "\x00" in error:
@@ -164,7 +176,12 @@ def _plain_row(record: logger_pb2.RequestRecord) -> Row | None:
     if (prompt and "\x00" in prompt) or (response and "\x00" in response):
         return None
     # NaN fails every comparison, so this also refuses it.
-    if not (0 <= ttft < math.inf and 0 <= latency < math.inf and 0 <= cost < math.inf):
+    if not (
+        0 <= ttft < math.inf
+        and 0 <= latency < math.inf
+        and 0 <= cost < math.inf
+        and 0 <= queue < math.inf
+    ):
         return None
     if attempts < 0 or fallbacks < 0:
         return None

@@ -163,6 +163,7 @@ class _Bookkeeping:
             served_model=served_model or self.endpoint.model,
             attempts=self.number,
             hedged=self.hedged,
+            queued_ms=max(0.0, (self.started_at - self.state.received_at) * 1000),
         )
 
 

@@ -116,6 +116,7 @@ class Relay:
     async def _start(
         self, request: router_pb2.RouteRequest, time_remaining: TimeRemaining
     ) -> RequestState:
+        received_at = self._clock()
         plan = await self._admission.admit(lambda: self.plan(request), time_remaining, self._clock)
         plan.model.budget.record_request()
         state = RequestState(
@@ -125,6 +126,7 @@ class Relay:
             self._clock,
             self._health,
             on_release=self._admission.notify,
+            received_at=received_at,
         )
         if not plan.order:
             raise state.exhausted_error("every endpoint's circuit is open")

@@ -47,6 +47,9 @@ class RequestState:
     on_release: Callable[[], None] = lambda: None
     # Hedge attempts that lost: their prompts were billed too.
     losers: list[Endpoint] = field(default_factory=list)
+    # When the router received the request (clock time, before admission): the attempt that
+    # serves reports its queueing from here.
+    received_at: float = 0.0
     _candidates: Iterator[Endpoint] = field(init=False)
 
     def __post_init__(self) -> None:

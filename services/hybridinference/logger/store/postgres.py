@@ -60,6 +60,7 @@ _TYPES: dict[str, str] = {
     "tools_offered": "jsonb",
     "tools_called": "jsonb",
     "features": "jsonb",
+    "queue_ms": "float8",
 }
 _STAGE = "request_log_stage"
 # ON COMMIT DELETE ROWS: a batch's staged rows disappear with its transaction, whatever happens.

@@ -75,6 +75,7 @@ class RequestRecord(_message.Message):
     TOOLS_CALLED_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
     CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_MS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The record's key: an id the gateway makes unique per request (never the caller's id, which two
     requests may share); the logger stores a record once per key.
@@ -124,6 +125,10 @@ class RequestRecord(_message.Message):
     client_request_id: _builtins.str
     """The caller's `x-request-id` as sent (behind Envoy, the one Envoy generated when the caller sent
     none), or the id the gateway made and returned when there was none; not unique.
+    """
+    queue_ms: _builtins.float
+    """Milliseconds from the router receiving the request to starting the attempt that served it
+    (admission wait, failed attempts, retry backoff); 0 when no attempt started.
     """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
@@ -187,10 +192,11 @@ class RequestRecord(_message.Message):
         tools_called: _abc.Iterable[_builtins.str] | None = ...,
         features: _abc.Iterable[_builtins.str] | None = ...,
         client_request_id: _builtins.str = ...,
+        queue_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempts", b"attempts", "client_request_id", b"client_request_id", "cost_usd", b"cost_usd", "endpoint", b"endpoint", "error", b"error", "fallbacks", b"fallbacks", "features", b"features", "finish_reason", b"finish_reason", "hedged", b"hedged", "latency_ms", b"latency_ms", "metadata", b"metadata", "prompt", b"prompt", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "response", b"response", "sampling", b"sampling", "served_model", b"served_model", "started_at", b"started_at", "status", b"status", "stream", b"stream", "surface", b"surface", "tools_called", b"tools_called", "tools_offered", b"tools_offered", "traceparent", b"traceparent", "ttft_ms", b"ttft_ms", "usage", b"usage", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempts", b"attempts", "client_request_id", b"client_request_id", "cost_usd", b"cost_usd", "endpoint", b"endpoint", "error", b"error", "fallbacks", b"fallbacks", "features", b"features", "finish_reason", b"finish_reason", "hedged", b"hedged", "latency_ms", b"latency_ms", "metadata", b"metadata", "prompt", b"prompt", "provider", b"provider", "queue_ms", b"queue_ms", "request_id", b"request_id", "requested_model", b"requested_model", "response", b"response", "sampling", b"sampling", "served_model", b"served_model", "started_at", b"started_at", "status", b"status", "stream", b"stream", "surface", b"surface", "tools_called", b"tools_called", "tools_offered", b"tools_offered", "traceparent", b"traceparent", "ttft_ms", b"ttft_ms", "usage", b"usage", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -235,6 +235,7 @@ class Selection(_message.Message):
     SERVED_MODEL_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     HEDGED_FIELD_NUMBER: _builtins.int
+    QUEUED_MS_FIELD_NUMBER: _builtins.int
     endpoint: _builtins.str
     """Endpoint id from the router's configuration."""
     provider: _builtins.str
@@ -245,6 +246,10 @@ class Selection(_message.Message):
     """Attempts made including this one (1 = first try succeeded)."""
     hedged: _builtins.bool
     """True when this endpoint was a hedge: a backup started because the first pick was slow."""
+    queued_ms: _builtins.float
+    """Milliseconds from the router receiving the request to starting this attempt (admission
+    wait, earlier failed attempts, retry backoff, a hedge's delay).
+    """
     def __init__(
         self,
         *,
@@ -253,10 +258,11 @@ class Selection(_message.Message):
         served_model: _builtins.str = ...,
         attempts: _builtins.int = ...,
         hedged: _builtins.bool = ...,
+        queued_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "endpoint", b"endpoint", "hedged", b"hedged", "provider", b"provider", "served_model", b"served_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "endpoint", b"endpoint", "hedged", b"hedged", "provider", b"provider", "queued_ms", b"queued_ms", "served_model", b"served_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -597,6 +597,7 @@
       ["Served model", r.served_model || "–"],
       ["Provider", r.provider || "–"],
       ["Endpoint", r.endpoint || "–"],
+      ["Queued at the router", fmt(r.queue_ms || 0, 1) + " ms"],
       ["Time to first token", fmt(r.ttft_ms, 1) + " ms"],
       ["Total latency", fmt(r.latency_ms, 1) + " ms"],
       ["Attempts", fmt(r.attempts)],
