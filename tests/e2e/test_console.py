@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
+from hybridinference.common.settings import CapabilitySettings
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from support.auth_mesh import AuthMesh, running_auth_mesh
 from support.browser import WatchedPage, chromium, new_page
@@ -89,6 +91,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     tmp = tmp_path_factory.mktemp("console")
     config = mesh_config(tmp)
     config["logger"]["capture_content"] = True
+    # hi-sim can do everything the chat surface offers (the playground sends tools to it).
+    config["models"][0]["capabilities"] = CapabilitySettings.everything().model_dump()
     with running_auth_mesh(tmp, SECRET_ENV, config) as auth:
         # The user key first: once the gateway knows the (newer) admin key it knows both.
         _, user_key = auth.create_key()
@@ -403,6 +407,39 @@ def test_playground_streams_two_models_side_by_side(browser: Browser, console: C
         assert record["record"]["requested_model"] == "hi-slow"
         assert record["record"]["stream"] is True
         watched.screenshot("playground")
+
+
+def test_playground_offers_tools_and_shows_the_tool_call(
+    browser: Browser, console: Console
+) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+    with signed_in(browser, console, "playground") as watched:
+        page = watched.page
+        page.get_by_label("Model", exact=True).select_option("hi-sim")
+        page.get_by_text("Tools and structured output").click()
+        page.get_by_label("Tools", exact=True).fill(json.dumps([tool]))
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector("#pane-a-stats[data-done]", timeout=20_000)
+        calls = page.locator("#pane-a-tool-calls").inner_text()
+        name, _, arguments = calls.partition("(")
+        assert name == "get_weather", calls
+        assert "city" in json.loads(arguments.rstrip(")"))
+        # Broken JSON is the page's own error, before anything is sent.
+        page.get_by_label("Tools", exact=True).fill("[not json")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector('#pane-a-stats[data-done="error"]', timeout=20_000)
+        assert "Tools is not valid JSON" in page.locator("#pane-a-stats").inner_text()
+        watched.screenshot("playground-tools")
 
 
 def test_pages_fit_a_phone(browser: Browser, console: Console) -> None:

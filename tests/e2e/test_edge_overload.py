@@ -54,8 +54,22 @@ def _closed_at_once(conn: socket.socket) -> bool:
         return True
 
 
+def _active_connections(mesh: Mesh) -> int:
+    admin = mesh.config["envoy"]["admin_port"]
+    # The public listener's connection manager ("ingress"), not the admin one serving this.
+    stats = httpx.get(
+        f"http://127.0.0.1:{admin}/stats",
+        params={"filter": r"^http\.ingress\.downstream_cx_active$"},
+        timeout=5,
+    ).text
+    (line,) = stats.split()[-1:]
+    return int(line)
+
+
 def test_connections_beyond_the_limit_are_closed_and_room_comes_back(shedding: Mesh) -> None:
     address = ("127.0.0.1", shedding.envoy_port)
+    # Connections of earlier tests count until Envoy has read their close.
+    poll(lambda: _active_connections(shedding) == 0 or None, 10, "no connection left open")
     with ExitStack() as held:
         conns = [held.enter_context(socket.create_connection(address)) for _ in range(3)]
         assert not any(_closed_at_once(conn) for conn in conns)

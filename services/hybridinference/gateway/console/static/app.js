@@ -860,23 +860,45 @@
 
   // ---- Playground --------------------------------------------------------------------------
 
-  async function streamChat(model, prompt, maxTokens, out, stats) {
+  // The optional JSON fields of a chat request the playground sends as typed (tools,
+  // response_format): an empty box sends nothing, anything else must parse.
+  function jsonOption(textarea, label) {
+    const text = textarea.value.trim();
+    if (!text) return undefined;
+    try {
+      return JSON.parse(text);
+    } catch (error) {
+      throw new ApiError(400, label + " is not valid JSON: " + error.message, "invalid_json");
+    }
+  }
+
+  async function streamChat(model, prompt, maxTokens, extras, pane) {
+    const { out, stats, reasoning, calls } = pane;
     const started = performance.now();
     let first = 0;
     let chunks = 0;
     let usage = null;
+    // Tool calls arrive in fragments: an id and name first, then pieces of the arguments.
+    const toolCalls = [];
     out.textContent = "";
+    reasoning.textContent = "";
+    calls.textContent = "";
     stats.textContent = "Waiting for the first token…";
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: Object.assign({ "content-type": "application/json" }, authHeaders()),
-      body: JSON.stringify({
-        model,
-        stream: true,
-        stream_options: { include_usage: true },
-        max_tokens: maxTokens,
-        messages: [{ role: "user", content: prompt }],
-      }),
+      body: JSON.stringify(
+        Object.assign(
+          {
+            model,
+            stream: true,
+            stream_options: { include_usage: true },
+            max_tokens: maxTokens,
+            messages: [{ role: "user", content: prompt }],
+          },
+          extras
+        )
+      ),
     });
     if (!response.ok) throw await errorOf(response);
     const requestId = response.headers.get("x-request-id") || "";
@@ -899,11 +921,19 @@
           if (chunk.error) throw new ApiError(500, chunk.error.message, chunk.error.code);
           if (chunk.usage) usage = chunk.usage;
           const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-          if (delta && delta.content) {
+          if (!delta) continue;
+          if (delta.content || delta.reasoning_content || delta.tool_calls) {
             if (!first) first = performance.now();
             chunks += 1;
-            out.textContent += delta.content;
           }
+          if (delta.content) out.textContent += delta.content;
+          if (delta.reasoning_content) reasoning.textContent += delta.reasoning_content;
+          for (const piece of delta.tool_calls || []) {
+            const call = (toolCalls[piece.index] = toolCalls[piece.index] || { name: "", args: "" });
+            if (piece.function && piece.function.name) call.name += piece.function.name;
+            if (piece.function && piece.function.arguments) call.args += piece.function.arguments;
+          }
+          calls.textContent = toolCalls.filter(Boolean).map((c) => c.name + "(" + c.args + ")").join("\n");
         }
       }
     }
@@ -927,13 +957,24 @@
     const modelB = el("select", { id: "model-b" }, options(true));
     const prompt = el("textarea", { id: "prompt", rows: "4", cols: "60", required: true }, "Write a haiku about routing.");
     const maxTokens = el("input", { id: "max-tokens", type: "number", min: "1", max: "4096", value: "64" });
+    const tools = el("textarea", { id: "tools", rows: "3", cols: "60", placeholder: '[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]' });
+    const responseFormat = el("textarea", { id: "response-format", rows: "2", cols: "60", placeholder: '{"type": "json_object"}' });
     const send = el("button", { type: "submit", text: "Send" });
-    const form = el("form", { "aria-label": "Chat" }, el("div", { class: "row" }, field("Model", modelA), field("Compare with", modelB), field("Max tokens", maxTokens)), field("Prompt", prompt), el("p", {}, send));
+    const form = el(
+      "form",
+      { "aria-label": "Chat" },
+      el("div", { class: "row" }, field("Model", modelA), field("Compare with", modelB), field("Max tokens", maxTokens)),
+      field("Prompt", prompt),
+      el("details", {}, el("summary", { text: "Tools and structured output (JSON, optional)" }), field("Tools", tools), field("Response format", responseFormat)),
+      el("p", {}, send)
+    );
     const pane = (id) => {
       const title = el("h2", { text: "" });
+      const reasoning = el("output", { id: id + "-reasoning", class: "reasoning", "aria-label": "Reasoning" });
       const out = el("output", { id: id + "-output", "aria-live": "polite" });
+      const calls = el("output", { id: id + "-tool-calls", class: "tool-calls", "aria-label": "Tool calls" });
       const stats = el("p", { class: "stats", id: id + "-stats" });
-      return { box: el("section", { class: "pane", id, "aria-label": "Reply" }, title, out, stats), title, out, stats };
+      return { box: el("section", { class: "pane", id, "aria-label": "Reply" }, title, reasoning, out, calls, stats), title, out, stats, reasoning, calls };
     };
     const a = pane("pane-a");
     const b = pane("pane-b");
@@ -947,9 +988,19 @@
       const jobs = runs.map(([model, p]) => {
         p.title.textContent = model;
         p.stats.removeAttribute("data-done");
-        return streamChat(model, prompt.value, Number(maxTokens.value) || 64, p.out, p.stats).catch((error) => {
-          p.stats.textContent = "Error: " + error.message;
-        });
+        const extras = {};
+        return Promise.resolve()
+          .then(() => {
+            const offered = jsonOption(tools, "Tools");
+            const format = jsonOption(responseFormat, "Response format");
+            if (offered !== undefined) extras.tools = offered;
+            if (format !== undefined) extras.response_format = format;
+            return streamChat(model, prompt.value, Number(maxTokens.value) || 64, extras, p);
+          })
+          .catch((error) => {
+            p.stats.textContent = "Error: " + error.message;
+            p.stats.setAttribute("data-done", "error");
+          });
       });
       Promise.all(jobs).finally(() => {
         send.disabled = false;
