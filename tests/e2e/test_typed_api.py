@@ -153,3 +153,16 @@ def test_http_json_models(mesh: Mesh) -> None:
     reply = httpx.get(f"{mesh.http_url}/api/v1/models", timeout=30)
     assert reply.status_code == 200
     assert {m["id"] for m in reply.json()["models"]} == {"hi-sim", "hi-slow", "hi-dying"}
+
+
+def test_grpc_message_over_the_byte_limit_is_refused_unparsed(mesh: Mesh) -> None:
+    # gateway.max_message_bytes (4 MiB by default): gRPC refuses the message before the gateway
+    # reads or parses it, directly and through Envoy alike; the connection keeps serving.
+    huge = [chat_pb2.ChatMessage(role="user", content="x" * (5 * 1024 * 1024))]
+    for target in (mesh.envoy_grpc, mesh.address("gateway")):
+        with grpc.insecure_channel(target) as channel:
+            direct = gateway_pb2_grpc.GatewayServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                direct.Chat(gateway_pb2.ChatRequest(model="hi-sim", messages=huge), timeout=30)
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, target
+            assert direct.Chat(gateway_pb2.ChatRequest(model="hi-sim", messages=HELLO)).content

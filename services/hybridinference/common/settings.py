@@ -76,6 +76,10 @@ class GatewaySettings(ServerSettings):
     # Peers; empty means "the router / logger of this same config" (their host and port).
     router_address: str = ""
     logger_address: str = ""
+    # Largest gRPC message accepted on the gateway's port (native gRPC, direct or through
+    # Envoy): gRPC refuses a bigger one with RESOURCE_EXHAUSTED before it is read into memory
+    # or parsed. The other services keep the mesh-internal limit (common/channels.py).
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     # Input limits: every rejection is a 400 / INVALID_ARGUMENT naming the field.
     # 16 MiB: a few base64 images fit (Envoy's limit follows this one, plus headroom).
     max_body_bytes: int = Field(default=16 << 20, gt=0)
