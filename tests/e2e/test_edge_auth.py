@@ -25,6 +25,8 @@ import orjson
 import pytest
 import redis
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from hybridinference.common.settings import LoggerSettings, load_settings
@@ -536,3 +538,24 @@ def tokens_charged(pattern: str, expected: float) -> bool | None:
         return sum(int(client.get(k) or 0) for k in keys) == expected or None
     finally:
         client.close()
+
+
+def test_health_and_reflection_are_not_public_with_auth_on(edge: Edge) -> None:
+    with grpc.insecure_channel(edge.mesh.envoy_grpc) as channel:
+        with pytest.raises(grpc.RpcError) as health:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as listed:
+            list(
+                reflection.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+                )
+            )
+        assert listed.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    # The gateway's own port (the health checks of compose, systemd, the launcher) still answers.
+    with grpc.insecure_channel(edge.mesh.address("gateway")) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -384,6 +384,9 @@ class EnvoySettings(SettingsSection):
     # kernel kills it; beyond max_connections open connections, a new one is closed at once.
     max_heap_mb: int = Field(default=1024, ge=1, le=1024 * 1024)
     max_connections: int = Field(default=10000, ge=1, le=10_000_000)
+    # grpc.health.v1 and server reflection through the public listener; None: on while
+    # gateway.auth is off, off (404 / UNIMPLEMENTED at the edge) once it is on.
+    public_introspection: bool | None = None
 
 
 def dial_host(host: str) -> str:
