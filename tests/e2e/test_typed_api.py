@@ -10,6 +10,7 @@ from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from hybridinference.common.settings import load_settings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from support.mesh import Mesh
@@ -156,9 +157,11 @@ def test_http_json_models(mesh: Mesh) -> None:
 
 
 def test_grpc_message_over_the_byte_limit_is_refused_unparsed(mesh: Mesh) -> None:
-    # gateway.max_message_bytes (4 MiB by default): gRPC refuses the message before the gateway
-    # reads or parses it, directly and through Envoy alike; the connection keeps serving.
-    huge = [chat_pb2.ChatMessage(role="user", content="x" * (5 * 1024 * 1024))]
+    # gateway.max_message_bytes (default max_body_bytes + 1 MiB): gRPC refuses the message
+    # before the gateway reads or parses it, directly and through Envoy alike; the connection
+    # keeps serving.
+    limit = load_settings(str(mesh.config_path)).gateway.receive_limit_bytes
+    huge = [chat_pb2.ChatMessage(role="user", content="x" * (limit + 1024))]
     for target in (mesh.envoy_grpc, mesh.address("gateway")):
         with grpc.insecure_channel(target) as channel:
             direct = gateway_pb2_grpc.GatewayServiceStub(channel)
