@@ -12,7 +12,8 @@ BUF        := $(TOOLS)/node_modules/.bin/buf
 CONFIG     ?=
 
 # test-compose: see below.
-.PHONY: up test test-vllm test-compose fuzz protos check-protos render check-render lint buf venv clean
+.PHONY: up test test-vllm test-compose fuzz protos check-protos render check-render lint buf venv clean \
+	certs certs-multihost
 
 # Re-installs only when pyproject.toml is newer than the stamp (dependency or entry point change).
 $(STAMP): pyproject.toml
@@ -84,6 +85,18 @@ render: $(STAMP)
 # Fails, naming each file, when one differs from what its sources render (CI runs this).
 check-render: $(STAMP)
 	$(PY) -m hybridinference.render --check
+
+# mTLS inside the mesh: a local CA and one certificate per service (support/certs.py; private
+# keys 0600, never committed). An existing CA in the directory is kept, so re-running issues new
+# service certificates from the same CA. CERTS_DIR picks the directory.
+CERTS_DIR ?= deploy/certs
+certs: $(STAMP)
+	$(PY) -m support.certs $(CERTS_DIR)
+
+# The multi-host example: one certificate per host (deploy/multihost/README.md installs them).
+certs-multihost: $(STAMP)
+	$(PY) -m support.certs $(CERTS_DIR) --service front:10.0.0.10 \
+		--service gpu1:10.0.1.11 --service gpu2:10.0.1.12
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
