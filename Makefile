@@ -13,7 +13,7 @@ CONFIG     ?=
 
 # test-compose: see below.
 .PHONY: up test test-vllm test-compose fuzz protos check-protos render check-render lint buf venv clean \
-	certs certs-multihost
+	certs certs-multihost lock
 
 # Re-installs only when pyproject.toml is newer than the stamp (dependency or entry point change).
 $(STAMP): pyproject.toml
@@ -85,6 +85,16 @@ render: $(STAMP)
 # Fails, naming each file, when one differs from what its sources render (CI runs this).
 check-render: $(STAMP)
 	$(PY) -m hybridinference.render --check
+
+# The image's dependency lock with hashes (deploy/docker/requirements.lock), from pyproject.toml
+# through pip-tools (a dev dependency). Run after changing a dependency; a test checks they agree.
+LOCK := deploy/docker/requirements.lock
+lock: $(STAMP)
+	$(PY) deploy/docker/requirements.py pyproject.toml > $(LOCK).in
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-header \
+		--no-emit-index-url --no-emit-find-links --output-file $(LOCK).new $(LOCK).in
+	{ sed -n '1,/^$$/p' $(LOCK); sed 's#$(LOCK).in#deploy/docker/requirements.py pyproject.toml#' \
+		$(LOCK).new; } > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK) && rm -f $(LOCK).in $(LOCK).new
 
 # mTLS inside the mesh: a local CA and one certificate per service (support/certs.py; private
 # keys 0600, never committed). An existing CA in the directory is kept, so re-running issues new
