@@ -91,6 +91,9 @@ check-render: $(STAMP)
 LOCK := deploy/docker/requirements.lock
 lock: $(STAMP)
 	$(PY) deploy/docker/requirements.py pyproject.toml > $(LOCK).in
+	# redis needs it below Python 3.11.3 (Debian 12's python3 is 3.11.2); pip-compile resolves
+	# for this machine's Python, so it is named here to be locked whatever the image's patch level.
+	echo async-timeout >> $(LOCK).in
 	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-header \
 		--no-emit-index-url --no-emit-find-links --output-file $(LOCK).new $(LOCK).in
 	{ sed -n '1,/^$$/p' $(LOCK); sed 's#$(LOCK).in#deploy/docker/requirements.py pyproject.toml#' \
