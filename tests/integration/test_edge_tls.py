@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -21,6 +22,7 @@ from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from hybridinference.logger.v1 import logger_pb2, logger_pb2_grpc
 from support.certs import issue, make_certs, write
+from support.mesh import mesh_config, running_mesh
 from support.polling import poll
 from support.procs import ServiceProcess, free_port, start_service, write_config
 
@@ -202,3 +204,35 @@ def test_records_reach_the_logger_over_mtls_and_only_trusted_callers_read_them(
             with pytest.raises(grpc.RpcError) as written:
                 stub.WriteRecords(logger_pb2.WriteRecordsRequest(), timeout=5)
             assert written.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_launcher_runs_a_mesh_with_every_internal_channel_on_mtls(
+    certs: Path, tmp_path: Path
+) -> None:
+    """`make up` with mTLS on the router, the worker and the logger: the launcher polls their
+    health over mTLS, and a request through Envoy is served and recorded."""
+    config = mesh_config(tmp_path)
+    config["router"]["tls"] = tls_section(certs, "gateway", "router")
+    config["logger"]["tls"] = tls_section(certs, "gateway", "logger")
+    config["providers"][0]["tls"] = tls_section(certs, "router", "sim")
+    with running_mesh(tmp_path, config) as mesh:
+        reply = httpx.post(
+            f"{mesh.http_url}/v1/chat/completions",
+            json={"model": "hi-sim", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        request_id = reply.headers["x-request-id"]
+        with grpc.secure_channel(mesh.address("logger"), credentials(certs, "operator")) as ch:
+            stub = logger_pb2_grpc.LoggerServiceStub(ch)
+
+            def stored() -> logger_pb2.RequestRecord | None:
+                try:
+                    return stub.GetRecord(
+                        logger_pb2.GetRecordRequest(request_id=request_id), timeout=5
+                    ).record
+                except grpc.RpcError as error:
+                    assert error.code() is grpc.StatusCode.NOT_FOUND, error
+                    return None
+
+            assert poll(stored, 15, "the record over mTLS").endpoint == "sim-a"
