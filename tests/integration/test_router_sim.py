@@ -235,9 +235,11 @@ def test_callers_short_deadlines_and_cancels_never_open_a_breaker(tmp_path: Path
         tmp_path,
         workers={"w": [endpoint("slow", ttft_ms=400, itl_ms=1, output_tokens=3)]},
         models=[{"name": "m", "endpoints": ["slow"]}],
-        # One counted failure would open the circuit. (The router's handler is usually
-        # cancelled by the same deadline before its provider call reports DEADLINE_EXCEEDED,
-        # so only some of the 100 reach the classification: a threshold of 1 catches any.)
+        # One counted failure would open the circuit. Which fires first when the caller's
+        # deadline passes (the router's handler being cancelled, or its provider call's own
+        # timer) is a race, so this end-to-end guard does not see every regression; the
+        # classification itself is pinned by test_router_relay's
+        # test_the_callers_own_deadline_never_counts_against_the_endpoint.
         router={"breaker_failure_threshold": 1, "breaker_cooldown_s": 60.0},
     )
     try:
