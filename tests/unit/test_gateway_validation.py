@@ -68,8 +68,8 @@ def test_client_texts_are_bounded_and_nul_free_like_the_record() -> None:
 
 def test_gateway_limits_are_within_the_records() -> None:
     # A request the gateway serves must never be a record the logger rejects (the logger
-    # validates with common/field_limits.py).
-    from hybridinference.common import field_limits as logger
+    # validates with common/record_limits.py).
+    from hybridinference.common import record_limits as logger
     from hybridinference.gateway import validation as gateway
 
     assert gateway.MAX_STOP_SEQUENCES <= logger.MAX_STOP_SEQUENCES
