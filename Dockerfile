@@ -18,14 +18,20 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Optional dependency groups of pyproject.toml to add (space separated), e.g. "vllm".
 ARG EXTRAS=""
-# Dependencies first, from pyproject.toml alone: this layer (the slow one) is reused until the
+# Dependencies first, from the lock alone: this layer (the slow one) is reused until the
 # dependencies change; editing the code only rebuilds the small layer below. Every dependency is
-# a wheel for this platform, so no compiler is needed.
+# a wheel for this platform, so no compiler is needed. Without EXTRAS the image installs exactly
+# deploy/docker/requirements.lock, every file checked against its hash; extra groups are not in
+# the lock and are installed from pyproject.toml's pins (requirements.py).
 COPY pyproject.toml ./
-COPY deploy/docker/requirements.py deploy/docker/
+COPY deploy/docker/requirements.py deploy/docker/requirements.lock deploy/docker/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python deploy/docker/requirements.py pyproject.toml ${EXTRAS} > /tmp/requirements.txt \
-    && pip install --only-binary=:all: -r /tmp/requirements.txt
+    if [ -z "${EXTRAS}" ]; then \
+        pip install --only-binary=:all: --require-hashes -r deploy/docker/requirements.lock; \
+    else \
+        python deploy/docker/requirements.py pyproject.toml ${EXTRAS} > /tmp/requirements.txt \
+        && pip install --only-binary=:all: -r /tmp/requirements.txt; \
+    fi
 # The project itself: the package in services/, generated contracts included (see .dockerignore).
 COPY . .
 RUN --mount=type=cache,target=/root/.cache/pip \

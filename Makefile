@@ -12,7 +12,8 @@ BUF        := $(TOOLS)/node_modules/.bin/buf
 CONFIG     ?=
 
 # test-compose: see below.
-.PHONY: up test test-vllm test-compose fuzz protos check-protos render check-render lint buf venv clean
+.PHONY: up test test-vllm test-compose fuzz protos check-protos render check-render lint buf venv clean \
+	certs certs-multihost lock
 
 # Re-installs only when pyproject.toml is newer than the stamp (dependency or entry point change).
 $(STAMP): pyproject.toml
@@ -84,6 +85,31 @@ render: $(STAMP)
 # Fails, naming each file, when one differs from what its sources render (CI runs this).
 check-render: $(STAMP)
 	$(PY) -m hybridinference.render --check
+
+# The image's dependency lock with hashes (deploy/docker/requirements.lock), from pyproject.toml
+# through pip-tools (a dev dependency). Run after changing a dependency; a test checks they agree.
+LOCK := deploy/docker/requirements.lock
+lock: $(STAMP)
+	$(PY) deploy/docker/requirements.py pyproject.toml > $(LOCK).in
+	# redis needs it below Python 3.11.3 (Debian 12's python3 is 3.11.2); pip-compile resolves
+	# for this machine's Python, so it is named here to be locked whatever the image's patch level.
+	echo async-timeout >> $(LOCK).in
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-header \
+		--no-emit-index-url --no-emit-find-links --output-file $(LOCK).new $(LOCK).in
+	{ sed -n '1,/^$$/p' $(LOCK); sed 's#$(LOCK).in#deploy/docker/requirements.py pyproject.toml#' \
+		$(LOCK).new; } > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK) && rm -f $(LOCK).in $(LOCK).new
+
+# mTLS inside the mesh: a local CA and one certificate per service (support/certs.py; private
+# keys 0600, never committed). An existing CA in the directory is kept, so re-running issues new
+# service certificates from the same CA. CERTS_DIR picks the directory.
+CERTS_DIR ?= deploy/certs
+certs: $(STAMP)
+	$(PY) -m support.certs $(CERTS_DIR)
+
+# The multi-host example: one certificate per host (deploy/multihost/README.md installs them).
+certs-multihost: $(STAMP)
+	$(PY) -m support.certs $(CERTS_DIR) --service front:10.0.0.10 \
+		--service gpu1:10.0.1.11 --service gpu2:10.0.1.12
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)

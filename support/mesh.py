@@ -122,6 +122,12 @@ def mesh_config(tmp: Path) -> dict[str, Any]:
     return config
 
 
+def _public_health(config: dict[str, Any]) -> bool:
+    public = config.get("envoy", {}).get("public_introspection")
+    auth = config.get("gateway", {}).get("auth", {}).get("enabled", False)
+    return bool(public) if public is not None else not auth
+
+
 @contextmanager
 def running_mesh(
     tmp: Path, config: dict[str, Any] | None = None, *, serving_through_envoy: bool = True
@@ -149,10 +155,11 @@ def running_mesh(
         )
     mesh = Mesh(config, config_path, proc, log_path)
     try:
-        if serving_through_envoy:
+        if serving_through_envoy and _public_health(config):
             # Envoy starts last, so the gateway answering through it means the whole mesh is up.
             wait_healthy(mesh.envoy_grpc, timeout_s=60, proc=proc)
         else:
+            # (health is not served through Envoy with auth on: see _public_health)
             wait_healthy(mesh.address("gateway"), timeout_s=60, proc=proc)
             poll(lambda: _envoy_ready(config["envoy"]["admin_port"]) or None, 30, "Envoy ready")
         yield mesh

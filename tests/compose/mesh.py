@@ -22,6 +22,8 @@ from support.procs import REPO, free_port
 
 COMPOSE_MESH = REPO / "deploy" / "config" / "compose.yaml"
 LOOPBACK = "127.0.0.1"
+# The API key secret of the test's mesh (auth is on in compose.yaml).
+AUTH_SECRET = "compose-test-secret-" + "0" * 32
 # What the compose file runs by default (the other workers are behind profiles).
 RUNNING_WORKERS = ("sim",)
 
@@ -64,7 +66,10 @@ class ComposeMesh:
             "HI_TEST_ENVOY_ADMIN_PORT": str(settings.envoy.admin_port),
             "HI_TEST_POSTGRES_PORT": str(self.postgres_port),
             "HI_TEST_ALERTMANAGER_PORT": str(self.alertmanager_port),
-            # Variables of deploy/docker-compose.yml itself.
+            # Variables of deploy/docker-compose.yml itself; the secrets it requires first.
+            "HI_AUTH_SECRET": AUTH_SECRET,
+            "POSTGRES_PASSWORD": "hybridinference",
+            "GRAFANA_ADMIN_PASSWORD": "compose-test-grafana",
             "HI_HTTP_BIND": LOOPBACK,
             "HI_HTTP_PORT": str(settings.envoy.port),
             "PROMETHEUS_PORT": str(settings.prometheus.port),

@@ -32,9 +32,10 @@ import openai
 import pytest
 
 from support.polling import poll
+from support.procs import REPO
 from tests.compose import images
 from tests.compose.compose import SERVICES, Compose, HealthClock
-from tests.compose.mesh import ComposeMesh, render
+from tests.compose.mesh import AUTH_SECRET, ComposeMesh, render
 from tests.compose.podman import Podman
 
 MODEL = "hi-sim"
@@ -47,6 +48,34 @@ class Run:
     compose: Compose
     mesh: ComposeMesh
     image: images.ImageReport
+    # Auth is on in the compose mesh: a key made with the CLI, as an operator would.
+    api_key: str
+
+
+def _create_key(mesh: ComposeMesh) -> str:
+    env = {
+        **os.environ,
+        "HI_AUTH_SECRET": AUTH_SECRET,
+        "HI__LOGGER__DATABASE_URL": mesh.database_url,
+    }
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "hybridinference.cli", "--config",
+            str(mesh.directory / "mesh.yaml"), "keys", "create", "compose-test", "--json",
+        ],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    key: str = json.loads(done.stdout)["key"]
+
+    def known() -> bool | None:
+        reply = httpx.get(
+            f"{mesh.http}/v1/models", headers={"authorization": f"Bearer {key}"}, timeout=5
+        )
+        return True if reply.status_code == 200 else None
+
+    poll(known, timeout_s=30, what="the new key known to the gateway", every_s=0.5)
+    return key
 
 
 def _report(text: str) -> None:
@@ -97,7 +126,7 @@ def run() -> Iterator[Run]:
             compose("up", "--detach", "--no-build", *SERVICES, timeout_s=600)
             _wait_all_healthy(compose, timeout_s=120)
             _report(f"mesh up and healthy in {time.monotonic() - started:.0f} s")
-            yield Run(podman, compose, mesh, report)
+            yield Run(podman, compose, mesh, report, _create_key(mesh))
     except BaseException:
         if compose is not None:
             _report("logs of the failed run:\n" + compose.logs())
@@ -138,7 +167,7 @@ def test_every_service_is_healthy_by_its_own_health_check(run: Run) -> None:
 
 
 def test_openai_sdk_through_the_envoy_container(run: Run) -> None:
-    client = openai.OpenAI(base_url=f"{run.mesh.http}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{run.mesh.http}/v1", api_key=run.api_key, max_retries=0)
     reply = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hello compose"}], max_tokens=5
     )
@@ -166,19 +195,22 @@ def _grpcurl() -> str:
     return found
 
 
-def test_grpcurl_lists_services_and_streams_a_reply(run: Run) -> None:
+def test_grpcurl_streams_a_reply_and_reflection_is_not_public(run: Run) -> None:
+    # Auth is on, so reflection is not served through Envoy's public port.
     listed = subprocess.run(
         [_grpcurl(), "-plaintext", run.mesh.grpc_target, "list"],
-        capture_output=True, text=True, timeout=30, check=True,
-    ).stdout.split()  # fmt: skip
-    assert "hybridinference.gateway.v1.GatewayService" in listed
-    assert "grpc.health.v1.Health" in listed
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    # (grpcurl's words for the UNIMPLEMENTED Envoy answers)
+    assert listed.returncode != 0, listed.stdout
+    assert "does not support the reflection API" in listed.stderr, listed.stderr
     request = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     request["sampling"] = {"max_tokens": 4}  # type: ignore[assignment]
     result = subprocess.run(
         [
-            _grpcurl(), "-plaintext", "-d", json.dumps(request), run.mesh.grpc_target,
-            "hybridinference.gateway.v1.GatewayService/ChatStream",
+            _grpcurl(), "-plaintext", "-protoset", str(REPO / "deploy/envoy/hybridinference.pb"),
+            "-H", f"authorization: Bearer {run.api_key}", "-d", json.dumps(request),
+            run.mesh.grpc_target, "hybridinference.gateway.v1.GatewayService/ChatStream",
         ],
         capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
@@ -186,7 +218,9 @@ def test_grpcurl_lists_services_and_streams_a_reply(run: Run) -> None:
     assert len(events) >= 2, result.stdout
     assert all(event["id"] == events[0]["id"] for event in events)
     assert "".join(event.get("delta", "") for event in events)
-    assert events[-1]["finish_reason"] == "FINISH_REASON_LENGTH"
+    # With a descriptor set grpcurl prints JSON names (finishReason), by reflection proto names.
+    last = events[-1]
+    assert last.get("finishReason", last.get("finish_reason")) == "FINISH_REASON_LENGTH", last
 
 
 async def _records(url: str, users: list[str]) -> dict[str, str]:
@@ -209,7 +243,7 @@ def _wait_records(run: Run, users: list[str], timeout_s: float) -> dict[str, str
 
 
 def test_records_land_in_the_postgres_container(run: Run) -> None:
-    client = openai.OpenAI(base_url=f"{run.mesh.http}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{run.mesh.http}/v1", api_key=run.api_key, max_retries=0)
     users = [f"compose-record-{i}" for i in range(3)]
     for user in users:
         client.chat.completions.create(
@@ -245,7 +279,7 @@ def test_a_killed_container_comes_back_by_its_restart_policy(run: Run) -> None:
     before = run.compose.inspect("logger")
     pid = int(before["State"]["Pid"])
     restarts = int(before.get("RestartCount", 0))
-    client = openai.OpenAI(base_url=f"{run.mesh.http}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{run.mesh.http}/v1", api_key=run.api_key, max_retries=0)
     users: list[str] = []
     failures: list[BaseException] = []
     stop = threading.Event()

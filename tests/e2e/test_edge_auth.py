@@ -25,6 +25,8 @@ import orjson
 import pytest
 import redis
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from hybridinference.common.settings import LoggerSettings, load_settings
@@ -220,6 +222,59 @@ def test_a_key_limited_to_a_model_gets_403_elsewhere(edge: Edge) -> None:
     assert code is grpc.StatusCode.PERMISSION_DENIED
     models = httpx.get(f"{edge.mesh.http_url}/v1/models", headers=bearer(key), timeout=10)
     assert [m["id"] for m in models.json()["data"]] == ["hi-sim"]
+
+
+def test_pinning_an_endpoint_needs_an_admin_key(edge: Edge) -> None:
+    _, plain = edge.create_key()
+    _, admin = edge.create_key("--admin")
+    key_ready(edge, plain)
+    key_ready(edge, admin)
+    pin = {"x-hybridinference-endpoint": "sim-a"}
+    body = {"model": "hi-sim", "messages": HELLO}
+    refused = post(edge, body, **bearer(plain), **pin)
+    assert refused.status_code == 403
+    error = refused.json()["error"]
+    assert error["code"] == "pinning_requires_admin_key"
+    assert error["param"] == "x-hybridinference-endpoint"
+    with grpc.insecure_channel(edge.mesh.envoy_grpc) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(
+                gateway_pb2.ChatRequest(model="hi-sim", messages=GRPC_HELLO),
+                metadata=(("authorization", f"Bearer {plain}"), *pin.items()),
+                timeout=30,
+            )
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        served = stub.Chat(
+            gateway_pb2.ChatRequest(model="hi-sim", messages=GRPC_HELLO),
+            metadata=(("authorization", f"Bearer {admin}"), *pin.items()),
+            timeout=30,
+        )
+    assert served.endpoint == "sim-a"
+    assert post(edge, body, **bearer(admin), **pin).status_code == 200
+
+
+def test_server_errors_name_no_endpoint_or_address(edge: Edge) -> None:
+    _, key = edge.create_key()
+    key_ready(edge, key)
+    reply = post(edge, {"model": "hi-dying", "messages": HELLO}, **bearer(key))
+    assert reply.status_code == 503
+    message = reply.json()["error"]["message"]
+    assert "hi-dying" in message and reply.headers["x-request-id"] in message
+    assert "sim-dying" not in message and "127.0.0.1" not in message
+    with grpc.insecure_channel(edge.mesh.envoy_grpc) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(
+                gateway_pb2.ChatRequest(model="hi-dying", messages=GRPC_HELLO),
+                metadata=(("authorization", f"Bearer {key}"),),
+                timeout=30,
+            )
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    details = caught.value.details() or ""
+    assert "sim-dying" not in details and "127.0.0.1" not in details
+    status = rpc_status.from_call(caught.value)
+    assert status is not None and "sim-dying" not in str(status)
 
 
 def test_requests_per_minute_shared_by_two_replicas(edge: Edge) -> None:
@@ -483,3 +538,24 @@ def tokens_charged(pattern: str, expected: float) -> bool | None:
         return sum(int(client.get(k) or 0) for k in keys) == expected or None
     finally:
         client.close()
+
+
+def test_health_and_reflection_are_not_public_with_auth_on(edge: Edge) -> None:
+    with grpc.insecure_channel(edge.mesh.envoy_grpc) as channel:
+        with pytest.raises(grpc.RpcError) as health:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as listed:
+            list(
+                reflection.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+                )
+            )
+        assert listed.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    # The gateway's own port (the health checks of compose, systemd, the launcher) still answers.
+    with grpc.insecure_channel(edge.mesh.address("gateway")) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING

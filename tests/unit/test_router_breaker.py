@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
-from hybridinference.router.breaker import CircuitBreaker, CircuitState
+from hybridinference.common.errors import ServiceError
+from hybridinference.router.breaker import CircuitBreaker, CircuitState, counts_against_endpoint
+from support.router_fakes import rpc_error
 
 
 class FakeClock:
@@ -88,3 +91,26 @@ def test_reconfigure_keeps_state_and_rejects_nonsense() -> None:
     assert b.state is CircuitState.HALF_OPEN
     with pytest.raises(ValueError):
         CircuitBreaker("x", failure_threshold=0, cooldown_s=1.0, clock=clock)
+
+
+def test_only_the_endpoints_own_failures_count_against_it() -> None:
+    provider_timeout = rpc_error(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "no token within 60s",
+        rich=ServiceError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, "x", reason="upstream_first_token_timeout"
+        ),
+    )
+    local_timer = rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    # The provider's first-token/idle timeout counts, whoever set a deadline.
+    assert counts_against_endpoint(provider_timeout, caller_deadline=True)
+    assert counts_against_endpoint(provider_timeout, caller_deadline=False)
+    # gRPC's own timer firing on the caller's deadline does not; with no caller deadline a
+    # bare DEADLINE_EXCEEDED can only have come from the endpoint.
+    assert not counts_against_endpoint(local_timer, caller_deadline=True)
+    assert counts_against_endpoint(local_timer, caller_deadline=False)
+    assert counts_against_endpoint(rpc_error(grpc.StatusCode.UNAVAILABLE), caller_deadline=True)
+    assert not counts_against_endpoint(rpc_error(grpc.StatusCode.CANCELLED), caller_deadline=True)
+    assert not counts_against_endpoint(
+        rpc_error(grpc.StatusCode.INVALID_ARGUMENT), caller_deadline=False
+    )

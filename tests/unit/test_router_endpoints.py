@@ -39,7 +39,7 @@ def test_table_from_settings_connects_once_per_worker() -> None:
     )
     connected: list[str] = []
 
-    def connect(address: str) -> tuple[Any, ProviderStub]:
+    def connect(address: str, tls: object = None) -> tuple[Any, ProviderStub]:
         connected.append(address)
         return None, cast(ProviderStub, FakeStub())
 

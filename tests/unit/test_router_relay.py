@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import grpc
 import pytest
@@ -373,3 +374,19 @@ async def test_the_serving_attempt_reports_how_long_the_request_waited_at_the_ro
     selection = responses[0].selection
     assert (selection.endpoint, selection.attempts) == ("b", 2)
     assert sleeps.delays and selection.queued_ms == pytest.approx(sum(sleeps.delays) * 1000)
+
+
+async def test_the_callers_own_deadline_never_counts_against_the_endpoint() -> None:
+    table, stubs = make_table({"w": ["a"]}, {"m": ["a"]})
+    relay, _ = make_relay(table)
+    endpoint = table.endpoints["a"]
+    for _ in range(endpoint.breaker.failure_threshold * 3):
+        stubs["w"].script(
+            "a", Script(events=[], error=rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED))
+        )
+        remaining = iter([0.05, 0.0])
+        # (The caller is gone by then; what it is told does not matter here.)
+        with pytest.raises(ServiceError):
+            await collect(relay, request(), functools.partial(next, remaining, 0.0))
+    assert endpoint.breaker.closed and endpoint.breaker.consecutive_failures == 0
+    assert endpoint.failures_total == 0

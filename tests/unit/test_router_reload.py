@@ -35,7 +35,7 @@ class Connector:
     def __init__(self) -> None:
         self.channels: dict[str, FakeChannel] = {}
 
-    def __call__(self, address: str) -> tuple[Any, Any]:
+    def __call__(self, address: str, tls: object = None) -> tuple[Any, Any]:
         channel = self.channels[address] = FakeChannel(address)
         return channel, FakeStub()
 

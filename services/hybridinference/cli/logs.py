@@ -147,7 +147,7 @@ def run(args: argparse.Namespace, settings: MeshSettings) -> int:
     if problem:
         raise rpc.CliError(problem)
     target = settings.logger.dial_address
-    with rpc.channel(target) as channel:
+    with rpc.channel(target, settings.logger.tls) as channel:
         stub = logger_pb2_grpc.LoggerServiceStub(channel)
         try:
             if args.request_id:

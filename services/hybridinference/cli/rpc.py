@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from hybridinference.common.channels import TlsConfigError, channel_credentials
+from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.common.settings import MeshSettings, dial_address
 
 # Enough for the longest replies; the gateway enforces the real limits.
@@ -44,8 +46,18 @@ def gateway_target(settings: MeshSettings, url: str | None, direct: bool) -> str
     return dial_address(settings.envoy.host, settings.envoy.port)
 
 
-def channel(target: str) -> grpc.Channel:
-    return grpc.insecure_channel(target, options=_OPTIONS)
+def channel(target: str, tls: TlsSettings | None = None) -> grpc.Channel:
+    """Plaintext, or (m)TLS with the client side of the dialled service's ``tls`` section."""
+    if tls is None or not tls.serves_tls:
+        return grpc.insecure_channel(target, options=_OPTIONS)
+    options: list[tuple[str, int | str]] = list(_OPTIONS)
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    try:
+        credentials = channel_credentials(tls)
+    except TlsConfigError as error:
+        raise CliError(str(error)) from None
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 def describe(error: grpc.RpcError, target: str) -> str:

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybridinference.cli import rpc
 from hybridinference.cli.table import format_table
+from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.common.settings import MeshSettings
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 
@@ -46,8 +47,17 @@ def targets(settings: MeshSettings) -> list[tuple[str, str]]:
     ]
 
 
-def check_grpc(name: str, address: str) -> Check:
-    with rpc.channel(address) as channel:
+def _tls(settings: MeshSettings, name: str) -> TlsSettings | None:
+    """The TLS section of the service ``targets`` calls ``name`` (mTLS layouts)."""
+    if name.startswith("provider:"):
+        worker = name.split(":", 1)[1]
+        return next((w.tls for w in settings.providers if w.name == worker), None)
+    section = getattr(settings, name, None)
+    return getattr(section, "tls", None)
+
+
+def check_grpc(name: str, address: str, tls: TlsSettings | None = None) -> Check:
+    with rpc.channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=_TIMEOUT_S)
@@ -130,13 +140,15 @@ def _ms(value: float) -> str:
 
 
 def run(args: argparse.Namespace, settings: MeshSettings) -> int:
-    checks = [check_grpc(name, address) for name, address in targets(settings)]
+    checks = [
+        check_grpc(name, address, _tls(settings, name)) for name, address in targets(settings)
+    ]
     checks.append(check_envoy(settings))
     print(services_table(checks))
     healthy = all(c.ok for c in checks)
 
     router = targets(settings)[1][1]
-    with rpc.channel(router) as channel:
+    with rpc.channel(router, settings.router.tls) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         try:
             reply = stub.ListEndpoints(router_pb2.ListEndpointsRequest(), timeout=_TIMEOUT_S)

@@ -78,7 +78,7 @@ def usage_table(buckets: list[logger_pb2.UsageBucket]) -> str:
 def run(args: argparse.Namespace, settings: MeshSettings) -> int:
     request = build_request(args)
     target = settings.logger.dial_address
-    with rpc.channel(target) as channel:
+    with rpc.channel(target, settings.logger.tls) as channel:
         stub = logger_pb2_grpc.LoggerServiceStub(channel)
         try:
             reply = stub.GetUsage(request, timeout=10)

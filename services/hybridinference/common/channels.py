@@ -45,6 +45,17 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_metadata_size", 32 * 1024),
 ]
 
+
+def server_options(max_receive_bytes: int | None = None) -> list[tuple[str, int]]:
+    """SERVER_OPTIONS, with a lower limit on received messages for a public port."""
+    if max_receive_bytes is None:
+        return SERVER_OPTIONS
+    return [
+        (key, max_receive_bytes) if key == "grpc.max_receive_message_length" else (key, value)
+        for key, value in SERVER_OPTIONS
+    ]
+
+
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),

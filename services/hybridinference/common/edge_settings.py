@@ -24,6 +24,9 @@ class KeyLimitSettings(SettingsSection):
     monthly_budget_usd: float | None = Field(default=None, ge=0)
 
 
+DEFAULT_MAX_CONCURRENT = 64
+
+
 class AuthSettings(SettingsSection):
     # Off by default so a fresh `make up` works without a key; `make up` says so.
     enabled: bool = False
@@ -32,8 +35,13 @@ class AuthSettings(SettingsSection):
     secret_env: str = Field(default="HI_AUTH_SECRET", min_length=1)
     # How often each gateway re-reads the key table; a revoked key stops working within this.
     refresh_interval_s: float = Field(default=0.25, gt=0, le=60)
-    # Limits for keys that set none of their own.
-    default_limits: KeyLimitSettings = Field(default_factory=KeyLimitSettings)
+    # Limits for keys that set none of their own (field by field). One key may hold at most
+    # DEFAULT_MAX_CONCURRENT requests in flight unless configured otherwise, so a single leaked
+    # or runaway key cannot take every slot of the mesh; set max_concurrent higher per key or
+    # here (there is no "unlimited" default with auth on).
+    default_limits: KeyLimitSettings = Field(
+        default_factory=lambda: KeyLimitSettings(max_concurrent=DEFAULT_MAX_CONCURRENT)
+    )
 
 
 class QuotaSettings(SettingsSection):

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from hybridinference.common.channels import SERVER_OPTIONS, listen
+from hybridinference.common.channels import listen, server_options
 from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.common.logs import configure_logging
 from hybridinference.common.metrics import (
@@ -70,13 +70,14 @@ async def serve(
     grace_s: float,
     metrics_port: int = 0,
     tracing: Tracing | None = None,
+    max_receive_bytes: int | None = None,
 ) -> None:
     # RPC metrics for every method of every service, from this one place; with /metrics off
     # (port 0) nobody could read them, so the interceptor is left out entirely.
     interceptors = [RpcMetricsInterceptor()] if metrics_port else []
     if tracing is not None:
         interceptors = [*tracing.server_interceptors, *interceptors]
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+    server = grpc.aio.server(options=server_options(max_receive_bytes), interceptors=interceptors)
     service = await build(server, settings)
     serve_metrics(host, metrics_port, service.name)
     health = health_aio.HealthServicer()
@@ -94,7 +95,7 @@ async def serve(
     tls = service.tls or _section_tls(settings, service.name)
     try:
         bound = listen(server, f"{host}:{port}", tls)
-    except RuntimeError:  # grpc raises this when the address is taken (see SERVER_OPTIONS)
+    except RuntimeError:  # grpc raises this when the address is taken (see server_options)
         bound = 0
     if bound == 0:
         raise SystemExit(f"{service.name}: cannot listen on {host}:{port} (address in use?)")
@@ -130,10 +131,12 @@ def main(
     build: Build,
     select: Callable[[MeshSettings, argparse.Namespace], tuple[str, int, float]],
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    max_receive_bytes: Callable[[MeshSettings], int] | None = None,
 ) -> None:
     """Entry point shared by every service's ``__main__``.
 
     ``select`` picks the host, port and grace period of this process from the mesh settings;
+    ``max_receive_bytes`` the limit on received messages of a public port (default: the mesh's);
     ``--port`` overrides the port (0 picks a free one), ``--host`` the bind host.
     """
     parser = argparse.ArgumentParser(prog=f"python -m hybridinference.{name}")
@@ -166,4 +169,5 @@ def main(
         metrics_port = args.metrics_port
     worker = getattr(args, "worker", None)
     tracing = setup_tracing(settings.tracing, f"provider-{worker}" if worker else name)
-    uvloop.run(serve(build, settings, host, port, grace, metrics_port, tracing))
+    limit = max_receive_bytes(settings) if max_receive_bytes is not None else None
+    uvloop.run(serve(build, settings, host, port, grace, metrics_port, tracing, limit))

@@ -76,6 +76,11 @@ class GatewaySettings(ServerSettings):
     # Peers; empty means "the router / logger of this same config" (their host and port).
     router_address: str = ""
     logger_address: str = ""
+    # Largest gRPC message accepted on the gateway's port (native gRPC, direct or through
+    # Envoy): gRPC refuses a bigger one with RESOURCE_EXHAUSTED before it is read into memory
+    # or parsed. None: max_body_bytes plus 1 MiB (the same request as protobuf is no larger than
+    # as JSON). The other services keep the mesh-internal limit (common/channels.py).
+    max_message_bytes: int | None = Field(default=None, ge=64 * 1024)
     # Input limits: every rejection is a 400 / INVALID_ARGUMENT naming the field.
     # 16 MiB: a few base64 images fit (Envoy's limit follows this one, plus headroom).
     max_body_bytes: int = Field(default=16 << 20, gt=0)
@@ -97,6 +102,13 @@ class GatewaySettings(ServerSettings):
     # API keys (off by default) and per-key quotas; see hybridinference/common/edge_settings.py.
     auth: AuthSettings = Field(default_factory=AuthSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
+
+    @property
+    def receive_limit_bytes(self) -> int:
+        """The byte limit on one received gRPC message (max_message_bytes, resolved)."""
+        if self.max_message_bytes is not None:
+            return self.max_message_bytes
+        return self.max_body_bytes + (1 << 20)
 
 
 class SimEndpointSettings(SettingsSection):
@@ -380,6 +392,9 @@ class EnvoySettings(SettingsSection):
     # kernel kills it; beyond max_connections open connections, a new one is closed at once.
     max_heap_mb: int = Field(default=1024, ge=1, le=1024 * 1024)
     max_connections: int = Field(default=10000, ge=1, le=10_000_000)
+    # grpc.health.v1 and server reflection through the public listener; None: on while
+    # gateway.auth is off, off (404 / UNIMPLEMENTED at the edge) once it is on.
+    public_introspection: bool | None = None
 
 
 def dial_host(host: str) -> str:

@@ -8,4 +8,5 @@ if __name__ == "__main__":
         "gateway",
         build,
         lambda s, _: (s.gateway.host, s.gateway.port, s.gateway.grace_period_s),
+        max_receive_bytes=lambda s: s.gateway.receive_limit_bytes,
     )

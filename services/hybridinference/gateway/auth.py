@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import grpc
 
-from hybridinference.common.errors import ServiceError
+from hybridinference.common.errors import FieldViolation, ServiceError
 from hybridinference.keys.model import ApiKey
 from hybridinference.keys.tokens import hash_key
 
@@ -70,6 +70,16 @@ def admin_required() -> ServiceError:
         grpc.StatusCode.PERMISSION_DENIED,
         "This operation needs an admin API key.",
         "admin_key_required",
+    )
+
+
+def pinning_not_allowed() -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "The x-hybridinference-endpoint header (pinning a request to one endpoint) needs an "
+        "admin API key.",
+        "pinning_requires_admin_key",
+        violations=[FieldViolation("x-hybridinference-endpoint", "needs an admin API key")],
     )
 
 

@@ -17,6 +17,7 @@ from hybridinference.gateway.auth import (
     Metadata,
     admin_auth_disabled,
     admin_required,
+    pinning_not_allowed,
 )
 from hybridinference.gateway.execution import Execution
 from hybridinference.gateway.key_refresh import KeyRefresher
@@ -97,10 +98,17 @@ class Edge:
             await self._quotas.close()
 
     def authenticate(self, execution: Execution, metadata: Metadata) -> None:
-        """Raises UNAUTHENTICATED for a missing or unknown key; records the key's id."""
+        """Raises UNAUTHENTICATED for a missing or unknown key; records the key's id.
+
+        Pinning (x-hybridinference-endpoint) skips the policy, the breakers and fallback, so
+        with auth on only admin keys may pin: anyone else is refused (403 naming the header)
+        rather than silently routed as usual. With auth off every caller is the operator.
+        """
         key = self._authenticator.authenticate(metadata)
         if key is not None:
             execution.api_key = key
+            if execution.pinned_endpoint and not key.admin:
+                raise pinning_not_allowed()
 
     def authenticate_caller(self, metadata: Metadata) -> ApiKey | None:
         return self._authenticator.authenticate(metadata)

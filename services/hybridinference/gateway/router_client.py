@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -9,11 +10,13 @@ import grpc
 
 from hybridinference.common.channels import CHANNEL_OPTIONS, dial
 from hybridinference.common.edge_settings import TlsSettings
-from hybridinference.common.errors import from_rpc_error
+from hybridinference.common.errors import HTTP_STATUS, ServiceError, from_rpc_error
 from hybridinference.router.v1 import router_pb2, router_pb2_grpc
 
 if TYPE_CHECKING:
     from hybridinference.gateway.execution import Execution
+
+log = logging.getLogger(__name__)
 
 # Names one endpoint of the model; the router then uses only it, with no fallback.
 PINNED_ENDPOINT_HEADER = "x-hybridinference-endpoint"
@@ -25,6 +28,40 @@ def pinned_endpoint_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> 
         if key == PINNED_ENDPOINT_HEADER and isinstance(value, str):
             return value.strip()
     return ""
+
+
+def from_router_error(error: grpc.aio.AioRpcError, request_id: str) -> ServiceError:
+    """The router's failure as the client may see it.
+
+    A 5xx from inside the mesh explains itself with endpoint ids, worker addresses and upstream
+    replies ("a: UNAVAILABLE: failed to connect to ... 10.0.3.7:50061"): the operator's
+    business, not the caller's. So a 5xx keeps its code, reason and retry hint and says only
+    what failed for which model; the full detail goes to the gateway's log under the request
+    id. 4xx errors (a bad field, an unknown model) are the caller's to read and pass as-is.
+    """
+    rich = from_rpc_error(error)
+    if HTTP_STATUS.get(rich.code, 500) < 500:
+        return rich
+    log.warning(
+        "router failed the request",
+        extra={"request_id": request_id, "code": rich.code.name, "detail": rich.message},
+    )
+    model = rich.metadata.get("model", "")
+    what = _SERVER_ERROR_MESSAGES.get(rich.code, "the request could not be served")
+    where = f"model {model!r}, request {request_id}" if model else f"request {request_id}"
+    return ServiceError(
+        rich.code,
+        f"{what} ({where})",
+        rich.reason,
+        retry_after_s=rich.retry_after_s,
+        metadata={"model": model} if model else {},
+    )
+
+
+_SERVER_ERROR_MESSAGES = {
+    grpc.StatusCode.UNAVAILABLE: "no endpoint could serve the request now",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the deadline passed before the request was served",
+}
 
 
 class RouterClient:
@@ -96,7 +133,7 @@ async def route_unary(
     try:
         reply: router_pb2.RouteUnaryResponse = await router.route_unary(request, timeout_s)
     except grpc.aio.AioRpcError as error:
-        raise from_rpc_error(error) from None
+        raise from_router_error(error, request.request_id) from None
     return reply
 
 
@@ -112,7 +149,7 @@ async def stream_route(
         async for event in stream:
             yield event
     except grpc.aio.AioRpcError as error:
-        raise from_rpc_error(error) from None
+        raise from_router_error(error, request.request_id) from None
     finally:
         # A consumer that stops early (client gone) must not leave the router stream open.
         stream.cancel()

@@ -38,6 +38,7 @@ class GatewayRuntime:
         settings: GatewaySettings,
         edge: Edge | None = None,
         router_tls: TlsSettings | None = None,
+        logger_tls: TlsSettings | None = None,
         router: RouterClient | None = None,
         capture_content: bool = False,
         capture_max_chars: int = DEFAULT_CAPTURE_MAX_CHARS,
@@ -65,6 +66,7 @@ class GatewayRuntime:
             flush_interval_s=settings.log_flush_interval_s,
             spool_dir=settings.log_spool_dir.format(port=settings.port),
             spool_max_bytes=settings.log_spool_max_bytes,
+            tls=logger_tls,
         )
 
     async def start(self) -> None:

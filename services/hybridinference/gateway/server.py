@@ -47,6 +47,7 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
         settings.gateway,
         edge,
         router_tls=settings.router.tls,
+        logger_tls=settings.logger.tls,
         router=router,
         capture_content=settings.logger.capture_content,
         capture_max_chars=settings.logger.capture_max_chars,

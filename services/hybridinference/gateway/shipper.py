@@ -36,8 +36,9 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 
 from hybridinference.common import trace_context
-from hybridinference.common.channels import insecure_channel
+from hybridinference.common.channels import CHANNEL_OPTIONS, dial
 from hybridinference.common.dead_letters import DeadLetters
+from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.common.record_batch import encode_batch
 from hybridinference.common.spool import (
     MAX_PAYLOAD_BYTES,
@@ -85,8 +86,10 @@ class RecordShipper:
         spool_dir: str | None = None,
         spool_max_bytes: int = 256 << 20,
         batch_max_bytes: int = BATCH_MAX_BYTES,
+        tls: TlsSettings | None = None,
     ) -> None:
         self._address = address
+        self._tls = tls
         self._batch_size = batch_size
         self._batch_max_bytes = batch_max_bytes
         self._flush_interval_s = flush_interval_s
@@ -136,7 +139,8 @@ class RecordShipper:
     async def start(self) -> None:
         if self._task is not None:
             return
-        self._channel = insecure_channel(self._address)
+        # mTLS when the logger's section serves TLS (then it refuses callers without a cert).
+        self._channel = dial(self._address, self._tls, CHANNEL_OPTIONS)
         # grpc ships no type hints, so mypy cannot pick the aio overload by itself.
         # Records are sent as serialized bytes (spooled ones as they were spooled), so a batch
         # can be split, spooled or dead-lettered without encoding its records again.

@@ -24,6 +24,7 @@ MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = record_limits.MAX_STOP_CHARS
 MAX_MODEL_NAME = record_limits.MAX_TEXT_CHARS
 MAX_USER_CHARS = record_limits.MAX_TEXT_CHARS
+MAX_NAME_CHARS = record_limits.MAX_TEXT_CHARS
 MAX_METADATA_ENTRIES = 16
 MAX_METADATA_KEY_CHARS = record_limits.MAX_METADATA_KEY_CHARS
 MAX_METADATA_CHARS = 512
@@ -119,6 +120,13 @@ def _check_messages(messages: list[chat_pb2.ChatMessage], limits: Limits) -> lis
                 FieldViolation(
                     f"messages[{index}].role",
                     f"must be one of {', '.join(sorted(ROLES))}; got {message.role[:32]!r}",
+                )
+            )
+        if len(message.name) > MAX_NAME_CHARS or _NUL in message.name:
+            problems.append(
+                FieldViolation(
+                    f"messages[{index}].name",
+                    f"must be at most {MAX_NAME_CHARS} characters, without NUL characters",
                 )
             )
         chars = len(message.content) + sum(len(part.text) for part in message.parts)

@@ -22,6 +22,8 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from hybridinference.common.channels import CHANNEL_OPTIONS, dial
+from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.launcher.plan import ChildSpec
 
 _PR_SET_PDEATHSIG = 1
@@ -140,8 +142,9 @@ async def start(
     return child
 
 
-async def _grpc_serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def _grpc_serving(address: str, tls: TlsSettings | None = None) -> bool:
+    # A TLS service is checked over TLS, with its section's client side (mTLS included).
+    async with dial(address, tls, CHANNEL_OPTIONS) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
@@ -180,7 +183,7 @@ async def wait_ready(child: Child, timeout_s: float, envoy_admin: tuple[str, int
                 f"starting (see {child.log_path})"
             )
         if child.spec.health_address is not None:
-            ready = await _grpc_serving(child.spec.health_address)
+            ready = await _grpc_serving(child.spec.health_address, child.spec.health_tls)
         else:
             ready = await http_status(*envoy_admin, "/ready") == 200
         if ready:

@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.common.settings import MeshSettings, dial_address
 
 
@@ -22,6 +23,8 @@ class ChildSpec:
     # Start stage: every child of a stage starts together; the next stage waits until they are
     # healthy (the router probes the provider workers, the gateway dials the router and logger).
     stage: int
+    # The service's TLS section: its health is polled over TLS / mTLS with the client side.
+    health_tls: TlsSettings | None = None
 
 
 # Slack beyond the grace period for cleanups (flushing the request log) after the drain.
@@ -37,11 +40,12 @@ def _service(
     port: int,
     grace_s: float,
     stage: int,
+    tls: TlsSettings | None = None,
 ) -> ChildSpec:
     argv = [sys.executable, "-m", *module_args]
     if config is not None:
         argv += ["--config", str(config)]
-    return ChildSpec(name, argv, dial_address(host, port), grace_s + STOP_SLACK_S, stage)
+    return ChildSpec(name, argv, dial_address(host, port), grace_s + STOP_SLACK_S, stage, tls)
 
 
 def services(settings: MeshSettings, config: Path | None) -> list[ChildSpec]:
@@ -55,6 +59,7 @@ def services(settings: MeshSettings, config: Path | None) -> list[ChildSpec]:
             settings.logger.port,
             settings.logger.grace_period_s,
             0,
+            settings.logger.tls,
         )
     ]
     # A worker hosted in the router (colocated) has no process of its own.
@@ -68,6 +73,7 @@ def services(settings: MeshSettings, config: Path | None) -> list[ChildSpec]:
                 worker.port,
                 worker.grace_period_s,
                 0,
+                worker.tls,
             )
         )
     if not settings.router.colocated:  # else it runs inside the gateway
@@ -80,6 +86,7 @@ def services(settings: MeshSettings, config: Path | None) -> list[ChildSpec]:
                 settings.router.port,
                 settings.router.grace_period_s,
                 1,
+                settings.router.tls,
             )
         )
     specs.append(
@@ -91,6 +98,7 @@ def services(settings: MeshSettings, config: Path | None) -> list[ChildSpec]:
             settings.gateway.port,
             settings.gateway.grace_period_s,
             2,
+            settings.gateway.tls,
         )
     )
     return specs

@@ -39,7 +39,11 @@ async def build_worker(server: grpc.aio.Server, worker: ProviderWorkerSettings) 
         },
     )
     return Service(
-        name=f"providers/{worker.name}", service_names=[SERVICE_NAME], cleanups=[servicer.close]
+        name=f"providers/{worker.name}",
+        service_names=[SERVICE_NAME],
+        cleanups=[servicer.close],
+        # TLS / mTLS from the worker's own section; the router dials with its client side.
+        tls=worker.tls,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from hybridinference.common.settings import MeshSettings, dial_host
+from hybridinference.render.envoy_introspection import restrict_introspection
 from hybridinference.render.envoy_tracing import add_tracing
 
 REPO = Path(__file__).resolve().parents[3]
@@ -118,6 +119,8 @@ def apply_settings(
                 address=dial_host(gateway.host), port_value=gateway.port
             )
     _apply_overload_limits(config, settings)
+    # Health and reflection on the public port: off with auth on unless enabled.
+    restrict_introspection(hcms, settings)
     add_tracing(config, hcms, settings.tracing)
     return config
 

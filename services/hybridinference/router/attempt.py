@@ -20,7 +20,7 @@ import grpc
 from hybridinference.common.errors import from_rpc_error
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
-from hybridinference.router.breaker import COUNTS_AGAINST_ENDPOINT
+from hybridinference.router.breaker import counts_against_endpoint
 from hybridinference.router.endpoints import Endpoint
 from hybridinference.router.request_state import RequestState
 from hybridinference.router.v1 import router_pb2
@@ -130,15 +130,19 @@ class _Bookkeeping:
         """Books a failed call; the EarlyFailure to raise when it failed before its first event."""
         endpoint = self.endpoint
         clock = self.state.clock
-        endpoint.failures_total += 1
         code = error.code()
-        if code in COUNTS_AGAINST_ENDPOINT:
+        blamed = counts_against_endpoint(error, caller_deadline=self.timeout is not None)
+        if blamed or code != grpc.StatusCode.DEADLINE_EXCEEDED:
+            # Not counted: the caller's own deadline running out (see counts_against_endpoint);
+            # without a verdict finished() frees a half-open probe slot, as for a cancel.
+            endpoint.failures_total += 1
+        if blamed:
             self.verdict = True
             endpoint.breaker.record_failure()
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED and not started:
-            # A timeout is a (censored) TTFT sample too, or a hanging endpoint would look fast
-            # to the latency policies forever.
-            self.first_token(clock())
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED and not started:
+                # A timeout is a (censored) TTFT sample too, or a hanging endpoint would look
+                # fast to the latency policies forever.
+                self.first_token(clock())
         reachable = not self.state.health.record_failure(endpoint, error)
         hint = _retry_hint(error)
         if hint:

@@ -33,6 +33,29 @@ COUNTS_AGAINST_ENDPOINT: frozenset[grpc.StatusCode] = frozenset(
 )
 
 
+# Where a peer's rich status (ErrorInfo, RetryInfo...) travels; gRPC's own client-side
+# deadline carries none.
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def counts_against_endpoint(error: grpc.aio.AioRpcError, caller_deadline: bool) -> bool:
+    """Whether a failed provider call is the endpoint's fault and feeds its breaker.
+
+    ``caller_deadline``: the call ran under a deadline handed down from the router's caller.
+    A DEADLINE_EXCEEDED without a rich status is then gRPC's client-side timer firing on that
+    deadline: the caller chose to give up early, which says nothing about the endpoint (a caller
+    sending short deadlines must not be able to open the operator's circuits). The provider's own
+    first-token and idle timeouts arrive as DEADLINE_EXCEEDED with an ErrorInfo reason and do count.
+    """
+    code = error.code()
+    if code not in COUNTS_AGAINST_ENDPOINT:
+        return False
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED and caller_deadline:
+        trailing = error.trailing_metadata() or ()
+        return any(key == _STATUS_DETAILS_KEY for key, _ in trailing)
+    return True
+
+
 class CircuitState(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"

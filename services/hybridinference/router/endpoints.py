@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 import grpc
 
-from hybridinference.common.channels import insecure_channel
+from hybridinference.common.channels import CHANNEL_OPTIONS, dial
+from hybridinference.common.edge_settings import TlsSettings
 from hybridinference.common.settings import MeshSettings, ModelSettings, ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2, provider_pb2_grpc
@@ -70,6 +71,8 @@ class Worker:
     # None for test fakes; otherwise the channel to close on shutdown.
     channel: Any = None
     endpoints: list[Endpoint] = field(default_factory=list)
+    # The TLS section the channel was dialled with (a reload that changes it reconnects).
+    tls: TlsSettings | None = None
 
     def connected(self) -> bool:
         """False when the channel is known not to reach the worker (fakes count as connected)."""
@@ -170,11 +173,13 @@ class Model:
         return list(dict.fromkeys(e.provider for e in self.endpoints))
 
 
-Connect = Callable[[str], tuple[Any, ProviderStub]]
+# (address, the worker's TLS section) -> (channel, stub).
+Connect = Callable[[str, TlsSettings | None], tuple[Any, ProviderStub]]
 
 
-def connect_worker(address: str) -> tuple[Any, ProviderStub]:
-    channel = insecure_channel(address)
+def connect_worker(address: str, tls: TlsSettings | None = None) -> tuple[Any, ProviderStub]:
+    """A channel to a worker: mTLS when its ``tls`` section serves TLS, else plaintext."""
+    channel = dial(address, tls, CHANNEL_OPTIONS)
     stub: ProviderStub = provider_pb2_grpc.ProviderServiceStub(channel)
     return channel, stub
 
@@ -216,16 +221,26 @@ class EndpointTable:
                 )
             else:
                 address = worker_settings.address
-                keep = old is not None and old.address == address
+                # A changed TLS section needs a new channel too.
+                keep = old is not None and old.address == address and old.tls == worker_settings.tls
             if old is not None and keep and old.kind == worker_settings.kind:
                 channel, stub = old.channel, old.stub
                 old_endpoints = {e.id: e for e in old.endpoints}
             else:
                 channel, stub = (
-                    host_worker(worker_settings) if worker_settings.colocated else connect(address)
+                    host_worker(worker_settings)
+                    if worker_settings.colocated
+                    else connect(address, worker_settings.tls)
                 )
                 old_endpoints = {}
-            worker = Worker(worker_settings.name, worker_settings.kind, address, stub, channel)
+            worker = Worker(
+                worker_settings.name,
+                worker_settings.kind,
+                address,
+                stub,
+                channel,
+                tls=worker_settings.tls,
+            )
             for e in worker_settings.endpoints:
                 endpoint = old_endpoints.get(e.id) or Endpoint(
                     id=e.id,
