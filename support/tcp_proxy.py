@@ -50,6 +50,9 @@ class TcpProxy:
         self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            # A stopped loop still owns its selector and self-pipe until closed.
+            self._loop.close()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
@@ -76,6 +79,9 @@ class TcpProxy:
         await self._set_cut(True)
         if self._server is not None:
             self._server.close()
+            await self._server.wait_closed()
+        # abort() closes sockets in a callback: let those run before the loop stops.
+        await asyncio.sleep(0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._cut:

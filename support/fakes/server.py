@@ -50,3 +50,6 @@ class ThreadedServer:
             self.call(self._runner.cleanup()).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            # A stopped loop still owns its selector and self-pipe until closed.
+            self._loop.close()

@@ -7,6 +7,7 @@ full pressure from the start and sheds every request) and a limit of a few conne
 from __future__ import annotations
 
 import socket
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,7 +27,22 @@ def shedding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config = mesh_config(tmp)
     config["envoy"].update(max_heap_mb=1, max_connections=MAX_CONNECTIONS)
     with running_mesh(tmp, config, serving_through_envoy=False) as mesh:
+        # The heap monitor samples every refresh_interval (0.25 s): on a loaded machine the first
+        # request can beat the first sample, so wait until Envoy says the shedding action is on.
+        poll(
+            lambda: _stop_accepting_requests(config["envoy"]["admin_port"]) or None,
+            30,
+            "Envoy's stop_accepting_requests overload action active",
+            every_s=0.1,
+        )
         yield mesh
+
+
+def _stop_accepting_requests(admin_port: int) -> bool:
+    stat = "overload.envoy.overload_actions.stop_accepting_requests.active"
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=^{stat}$"
+    with urllib.request.urlopen(url, timeout=1) as reply:
+        return f"{stat}: 1" in reply.read().decode()
 
 
 def test_shed_requests_get_503_with_retry_after_in_each_dialect(shedding: Mesh) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import openai
 import orjson
@@ -16,13 +18,15 @@ HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello th
 
 
 @pytest.fixture(scope="module")
-def client(mesh: Mesh) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{mesh.http_url}/v1", api_key="unused", max_retries=0)
+def client(mesh: Mesh) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{mesh.http_url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
-def http() -> httpx.Client:
-    return httpx.Client(timeout=30)
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as http:
+        yield http
 
 
 def post(

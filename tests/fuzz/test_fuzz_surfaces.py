@@ -7,6 +7,7 @@ minute. Each surface is fuzzed through Envoy, as clients reach it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -201,8 +202,9 @@ def _send(client: httpx.Client, url: str, content: bytes) -> httpx.Response:
 
 
 @pytest.fixture(scope="module")
-def client() -> httpx.Client:
-    return httpx.Client(timeout=30)
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as client:
+        yield client
 
 
 def assert_not_5xx(reply: httpx.Response, body: bytes) -> None:

@@ -265,7 +265,11 @@ async def test_unreachable_upstream_is_unavailable() -> None:
     error = await failure(adapter, request())
     assert error.code == grpc.StatusCode.UNAVAILABLE
     assert error.reason == "upstream_connect_failed"
-    status = await adapter.status()
+    try:
+        status = await adapter.status()
+    finally:
+        # status() opens a fresh session after failure() closed the adapter.
+        await adapter.close()
     assert not status.healthy and status.detail
 
 

@@ -230,7 +230,13 @@ class GeminiAdapter:
             raise self._map(error, 0) from None
 
     async def close(self) -> None:
+        # Each SDK client also owns httpx clients (sync and async) it never uses here; close them
+        # now rather than leave them to its __del__, which schedules a task on whatever loop runs.
+        clients = list(self._clients.values())
         self._clients.clear()
+        for client in clients:
+            client.close()
+            await client.aio.aclose()
         if self._http is not None:
             await self._http.close()
             self._http = None
