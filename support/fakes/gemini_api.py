@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +32,7 @@ import orjson
 from aiohttp import web
 
 from support.fakes.replies import Ask, ChoicePlan, plan
-from support.fakes.server import ThreadedServer
+from support.fakes.server import FakeApi
 
 _STATUS_NAMES = {401: "UNAUTHENTICATED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}
 
@@ -168,30 +167,14 @@ def _frame(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\r\n\r\n"
 
 
-class GeminiFake:
+class GeminiFake(FakeApi):
     def __init__(self) -> None:
         self.state = GeminiFakeState()
-        self._server = ThreadedServer(self._app)
+        super().__init__()
 
     @property
     def url(self) -> str:
-        return self._server.url
-
-    @classmethod
-    def running(cls) -> Iterator[GeminiFake]:
-        """A started fake, stopped when the generator closes (``yield from`` it in a fixture)."""
-        fake = cls().start()
-        try:
-            yield fake
-        finally:
-            fake.stop()
-
-    def start(self) -> GeminiFake:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
+        return self.server_url
 
     def _app(self) -> web.Application:
         app = web.Application()

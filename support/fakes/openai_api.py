@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +38,7 @@ import orjson
 from aiohttp import web
 
 from support.fakes.replies import Ask, ChoicePlan, pieces, plan
-from support.fakes.server import ThreadedServer
+from support.fakes.server import FakeApi
 
 
 @dataclass
@@ -158,30 +157,14 @@ def _deltas(choice: ChoicePlan, logprobs: bool, top: int) -> list[dict[str, Any]
     return out
 
 
-class OpenAIFake:
+class OpenAIFake(FakeApi):
     def __init__(self) -> None:
         self.state = OpenAIFakeState()
-        self._server = ThreadedServer(self._app)
+        super().__init__()
 
     @property
     def base_url(self) -> str:
-        return f"{self._server.url}/v1"
-
-    @classmethod
-    def running(cls) -> Iterator[OpenAIFake]:
-        """A started fake, stopped when the generator closes (``yield from`` it in a fixture)."""
-        fake = cls().start()
-        try:
-            yield fake
-        finally:
-            fake.stop()
-
-    def start(self) -> OpenAIFake:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
+        return f"{self.server_url}/v1"
 
     def _app(self) -> web.Application:
         app = web.Application()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from typing import Self
 
 from aiohttp import web
 
@@ -53,3 +54,34 @@ class ThreadedServer:
         if not self._thread.is_alive():
             # A stopped loop still owns its selector and self-pipe until closed.
             self._loop.close()
+
+
+class FakeApi:
+    """A fake upstream API served by a ThreadedServer: what every fake shares (start, stop, a
+    fixture helper); each fake builds its own routes in ``_app``."""
+
+    def __init__(self) -> None:
+        self._server = ThreadedServer(self._app)
+
+    @property
+    def server_url(self) -> str:
+        return self._server.url
+
+    @classmethod
+    def running(cls) -> Iterator[Self]:
+        """A started fake, stopped when the generator closes (``yield from`` it in a fixture)."""
+        fake = cls().start()
+        try:
+            yield fake
+        finally:
+            fake.stop()
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def _app(self) -> web.Application:
+        raise NotImplementedError

@@ -8,11 +8,11 @@ from typing import Any
 import grpc
 import pytest
 
-from hybridinference.common.errors import ServiceError
 from hybridinference.common.settings import ProviderEndpointSettings
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
+from support.adapter_calls import collect, failure
 from support.fakes.gemini_api import GeminiFake
 from support.polling import until
 
@@ -56,19 +56,6 @@ def request(max_tokens: int | None = None) -> provider_pb2.GenerateRequest:
         ],
         sampling=sampling,
     )
-
-
-async def collect(adapter: ProviderAdapter, req: provider_pb2.GenerateRequest) -> list[Any]:
-    try:
-        return [event async for event in adapter.generate(req)]
-    finally:
-        await adapter.close()
-
-
-async def failure(adapter: ProviderAdapter, req: provider_pb2.GenerateRequest) -> ServiceError:
-    with pytest.raises(ServiceError) as caught:
-        await collect(adapter, req)
-    return caught.value
 
 
 async def test_streams_with_roles_system_instruction_and_usage(fake: GeminiFake) -> None:

@@ -15,6 +15,7 @@ from hybridinference.common.settings import ConfigError, ProviderEndpointSetting
 from hybridinference.common.v1 import chat_pb2
 from hybridinference.provider.v1 import provider_pb2
 from hybridinference.providers.adapter import ProviderAdapter, build_adapter
+from support.adapter_calls import collect, failure
 from support.fakes.openai_api import OpenAIFake
 from support.polling import until
 
@@ -58,19 +59,6 @@ def request(max_tokens: int | None = None, **sampling: Any) -> provider_pb2.Gene
         ],
         sampling=params,
     )
-
-
-async def collect(adapter: ProviderAdapter, req: provider_pb2.GenerateRequest) -> list[Any]:
-    try:
-        return [event async for event in adapter.generate(req)]
-    finally:
-        await adapter.close()
-
-
-async def failure(adapter: ProviderAdapter, req: provider_pb2.GenerateRequest) -> ServiceError:
-    with pytest.raises(ServiceError) as caught:
-        await collect(adapter, req)
-    return caught.value
 
 
 @pytest.mark.parametrize("kind", KINDS)
