@@ -60,6 +60,38 @@ def test_http_client_disconnect_reaches_the_provider_within_a_second(mesh: Mesh)
     assert time.monotonic() - disconnected_at < 1.0
 
 
+def test_an_abandoned_stream_is_recorded_and_charged_for_what_it_streamed(mesh: Mesh) -> None:
+    """The client leaves after a few tokens: no completion ever comes, yet the record carries
+    the output tokens the gateway passed on (what the quota settle charges too)."""
+    body = orjson.dumps(
+        {"model": "hi-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    )
+    received = 0
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            f"{mesh.http_url}/v1/chat/completions",
+            content=body,
+            headers={"content-type": "application/json"},
+        ) as reply,
+    ):
+        request_id = reply.headers["x-request-id"]
+        for line in reply.iter_lines():
+            if line.startswith("data: ") and orjson.loads(line[6:])["choices"][0]["delta"].get(
+                "content"
+            ):
+                received += 1
+                if received == 3:
+                    break
+    record = poll(lambda: get_record(mesh, request_id), 10, "the abandoned stream's record")
+    assert record.status == "CANCELLED"
+    # At least what the client read; tokens in flight when it left were streamed too.
+    assert received <= record.usage.completion_tokens < 200
+    assert record.usage.total_tokens == record.usage.completion_tokens
+    assert record.error.startswith(f"stream cut after {record.usage.completion_tokens} tokens")
+
+
 def test_each_request_leaves_one_complete_record(mesh: Mesh) -> None:
     with grpc.insecure_channel(mesh.envoy_grpc) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)

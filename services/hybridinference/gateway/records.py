@@ -82,8 +82,6 @@ def build_record(
         record.cost_usd = execution.completion.cost_usd
         record.finish_reason = execution.completion.finish_reason
     if execution.stream_cut:
-        # No completion came, so no usage either: what the client did receive is counted here.
+        # Its usage is what the client received (partial_usage.complete_partial).
         record.error = f"{STREAM_CUT_PREFIX} {execution.streamed_tokens} tokens: {execution.error}"
-        if execution.completion is None:
-            record.usage.completion_tokens = execution.streamed_tokens
     return cap_record(record, capture_max_chars, record_capped)

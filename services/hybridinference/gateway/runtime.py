@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import grpc
 
@@ -19,6 +19,7 @@ from hybridinference.gateway.chat_call import ChatCall
 from hybridinference.gateway.edge import Edge, visible_models
 from hybridinference.gateway.execution import Execution
 from hybridinference.gateway.model_catalog import ModelCatalog
+from hybridinference.gateway.partial_usage import complete_partial
 from hybridinference.gateway.records import DEFAULT_CAPTURE_MAX_CHARS, build_record
 from hybridinference.gateway.request_ids import check_request_id
 from hybridinference.gateway.router_client import RouterClient
@@ -42,8 +43,11 @@ class GatewayRuntime:
         router: RouterClient | None = None,
         capture_content: bool = False,
         capture_max_chars: int = DEFAULT_CAPTURE_MAX_CHARS,
+        output_prices: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
+        # USD per million output tokens by endpoint: what a stream that ended early is charged.
+        self.output_prices = dict(output_prices or {})
         # logger.capture_content: records carry the prompt and the response text.
         self.capture_content = capture_content
         self.capture_max_chars = capture_max_chars
@@ -122,7 +126,9 @@ class GatewayRuntime:
 
     def record(self, execution: Execution) -> None:
         # Releases the quota slot and charges tokens/cost, then ships the record; neither is
-        # awaited (both run in the background).
+        # awaited (both run in the background). A stream that ended before its completion is
+        # charged and recorded for the output it streamed.
+        complete_partial(execution, self.output_prices)
         self.edge.settle(execution)
         self.shipper.submit(build_record(execution, self.capture_max_chars))
         gateway_metrics.observe_request(execution)

@@ -15,6 +15,7 @@ from hybridinference.gateway.console_servicer import ConsoleServicer
 from hybridinference.gateway.edge import Edge, EdgeStartError
 from hybridinference.gateway.metrics import register_shipper_metrics
 from hybridinference.gateway.openai_servicer import OpenAIServicer
+from hybridinference.gateway.partial_usage import output_prices
 from hybridinference.gateway.router_client import RouterClient
 from hybridinference.gateway.runtime import GatewayRuntime
 from hybridinference.gateway.typed_servicer import GatewayServicer
@@ -51,6 +52,7 @@ async def build(server: grpc.aio.Server, settings: MeshSettings) -> Service:
         router=router,
         capture_content=settings.logger.capture_content,
         capture_max_chars=settings.logger.capture_max_chars,
+        output_prices=output_prices(settings),
     )
     register_shipper_metrics(runtime.shipper)
     # Public services: undecodable request bytes get INVALID_ARGUMENT, not UNKNOWN.
