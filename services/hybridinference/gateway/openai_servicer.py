@@ -100,7 +100,9 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
                 yield _body(fmt.error_frame(cut), fmt.SSE)
             else:
                 yield await _error_reply(context, request_id, error)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away: cancelled, or the stream closed by its consumer (gRPC
+            # closes a server stream's generator). Either way the request is a cancel.
             execution.fail(ServiceError(grpc.StatusCode.CANCELLED, "client cancelled"))
             raise
         except Exception:

@@ -143,7 +143,9 @@ class GatewayRuntime:
         except ServiceError as error:
             execution.fail(error)
             await abort(context, error)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away: cancelled, or the stream closed by its consumer (gRPC
+            # closes a server stream's generator). Either way the request is a cancel.
             execution.fail(ServiceError(grpc.StatusCode.CANCELLED, "client cancelled"))
             raise
         except Exception:
