@@ -69,7 +69,7 @@ def mesh_name(argv: list[str]) -> str:
         return "envoy"
     if "-m" in argv:
         module = argv[argv.index("-m") + 1]
-        name = module.removeprefix("services.")
+        name = module.removeprefix("hybridinference.")
         if name == "providers" and "--worker" in argv:
             return f"provider:{argv[argv.index('--worker') + 1]}"
         return name
