@@ -119,13 +119,15 @@ class Podman:
 
     def start_service(self) -> str:
         """Starts `podman system service` on the private socket; returns DOCKER_HOST for it."""
-        self._service = subprocess.Popen(
-            [*self.argv, "system", "service", "--time=0", f"unix://{self.socket}"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.run_dir / "service.log").open("wb"),
-            start_new_session=True,
-        )
+        # The service writes its log through its own copy of the descriptor; ours is closed.
+        with (self.run_dir / "service.log").open("wb") as log:
+            self._service = subprocess.Popen(
+                [*self.argv, "system", "service", "--time=0", f"unix://{self.socket}"],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
         poll(
             lambda: True if self.socket.exists() else None,
             timeout_s=30,
