@@ -5,23 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from support.launched import envoy_ready
 from support.polling import poll
 from support.procs import REPO, free_port, stop_process, wait_healthy, write_config
-
-
-def _envoy_ready(admin_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
 
 
 @dataclass
@@ -161,7 +153,7 @@ def running_mesh(
         else:
             # (health is not served through Envoy with auth on: see _public_health)
             wait_healthy(mesh.address("gateway"), timeout_s=60, proc=proc)
-            poll(lambda: _envoy_ready(config["envoy"]["admin_port"]) or None, 30, "Envoy ready")
+            poll(lambda: envoy_ready(config["envoy"]["admin_port"]) or None, 30, "Envoy ready")
         yield mesh
     except Exception:
         print(mesh.logs()[-20000:])
